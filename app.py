@@ -1,0 +1,62 @@
+"""SonoSynth Lab dashboard.  python app.py [--host 127.0.0.1] [--port 7860] [--profile tiny|paper]
+
+Builds one gr.Blocks with a tab per page (pages.PAGES). No model is loaded until a tab needs one.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from pages import PAGES
+from pages.common import AppContext
+from pipeline.config import ROOT, get_profile
+
+DEFAULT_DATA_ROOTS = [ROOT.parent / "shared" / "data", ROOT / "data"]
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="SonoSynth Lab") as demo:
+        gr.Markdown(f"# SonoSynth Lab · profile `{ctx.profile.name}`")
+        with gr.Tabs():
+            for name in PAGES:
+                page = importlib.import_module(f"pages.{name}")
+                with gr.Tab(page.TITLE, id=name):
+                    page.build(ctx)
+    # heavy events share one worker (concurrency_id "heavy"); others may run alongside
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def make_context(profile: str | None = None, data_roots: list[str] | None = None,
+                 work_dir: str | None = None) -> AppContext:
+    roots = [Path(r).resolve() for r in (data_roots or [])] or \
+        [r.resolve() for r in DEFAULT_DATA_ROOTS]
+    work = Path(work_dir or os.environ.get("SONOSYNTH_WORK_DIR") or ROOT / "outputs").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return AppContext(profile=get_profile(profile), data_roots=roots, work_dir=work)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="SonoSynth Lab dashboard")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--profile", choices=["tiny", "paper"], default=None,
+                   help="tiny (offline CPU default) or paper (SAM ViT-B + SD v1.5, GPU)")
+    p.add_argument("--data-root", action="append", default=None,
+                   help="a folder whose data may be opened by typed path (repeatable); "
+                        "default: ../shared/data and ./data")
+    p.add_argument("--work-dir", default=None, help="where runs, LoRAs and datasets are written (default ./outputs)")
+    args = p.parse_args(argv)
+    ctx = make_context(args.profile, args.data_root, args.work_dir)
+    demo = build_app(ctx)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{ctx.max_upload_mb}mb",
+                allowed_paths=[str(ctx.work_dir)], theme=gr.themes.Soft())
+
+
+if __name__ == "__main__":
+    main()

