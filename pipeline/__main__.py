@@ -1,8 +1,8 @@
 """The CLI: one sub-command per dashboard action.  `python -m pipeline --help`
 
-Each sub-command lives in the module named in COMMANDS, which defines `add_arguments(parser)` and
-`run(args) -> int`; modules are imported only when their command runs, so `data-summary` does not
-import torch.
+Each sub-command lives in the module named in COMMANDS, which defines `add_arguments(parser, command)`
+and `run(args) -> int` (`args.command` says which command when a module serves several); modules are
+imported only when their command runs, so `data-summary` does not import torch.
 """
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data-summary": ("pipeline.cli_data", "counts, trimesters and HC check of a data source"),
+    "segment": ("pipeline.sam.cli", "segment one image from a box prompt"),
+    "evaluate": ("pipeline.sam.cli", "Dice / HC error of a SAM model on a data source (jittered boxes)"),
+    "finetune-sam": ("pipeline.sam.cli", "fine-tune SAM's mask decoder on real (+ synthetic) pairs"),
+    "pretrain-base": ("pipeline.diffusion.cli", "pretrain the tiny diffusion base on phantoms"),
+    "train-lora": ("pipeline.diffusion.cli", "train one trimester's LoRA on real image+mask pairs"),
+    "generate": ("pipeline.diffusion.cli", "generate image+mask pairs and extract their ellipses"),
+    "sweep": ("pipeline.experiments", "the paper's Table 1 as a resumable sweep"),
+    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion"),
 }
 
 
@@ -24,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         if name == wanted:
-            importlib.import_module(module).add_arguments(p)
+            importlib.import_module(module).add_arguments(p, name)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -36,7 +36,7 @@ def summarize(spec: str, allowed_roots=None, progress=None) -> dict:
             "problems": problems}
 
 
-def add_arguments(p) -> None:
+def add_arguments(p, command: str = "data-summary") -> None:
     p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -1,0 +1,27 @@
+"""`python -m pipeline bench sam|diffusion [--json]`: the benchmarks the issues ask for.
+
+Speed goals are checked here, on demand, never in timed unit tests. Each suite lives beside its code
+(pipeline/sam/bench.py, pipeline/diffusion/bench.py) and exposes `run_bench(args) -> dict`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+
+SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench"}
+
+
+def add_arguments(p, command: str = "bench") -> None:
+    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median reported)")
+
+
+def run(args) -> int:
+    figures = importlib.import_module(SUITES[args.suite]).run_bench(args)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
+    return 0
