@@ -227,7 +227,7 @@ def fill_outline(outline: np.ndarray) -> tuple[np.ndarray, Ellipse]:
     o = np.asarray(outline)
     if o.ndim == 3:
         o = o.max(axis=2)
-    ys, xs = np.nonzero(o > 127)
+    ys, xs = np.nonzero(o if o.dtype == bool else o > 127)
     if len(xs) < 5:
         raise ValueError("annotation outline is empty (fewer than 5 drawn pixels)")
     e = Ellipse.from_cv(cv2.fitEllipse(np.stack([xs, ys], 1).astype(np.float32)))
