@@ -1,0 +1,118 @@
+"""`SamPredictor`: set an image once, predict many boxes. The cache is the API.
+
+    pred = load_predictor()            # LiteMedSAM, offline
+    pred.set_image(image)              # runs the image encoder (or finds the embedding in memory)
+    mask = pred.predict(box=(x0, y0, x1, y1))   # bool (H, W) at the original size; decoder only
+
+Embeddings live in a small in-memory LRU keyed by image content (sha1 of the pixels) and the encoder's
+identity, so going back to an image already seen does not re-encode it either.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..data import DataError
+from .models import SamModel, load_model
+
+
+def image_key(image: np.ndarray) -> str:
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha1(a.tobytes())
+    h.update(f"{a.shape}{a.dtype}".encode())
+    return h.hexdigest()
+
+
+def validate_box(box, hw: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) in image pixels, clipped to the image; DataError for a box that is
+    missing, malformed, empty or entirely outside the image."""
+    if box is None:
+        raise DataError("no box: draw a box around the head first")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=float).reshape(-1)[:4])
+        if np.asarray(box).size != 4:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DataError(f"a box is four numbers x0 y0 x1 y1, got {box!r}") from None
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        raise DataError("the box has a non-finite coordinate")
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    h, w = hw
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise DataError(f"the box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) lies outside the "
+                        f"{w}x{h} image")
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise DataError("the box is too small (under 2 pixels wide or high): draw it around the head")
+    return x0, y0, x1, y1
+
+
+class SamPredictor:
+    def __init__(self, model: SamModel, cache_size: int = 16):
+        self.model = model
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.encoder_calls = 0  # how many times the image encoder actually ran (tests, benchmarks)
+        self.reset_image()
+
+    def reset_image(self) -> None:
+        self.embedding: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.image_hash: str | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.embedding is not None
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> "SamPredictor":
+        """Encode `image` (uint8 gray (H, W) or RGB (H, W, 3)) unless its embedding is cached."""
+        img = np.asarray(image)
+        if img.ndim not in (2, 3) or img.size == 0:
+            raise DataError(f"expected a grayscale or RGB image, got shape {img.shape}")
+        key = f"{self.model.encoder_id}:{image_key(img)}"
+        with self._lock:
+            emb = self._cache.get(key)
+            if emb is not None:
+                self._cache.move_to_end(key)
+            else:
+                x, _ = self.model.preprocess(img)
+                emb = self.model.encode(x)
+                self.encoder_calls += 1
+                self._cache[key] = emb
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            self.embedding, self.original_size, self.image_hash = emb, img.shape[:2], key
+        return self
+
+    @torch.no_grad()
+    def predict_logits(self, box) -> torch.Tensor:
+        if self.embedding is None or self.original_size is None:
+            raise DataError("no image set: call set_image(image) before predict(box=...)")
+        b = validate_box(box, self.original_size)
+        return self.model.decode(self.embedding, self.model.box_to_input(b, self.original_size))
+
+    def predict(self, box=None) -> np.ndarray:
+        """bool mask (H, W) at the original size for one box (x0, y0, x1, y1) in image pixels."""
+        return self.model.logits_to_mask(self.predict_logits(box), self.original_size)
+
+
+def load_predictor(profile_or_backend: str | None = None, checkpoint=None, device: str | None = None) -> SamPredictor:
+    """A predictor for a profile name ("tiny", "paper"), a back-end ("litemedsam", "vit_b") or None
+    (the current profile), optionally with a fine-tuned run / weights file as `checkpoint`."""
+    from ..config import PROFILES, get_profile
+    backend, base = None, None
+    if profile_or_backend in (None, "") or profile_or_backend in PROFILES:
+        prof = get_profile(profile_or_backend or None)
+        backend, base = prof.sam_backend, prof.sam_checkpoint
+    else:
+        backend = profile_or_backend
+    if checkpoint is None and base is not None:
+        checkpoint = base  # the profile's base weights (e.g. sam_vit_b_01ec64.pth for "paper")
+    return SamPredictor(load_model(backend, checkpoint, device))
