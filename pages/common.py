@@ -1,6 +1,9 @@
 """What every page shares: the app context and small helpers for user-facing errors."""
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,15 @@ HEAVY = dict(concurrency_limit=1, concurrency_id="heavy")
 
 @dataclass
 class AppContext:
+    """What app.py hands to every page's build(ctx).
+
+    shared: components published by earlier tabs for later ones (pass them as event inputs):
+      "data_spec"  gr.State[str] — the Data tab's loaded source as a spec string (`phantom:24`,
+                   `hc18:/abs/path`, `folder:/abs/path`; an uploaded zip becomes a folder:/hc18: spec under
+                   work_dir/uploads). Per browser session; starts at `default_source`; use
+                   `ctx.shared["data_spec"].change(...)` to react when the user loads another source, and
+                   `pipeline.data.open_source(spec, ctx.allowed_roots)` to open it.
+    """
     profile: Profile
     data_roots: list[Path]  # typed server paths must lie under one of these
     work_dir: Path  # runs/, LoRAs, synthetic datasets, uploads live here
@@ -34,3 +46,31 @@ def user_error(exc: BaseException) -> gr.Error:
     if isinstance(exc, (DataError, ValueError, FileNotFoundError)):
         return gr.Error(str(exc))
     return gr.Error(f"{type(exc).__name__}: {exc}")
+
+
+def guarded(fn):
+    """Wrap an event handler so that any failure reaches the page as a clear gr.Error (a toast for a
+    person, an error message for gradio_client), never a stack trace; unexpected ones are logged."""
+    def translate(exc: Exception) -> gr.Error:
+        if isinstance(exc, gr.Error):
+            return exc
+        if not isinstance(exc, (DataError, ValueError, FileNotFoundError)):
+            logging.getLogger(fn.__module__).exception("%s failed", fn.__name__)
+        return user_error(exc)
+
+    if inspect.isgeneratorfunction(fn):  # streaming handlers (progress, live plots)
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise translate(exc) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc) from None
+    return wrapper

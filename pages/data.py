@@ -1,0 +1,191 @@
+"""The Data tab: choose a source, browse overlaid samples page by page, inspect one, see the charts.
+
+Thin wiring over pipeline.browse. API endpoints: load_data, sample_detail, data_summary.
+Publishes the loaded source's spec string as ctx.shared["data_spec"] (a per-session gr.State).
+"""
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from pipeline import browse
+from pipeline.cli_data import summarize
+from pipeline.data import DataError, open_source
+
+from .common import HEAVY, guarded
+
+TITLE = "Data"
+log = logging.getLogger(__name__)
+
+INTRO = """### Data — look at images, head masks, trimesters and head circumferences
+Pick a source and press **Load**: `phantom:N` (our own generated demo images, not patient data),
+`hc18:PATH` (the HC18 challenge layout) or `folder:PATH` (`images/` + `masks/`, also the layout of the
+synthetic datasets made in the Generation tab). Typed paths must lie under: {roots}.
+You can also upload a dataset as a `.zip` (at most {max_mb} MB). Click a thumbnail to see it large."""
+
+
+def build(ctx) -> None:
+    roots = ctx.allowed_roots
+    uploads = ctx.work_dir / "uploads"
+
+    def open_(spec: str):
+        return open_source(spec, roots)
+
+    def status_text(src, problems=()) -> str:
+        s = browse.summary(src)
+        t = s["trimesters"]
+        if s["phantom"] == s["n"]:
+            kind = "phantom images made by our generator (not patient data)"
+        else:
+            kind = "images" + (f" ({s['synthetic']} synthetic)" if s["synthetic"] else "")
+        lines = [f"**{s['n']}** {kind} from `{src.spec}` — first {t['first']}, second {t['second']}, "
+                 f"third {t['third']}" + (f", unknown {t['unknown']}" if t["unknown"] else "") + " trimester."]
+        warns = [*src.warnings, *problems]
+        if warns:
+            lines.append(f"\n⚠️ {len(warns)} warning(s): " + "; ".join(warns[:5]) + (" …" if len(warns) > 5 else ""))
+        return "\n".join(lines)
+
+    def render_page(spec, page, alpha, trimester):
+        src = open_(spec)
+        items, shown, page, problems = browse.gallery_page(src, page, alpha, trimester)
+        label = browse.page_label(len(browse.filtered_indices(src.metas, trimester)), len(src), page)
+        if problems:
+            gr.Warning(f"{len(problems)} sample(s) on this page cannot be read: {problems[0]}")
+        return src, items, shown, page, label, problems
+
+    # ------------------------------------------------------------------ handlers
+    @guarded
+    def load_data(spec, upload, alpha, trimester):
+        """Open a data source (a spec string, or an uploaded dataset zip, which wins) and show page 1."""
+        if upload:
+            size_mb = _size_mb(upload)
+            if size_mb > ctx.max_upload_mb:
+                raise DataError(f"the zip is {size_mb:.0f} MB; the limit is {ctx.max_upload_mb} MB")
+            spec = browse.open_upload(upload, uploads)
+        spec = (spec or "").strip() or ctx.default_source
+        src, items, shown, page, label, problems = render_page(spec, 0, alpha, trimester)
+        if src.warnings:
+            gr.Warning(f"{src.spec}: {len(src.warnings)} warning(s), e.g. {src.warnings[0]}")
+        summary = browse.summary(src)
+        choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
+        return (spec, page, shown,
+                gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
+                status_text(src, problems), summary, browse.charts(src.metas, src.spec), items, label, None,
+                None, None, None)
+
+    @guarded
+    def data_page(spec, page, alpha, trimester):
+        """Show one page (0-based) of the loaded source, optionally one trimester only."""
+        _, items, shown, page, label, _ = render_page(spec, int(page or 0), alpha, trimester)
+        return page, shown, items, label
+
+    @guarded
+    def sample_detail(spec, number, alpha):
+        """One sample (1-based number in the source) at full size with its metadata."""
+        if number is None:
+            return None, None
+        img, info = browse.sample_detail(open_(spec), int(number) - 1, alpha)
+        return img, info
+
+    @guarded
+    def select_sample(spec, shown, alpha, evt: gr.SelectData):
+        i = shown[evt.index] if shown and evt.index is not None and evt.index < len(shown) else None
+        if i is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        img, info = browse.sample_detail(open_(spec), i, alpha)
+        return i + 1, img, info
+
+    @guarded
+    def data_summary(spec, progress=gr.Progress()):
+        """The data-summary CLI command: loads every sample to check HC from the masks against the CSV."""
+        def tick(i, n):
+            if i % 10 == 0 or i == n - 1:
+                progress((i + 1, n), desc="loading masks", unit="images")
+        out = summarize(spec, roots, progress=tick)
+        problems = out.pop("problems")
+        out["problems"] = problems[:50]
+        return out
+
+    # ------------------------------------------------------------------ widgets
+    initial = _initial(ctx)
+    spec_state = gr.State(ctx.default_source)  # per session: the loaded source
+    page_state = gr.State(0)
+    shown_state = gr.State(initial["shown"])  # source indices of the thumbnails on screen
+    ctx.shared["data_spec"] = spec_state
+
+    gr.Markdown(INTRO.format(roots=", ".join(f"`{r}`" for r in roots), max_mb=ctx.max_upload_mb))
+    with gr.Row(equal_height=True):
+        source = gr.Dropdown(choices=browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source),
+                             value=ctx.default_source, allow_custom_value=True, label="Data source",
+                             info="phantom[:N[:SEED]] · hc18:PATH · folder:PATH", scale=4, elem_id="data-source")
+        upload = gr.File(label="…or upload a dataset zip", file_types=[".zip"], type="filepath", height=90,
+                         scale=2, elem_id="data-upload")
+        load_btn = gr.Button("Load", variant="primary", scale=1, elem_id="data-load")
+    status = gr.Markdown(initial["status"], elem_id="data-status")
+    plot = gr.Plot(initial["figure"], label="Trimesters and head circumferences", elem_id="data-chart")
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                trimester = gr.Radio(list(browse.FILTERS), value="all", label="Show trimester", scale=3)
+                alpha = gr.Slider(0, 1, value=0.4, step=0.05, label="Mask opacity", scale=2)
+            gallery = gr.Gallery(initial["items"], label="Samples (mask tinted)", columns=6, height=560,
+                                 object_fit="contain", allow_preview=False, elem_id="data-gallery")
+            with gr.Row(equal_height=True):
+                prev_btn = gr.Button("◀ Previous", size="sm", scale=1)
+                page_md = gr.Markdown(initial["label"], elem_id="data-page-label")
+                next_btn = gr.Button("Next ▶", size="sm", scale=1)
+        with gr.Column(scale=2):
+            number = gr.Number(label="Sample # (click a thumbnail, or type a number and press Enter)",
+                               precision=0, minimum=1, elem_id="data-sample-number")
+            detail = gr.Image(label="Selected sample (mask tinted, annotation ellipse in yellow)", type="numpy",
+                              interactive=False, height=360, elem_id="data-detail")
+            info = gr.JSON(label="Metadata (trimester, HC mm, GA weeks, pixel size mm)", elem_id="data-info")
+    with gr.Accordion("Summary and HC check", open=False):
+        summary_json = gr.JSON(initial["summary"], label="Summary (from the metadata)")
+        check_btn = gr.Button("Check HC against the masks (loads every sample)")
+        check_json = gr.JSON(label="data-summary: HC from each mask (fitted ellipse × pixel size) vs reference")
+
+    # ------------------------------------------------------------------ events
+    gr.on([load_btn.click, upload.upload], load_data,
+          inputs=[source, upload, alpha, trimester],
+          outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
+                   upload, number, detail, info],
+          api_name="load_data", concurrency_limit=2, concurrency_id="data")
+    page_io = dict(outputs=[page_state, shown_state, gallery, page_md], concurrency_limit=2,
+                   concurrency_id="data")
+    trimester.change(lambda s, a, t: data_page(s, 0, a, t), inputs=[spec_state, alpha, trimester],
+                     api_visibility="private", **page_io)
+    prev_btn.click(lambda s, p, a, t: data_page(s, (p or 0) - 1, a, t),
+                   inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
+    next_btn.click(lambda s, p, a, t: data_page(s, (p or 0) + 1, a, t),
+                   inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
+    number.submit(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, info],
+                  api_name="sample_detail")
+    alpha.release(data_page, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io) \
+        .then(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, info], api_visibility="private")
+    gallery.select(select_sample, inputs=[spec_state, shown_state, alpha], outputs=[number, detail, info],
+                   api_visibility="private")
+    check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY)
+
+
+def _initial(ctx) -> dict:
+    """What a new session sees before pressing anything: page 1 of the default source."""
+    try:
+        src = open_source(ctx.default_source, ctx.allowed_roots)
+        items, shown, page, _ = browse.gallery_page(src, 0, 0.4)
+        t = browse.summary(src)["trimesters"]
+        status = (f"**{len(src)}** phantom images made by our generator (not patient data) from `{src.spec}` — "
+                  f"first {t['first']}, second {t['second']}, third {t['third']} trimester. "
+                  "Type or pick another source and press **Load**.")
+        return dict(items=items, shown=shown, label=browse.page_label(len(src), len(src), page),
+                    figure=browse.charts(src.metas, src.spec), summary=browse.summary(src), status=status)
+    except DataError as exc:  # a misconfigured default must not stop the app from starting
+        log.warning("default data source %s: %s", ctx.default_source, exc)
+        return dict(items=[], shown=[], label="", figure=None, summary=None,
+                    status=f"⚠️ default source `{ctx.default_source}`: {exc}")
+
+
+def _size_mb(path) -> float:
+    import os
+    return os.path.getsize(path) / 2**20

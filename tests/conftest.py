@@ -1,0 +1,121 @@
+"""Shared test fixtures.
+
+hc18_root     Path to ../shared/data/hc18 (real HC18 pairs), or a skip with the reason when absent.
+app_url       URL of ONE running dashboard for the whole session: `python app.py` on a free port with a
+              temporary --work-dir and --data-root ../shared/data (started once, stopped at the end).
+app_work_dir  that dashboard's work dir (runs/, loras/, synthetic/, uploads/ appear here).
+page          a fresh Playwright Page (Debian chromium, one browser per session, one context per test);
+              an uncaught JavaScript error on the page fails the test.
+Browser tests live in tests/browser/test_<tab>.py and are marked @pytest.mark.browser.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CHROMIUM = os.environ.get("SONOSYNTH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+APP_START_TIMEOUT_S = float(os.environ.get("SONOSYNTH_APP_START_TIMEOUT", 180))
+
+
+@pytest.fixture(scope="session")
+def hc18_root() -> Path:
+    root = SHARED_DATA / "hc18"
+    if not (root / "training_set").is_dir():
+        pytest.skip(f"real HC18 data not found at {root} (tests that need it run where ../shared/data exists)")
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_work_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("app-work")
+
+
+@pytest.fixture(scope="session")
+def app_url(app_work_dir, tmp_path_factory):
+    """Start `python app.py` once per test session and wait until it answers HTTP."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("app-log") / "app.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               SONOSYNTH_PROFILE=os.environ.get("SONOSYNTH_PROFILE", "tiny"))
+    cmd = [sys.executable, "app.py", "--port", str(port), "--work-dir", str(app_work_dir),
+           "--data-root", str(SHARED_DATA)]
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+
+    def log_tail() -> str:
+        try:
+            return log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+    deadline = time.monotonic() + APP_START_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the dashboard exited with code {proc.returncode} before it was ready:\n{log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not answer on {url} within {APP_START_TIMEOUT_S:.0f} s:\n{log_tail()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def _browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # required in CI: fail loudly rather than skip
+        pytest.fail("playwright is not installed: pip install -r requirements-test.txt")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install chromium (never `playwright install`)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(_browser, app_url):
+    """A fresh page in its own browser context (own cookies = own Gradio session)."""
+    context = _browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    if errors:
+        pytest.fail("uncaught JavaScript error(s) on the page:\n" + "\n".join(errors))
