@@ -19,14 +19,16 @@ DEFAULT_DATA_ROOTS = [ROOT.parent / "shared" / "data", ROOT / "data"]
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="SonoSynth Lab") as demo:
+    # delete_cache: thumbnails and results Gradio caches per request are removed after a day
+    with gr.Blocks(title="SonoSynth Lab", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"# SonoSynth Lab · profile `{ctx.profile.name}`")
         with gr.Tabs():
             for name in PAGES:
                 page = importlib.import_module(f"pages.{name}")
                 with gr.Tab(page.TITLE, id=name):
                     page.build(ctx)
-    # heavy events share one worker (concurrency_id "heavy"); others may run alongside
+    # every event goes through the queue: heavy ones share one worker (pages.common.HEAVY), so a second
+    # user waits and sees their queue position; light ones run at most two at a time
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
@@ -51,8 +53,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="a folder whose data may be opened by typed path (repeatable); "
                         "default: ../shared/data and ./data")
     p.add_argument("--work-dir", default=None, help="where runs, LoRAs and datasets are written (default ./outputs)")
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest accepted upload (default 200 MB)")
     args = p.parse_args(argv)
     ctx = make_context(args.profile, args.data_root, args.work_dir)
+    ctx.max_upload_mb = args.max_upload_mb
+    print(f"SonoSynth Lab: profile {ctx.profile.name}, work dir {ctx.work_dir}, typed paths allowed under "
+          f"{', '.join(map(str, ctx.allowed_roots))}", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}: anyone who can reach this address can use the dashboard and "
+              "read data under the folders above (choose them with --data-root)", flush=True)
     demo = build_app(ctx)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{ctx.max_upload_mb}mb",
                 allowed_paths=[str(ctx.work_dir)], theme=gr.themes.Soft())

@@ -32,20 +32,6 @@ def build(ctx) -> None:
     def open_(spec: str):
         return open_source(spec, roots)
 
-    def status_text(src, problems=()) -> str:
-        s = browse.summary(src)
-        t = s["trimesters"]
-        if s["phantom"] == s["n"]:
-            kind = "phantom images made by our generator (not patient data)"
-        else:
-            kind = "images" + (f" ({s['synthetic']} synthetic)" if s["synthetic"] else "")
-        lines = [f"**{s['n']}** {kind} from `{src.spec}` — first {t['first']}, second {t['second']}, "
-                 f"third {t['third']}" + (f", unknown {t['unknown']}" if t["unknown"] else "") + " trimester."]
-        warns = [*src.warnings, *problems]
-        if warns:
-            lines.append(f"\n⚠️ {len(warns)} warning(s): " + "; ".join(warns[:5]) + (" …" if len(warns) > 5 else ""))
-        return "\n".join(lines)
-
     def render_page(spec, page, alpha, trimester):
         src = open_(spec)
         items, shown, page, problems = browse.gallery_page(src, page, alpha, trimester)
@@ -65,14 +51,15 @@ def build(ctx) -> None:
             spec = browse.open_upload(upload, uploads)
         spec = (spec or "").strip() or ctx.default_source
         src, items, shown, page, label, problems = render_page(spec, 0, alpha, trimester)
+        img, info = browse.sample_detail(src, shown[0], alpha) if shown else (None, None)
         if src.warnings:
             gr.Warning(f"{src.spec}: {len(src.warnings)} warning(s), e.g. {src.warnings[0]}")
-        summary = browse.summary(src)
+        summary = browse.summary(src)  # from the metadata only: cheap
         choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
         return (spec, page, shown,
                 gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
-                status_text(src, problems), summary, browse.charts(src.metas, src.spec), items, label, None,
-                None, None, None)
+                _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label, None,
+                shown[0] + 1 if shown else None, img, browse.headline(info) if info else "", info)
 
     @guarded
     def data_page(spec, page, alpha, trimester):
@@ -84,17 +71,17 @@ def build(ctx) -> None:
     def sample_detail(spec, number, alpha):
         """One sample (1-based number in the source) at full size with its metadata."""
         if number is None:
-            return None, None
+            return None, "", None
         img, info = browse.sample_detail(open_(spec), int(number) - 1, alpha)
-        return img, info
+        return img, browse.headline(info), info
 
     @guarded
     def select_sample(spec, shown, alpha, evt: gr.SelectData):
         i = shown[evt.index] if shown and evt.index is not None and evt.index < len(shown) else None
         if i is None:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         img, info = browse.sample_detail(open_(spec), i, alpha)
-        return i + 1, img, info
+        return i + 1, img, browse.headline(info), info
 
     @guarded
     def data_summary(spec, progress=gr.Progress()):
@@ -129,18 +116,19 @@ def build(ctx) -> None:
             with gr.Row():
                 trimester = gr.Radio(list(browse.FILTERS), value="all", label="Show trimester", scale=3)
                 alpha = gr.Slider(0, 1, value=0.4, step=0.05, label="Mask opacity", scale=2)
-            gallery = gr.Gallery(initial["items"], label="Samples (mask tinted)", columns=6, height=560,
+            gallery = gr.Gallery(initial["items"], label="Samples (mask tinted; T1/T2/T3 = trimester, HC in mm)", columns=4, height=620,
                                  object_fit="contain", allow_preview=False, elem_id="data-gallery")
             with gr.Row(equal_height=True):
-                prev_btn = gr.Button("◀ Previous", size="sm", scale=1)
+                prev_btn = gr.Button("◀ Previous", size="sm", scale=1, min_width=90)
                 page_md = gr.Markdown(initial["label"], elem_id="data-page-label")
-                next_btn = gr.Button("Next ▶", size="sm", scale=1)
+                next_btn = gr.Button("Next ▶", size="sm", scale=1, min_width=90)
         with gr.Column(scale=2):
-            number = gr.Number(label="Sample # (click a thumbnail, or type a number and press Enter)",
-                               precision=0, minimum=1, elem_id="data-sample-number")
-            detail = gr.Image(label="Selected sample (mask tinted, annotation ellipse in yellow)", type="numpy",
-                              interactive=False, height=360, elem_id="data-detail")
-            info = gr.JSON(label="Metadata (trimester, HC mm, GA weeks, pixel size mm)", elem_id="data-info")
+            number = gr.Number(initial["number"], label="Sample #", info="click a thumbnail, or type a number "
+                               "and press Enter", precision=0, minimum=1, elem_id="data-sample-number")
+            detail = gr.Image(initial["detail"], label="Selected sample · ellipse in yellow", type="numpy", interactive=False, height=400, elem_id="data-detail")
+            headline = gr.Markdown(initial["headline"], elem_id="data-headline")
+            with gr.Accordion("All metadata", open=False):
+                info = gr.JSON(initial["info"], label="Metadata", elem_id="data-info")
     with gr.Accordion("Summary and HC check", open=False):
         summary_json = gr.JSON(initial["summary"], label="Summary (from the metadata)")
         check_btn = gr.Button("Check HC against the masks (loads every sample)")
@@ -150,7 +138,7 @@ def build(ctx) -> None:
     gr.on([load_btn.click, upload.upload], load_data,
           inputs=[source, upload, alpha, trimester],
           outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
-                   upload, number, detail, info],
+                   upload, number, detail, headline, info],
           api_name="load_data", concurrency_limit=2, concurrency_id="data")
     page_io = dict(outputs=[page_state, shown_state, gallery, page_md], concurrency_limit=2,
                    concurrency_id="data")
@@ -160,13 +148,30 @@ def build(ctx) -> None:
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
     next_btn.click(lambda s, p, a, t: data_page(s, (p or 0) + 1, a, t),
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
-    number.submit(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, info],
+    number.submit(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
                   api_name="sample_detail")
-    alpha.release(data_page, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io) \
-        .then(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, info], api_visibility="private")
-    gallery.select(select_sample, inputs=[spec_state, shown_state, alpha], outputs=[number, detail, info],
-                   api_visibility="private")
+    alpha.release(data_page, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private",
+                  **page_io) \
+        .then(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
+              api_visibility="private")
+    gallery.select(select_sample, inputs=[spec_state, shown_state, alpha],
+                   outputs=[number, detail, headline, info], api_visibility="private")
     check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY)
+
+
+def _status(src, s: dict, problems=()) -> str:
+    """The line above the chart: what was loaded (s = browse.summary(src)), per trimester, any warnings."""
+    t = s["trimesters"]
+    if s["phantom"] == s["n"]:
+        kind = "phantom images made by our generator (not patient data)"
+    else:
+        kind = "images" + (f" ({s['synthetic']} synthetic)" if s["synthetic"] else "")
+    lines = [f"**{s['n']}** {kind} from `{src.spec}` — first {t['first']}, second {t['second']}, "
+             f"third {t['third']}" + (f", unknown {t['unknown']}" if t["unknown"] else "") + " trimester."]
+    warns = [*src.warnings, *problems]
+    if warns:
+        lines.append(f"\n⚠️ {len(warns)} warning(s): " + "; ".join(warns[:5]) + (" …" if len(warns) > 5 else ""))
+    return "\n".join(lines)
 
 
 def _initial(ctx) -> dict:
@@ -174,16 +179,16 @@ def _initial(ctx) -> dict:
     try:
         src = open_source(ctx.default_source, ctx.allowed_roots)
         items, shown, page, _ = browse.gallery_page(src, 0, 0.4)
-        t = browse.summary(src)["trimesters"]
-        status = (f"**{len(src)}** phantom images made by our generator (not patient data) from `{src.spec}` — "
-                  f"first {t['first']}, second {t['second']}, third {t['third']} trimester. "
-                  "Type or pick another source and press **Load**.")
+        summary = browse.summary(src)
+        status = _status(src, summary) + " Type or pick another source and press **Load**."
+        img, info = browse.sample_detail(src, 0, 0.4)
         return dict(items=items, shown=shown, label=browse.page_label(len(src), len(src), page),
-                    figure=browse.charts(src.metas, src.spec), summary=browse.summary(src), status=status)
+                    figure=browse.charts(src.metas, src.spec), summary=summary, status=status,
+                    number=1, detail=img, headline=browse.headline(info), info=info)
     except DataError as exc:  # a misconfigured default must not stop the app from starting
         log.warning("default data source %s: %s", ctx.default_source, exc)
-        return dict(items=[], shown=[], label="", figure=None, summary=None,
-                    status=f"⚠️ default source `{ctx.default_source}`: {exc}")
+        return dict(items=[], shown=[], label="", figure=None, summary=None, number=None, detail=None,
+                    headline="", info=None, status=f"⚠️ default source `{ctx.default_source}`: {exc}")
 
 
 def _size_mb(path) -> float:

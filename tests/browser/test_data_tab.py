@@ -56,7 +56,7 @@ def test_data_tab_switch_source(page, app_url):
     gallery.locator("button").nth(1).click()
     page.wait_for_function("() => { const i = document.querySelector('#data-detail img');"
                            " return i && i.complete && i.naturalWidth > 0; }")
-    assert "trimester" in page.locator("#data-info").inner_text()
+    assert "trimester" in page.locator("#data-headline").inner_text()
 
 
 def test_data_tab_bad_path_shows_message(page, app_url):
