@@ -1,0 +1,233 @@
+"""The Generation tab: generate image + mask pairs from a trimester prompt, check, correct, keep.
+
+Thin wiring over pipeline.diffusion.generate (the same code as `python -m pipeline generate`).
+Samples appear in the gallery as their batch finishes, with the extracted ellipse drawn and their
+verdict / QC; selecting one opens it in an editable mask canvas (gr.ImageEditor: brush, eraser,
+"Re-fit ellipse"), then Accept or Reject. Accepted pairs go to synthetic/NAME in the folder: layout.
+API endpoint: generate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from pipeline.config import GenerationDefaults
+from pipeline.masks import TRIMESTERS, refit
+
+from .common import HEAVY, guarded
+
+TITLE = "Generation"
+_G = GenerationDefaults()
+NO_LORA = "(none: base model only)"
+MASK_RGBA = (0, 255, 0, 160)
+
+INTRO = """### Generation — new image + mask pairs from a trimester prompt
+Each sample's blue channel goes through the Ellipse Extractor (threshold 127) and gets a QC score: the Dice
+between SAM's mask (prompted with the extracted mask's box) and the extracted mask. Click a sample to
+correct its mask with the brush / eraser, **Re-fit ellipse**, then **Accept** or **Reject**. Accepted pairs
+are written to `synthetic/NAME` (`images/`, `masks/`, `meta/`), a dataset the SAM tabs can train on
+(`folder:` source)."""
+
+
+def editor_value(gray: np.ndarray, mask: np.ndarray) -> dict:
+    """The ImageEditor value: the image as background, the mask as one RGBA layer."""
+    bg = np.repeat(gray[..., None], 3, axis=2)
+    layer = np.zeros((*gray.shape, 4), np.uint8)
+    layer[np.asarray(mask).astype(bool)] = MASK_RGBA
+    return {"background": bg, "layers": [layer], "composite": None}
+
+
+def editor_mask(value, shape) -> np.ndarray:
+    """The painted mask from an ImageEditor value (the layer's alpha), at the image's size."""
+    if not value or not value.get("layers"):
+        raise ValueError("nothing in the mask canvas: select a sample first")
+    layer = np.asarray(value["layers"][0])
+    if layer.ndim != 3 or layer.shape[2] != 4:
+        raise ValueError(f"unexpected mask layer shape {layer.shape}")
+    m = layer[..., 3] > 0
+    if m.shape != tuple(shape):
+        import cv2
+        m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return m
+
+
+def build(ctx) -> None:
+    from pipeline.diffusion import generate as G
+    from pipeline.diffusion.lora import list_loras
+    lora_root = ctx.work_dir / "loras"
+    syn_root = ctx.work_dir / "synthetic"
+
+    def lora_choices():
+        return [NO_LORA] + [r["name"] for r in list_loras(lora_root)]
+
+    def dataset_dir(name: str) -> Path:
+        name = (name or "").strip()
+        if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+            raise ValueError("dataset name: use letters, digits, '-', '_' or '.' only")
+        return syn_root / name
+
+    def items(samples, decisions):
+        out = []
+        for s in samples:
+            d = decisions.get(s.name)
+            out.append((s.picture(), s.caption() + (f" · {d.upper()}" if d else "")))
+        return out
+
+    def dataset_status(folder: Path) -> str:
+        n_acc = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
+        n_rej = len(list((folder / "rejected" / "images").glob("*.png"))) if (folder / "rejected").is_dir() else 0
+        return f"`{folder}`: **{n_acc}** accepted, {n_rej} rejected · open it as `folder:{folder}`"
+
+    @guarded
+    def generate(trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
+                 progress=gr.Progress()):
+        """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
+        folder = dataset_dir(dataset)
+        lora_path = None if (not lora or lora == NO_LORA) else str(lora_root / Path(lora).name)
+        seed = None if seed is None or int(seed) < 0 else int(seed)
+        cfg = G.GenerateConfig(trimester=trimester, n=int(n), lora=lora_path, base=ctx.profile.diffusion_base,
+                               seed=seed, steps=int(steps), lora_scale=float(scale), guidance=float(guidance),
+                               batch_size=int(batch_size), threshold=int(threshold), qc=bool(qc))
+        progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
+        samples = []
+        for ev in G.generate(cfg):
+            if ev["kind"] == "start":
+                progress((0, ev["total"]), desc="generating", unit="images")
+            elif ev["kind"] == "sample":
+                s = ev["sample"]
+                samples.append(s)
+                G.save_raw(folder, s)  # provenance: every raw sample, kept or not
+                progress((ev["index"] + 1, ev["total"]), desc="generating", unit="images")
+                if len(samples) % int(batch_size) == 0 or len(samples) == ev["total"]:
+                    summ = G.summarize(samples)
+                    yield items(samples, {}), {**summ, "seeds": [x.seed for x in samples]}, samples, {}
+        summ = G.summarize(samples)
+        yield items(samples, {}), {**summ, "seeds": [x.seed for x in samples], "dataset": str(folder)}, samples, {}
+
+    def select(samples, evt: gr.SelectData):
+        if not samples or evt.index is None or evt.index >= len(samples):
+            return gr.skip(), gr.skip(), gr.skip()
+        s = samples[evt.index]
+        ex = s.extraction
+        qc = "n/a" if s.qc is None else f"{s.qc:.3f}"
+        ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.1f} px"
+        info = (f"**{s.name}** (seed {s.seed}) · extractor: **{'valid' if ex.valid else 'refused'}** "
+                f"({ex.reason}) · QC {qc}{ell}")
+        return evt.index, editor_value(s.gray, ex.mask), info
+
+    @guarded
+    def refit_mask(samples, index, value):
+        if index is None or not samples:
+            raise ValueError("select a sample first")
+        s = samples[int(index)]
+        m = editor_mask(value, s.gray.shape)
+        ex = refit(m, allow_border=True)
+        if ex.ellipse is None:
+            raise ValueError(f"cannot fit an ellipse: {ex.reason}")
+        return editor_value(s.gray, ex.mask), f"re-fitted: {ex.ellipse.as_dict()}"
+
+    @guarded
+    def accept_one(samples, decisions, index, value, dataset):
+        if index is None or not samples:
+            raise ValueError("select a sample first")
+        s = samples[int(index)]
+        folder = dataset_dir(dataset)
+        m = editor_mask(value, s.gray.shape)
+        edited = not np.array_equal(m, s.extraction.mask)
+        G.accept(folder, s, m, edited=edited)
+        decisions = {**decisions, s.name: "accepted" + (" (edited)" if edited else "")}
+        return items(samples, decisions), decisions, dataset_status(folder)
+
+    @guarded
+    def reject_one(samples, decisions, index, dataset):
+        if index is None or not samples:
+            raise ValueError("select a sample first")
+        s = samples[int(index)]
+        folder = dataset_dir(dataset)
+        G.reject(folder, s, "rejected by a person")
+        decisions = {**decisions, s.name: "rejected"}
+        return items(samples, decisions), decisions, dataset_status(folder)
+
+    @guarded
+    def accept_all(samples, decisions, min_qc, dataset):
+        """Accept every valid pair whose QC is at least min_qc (pairs a person already decided are kept)."""
+        if not samples:
+            raise ValueError("generate some samples first")
+        folder = dataset_dir(dataset)
+        decisions = dict(decisions)
+        n = 0
+        for s in samples:
+            if s.name in decisions:
+                continue
+            ok, reason = G.auto_verdict(s, float(min_qc))
+            if ok:
+                G.accept(folder, s)
+                decisions[s.name] = "accepted"
+                n += 1
+        gr.Info(f"accepted {n} valid pair(s) with QC ≥ {float(min_qc):.2f}")
+        return items(samples, decisions), decisions, dataset_status(folder)
+
+    # ------------------------------------------------------------------ widgets
+    gr.Markdown(INTRO)
+    with gr.Row():
+        trimester = gr.Radio(list(TRIMESTERS), value="second", label="Trimester", elem_id="gen-trimester")
+        lora = gr.Dropdown(lora_choices(), value=NO_LORA, label="LoRA", allow_custom_value=False, elem_id="gen-lora")
+        refresh = gr.Button("↻", size="sm", min_width=40, scale=0)
+        n = gr.Number(8, label="count", precision=0, minimum=1, maximum=1000, elem_id="gen-n")
+        seed = gr.Number(0, label="first seed (-1: random)", precision=0, elem_id="gen-seed")
+    with gr.Accordion("Sampler and extractor settings", open=False):
+        with gr.Row():
+            steps = gr.Number(_G.steps, label="UniPC steps", precision=0, minimum=1, elem_id="gen-steps")
+            scale = gr.Slider(0, 1.5, value=_G.lora_scale, step=0.05, label="LoRA scale")
+            guidance = gr.Slider(1, 15, value=_G.guidance, step=0.5, label="guidance")
+            batch_size = gr.Number(8, label="batch size", precision=0, minimum=1)
+            threshold = gr.Slider(0, 255, value=_G.extractor_threshold, step=1, label="extractor threshold")
+            qc = gr.Checkbox(True, label="SAM QC score", elem_id="gen-qc")
+    with gr.Row():
+        dataset = gr.Textbox("synthetic-1", label="dataset name (synthetic/NAME)", elem_id="gen-dataset")
+        gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-start")
+    with gr.Row():
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Samples · ellipse in yellow · verdict · QC", columns=4, height=560,
+                                 object_fit="contain", allow_preview=False, elem_id="gen-gallery")
+            summary = gr.JSON(label="Summary", elem_id="gen-summary")
+        with gr.Column(scale=2):
+            info = gr.Markdown("Select a sample to edit its mask.", elem_id="gen-info")
+            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head)",
+                                    brush=gr.Brush(colors=["#00ff00"], color_mode="fixed", default_size=4),
+                                    eraser=gr.Eraser(default_size=4), layers=False, transforms=(), sources=(),
+                                    format="png", canvas_size=(ctx.profile.resolution, ctx.profile.resolution),
+                                    height=420, elem_id="gen-editor")
+            with gr.Row():
+                refit_btn = gr.Button("Re-fit ellipse", elem_id="gen-refit")
+                accept_btn = gr.Button("Accept", variant="primary", elem_id="gen-accept")
+                reject_btn = gr.Button("Reject", variant="stop", elem_id="gen-reject")
+            with gr.Row(equal_height=True):
+                min_qc = gr.Slider(0, 1, value=0.8, step=0.01, label="QC x", elem_id="gen-min-qc")
+                accept_all_btn = gr.Button("Accept all valid above QC x", elem_id="gen-accept-all")
+            ds_status = gr.Markdown("", elem_id="gen-dataset-status")
+    samples = gr.State([])
+    decisions = gr.State({})
+    index = gr.State(None)
+
+    refresh.click(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private")
+    trained = ctx.shared.get("lora_trained")
+    if trained is not None:
+        def newest(s):
+            names = [Path(p).name for p in (s or "").split(";") if p]
+            ch = lora_choices()
+            return gr.Dropdown(choices=ch, value=names[-1] if names and names[-1] in ch else gr.skip())
+        trained.change(newest, inputs=[trained], outputs=[lora], api_visibility="private")
+    gen_btn.click(generate, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
+                                    dataset],
+                  outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
+    gallery.select(select, inputs=[samples], outputs=[index, editor, info], api_visibility="private")
+    refit_btn.click(refit_mask, inputs=[samples, index, editor], outputs=[editor, info], api_visibility="private")
+    accept_btn.click(accept_one, inputs=[samples, decisions, index, editor, dataset],
+                     outputs=[gallery, decisions, ds_status], api_visibility="private")
+    reject_btn.click(reject_one, inputs=[samples, decisions, index, dataset],
+                     outputs=[gallery, decisions, ds_status], api_visibility="private")
+    accept_all_btn.click(accept_all, inputs=[samples, decisions, min_qc, dataset],
+                         outputs=[gallery, decisions, ds_status], api_name="accept_valid")

@@ -1,0 +1,173 @@
+"""The LoRA training tab: pick trimester(s), see the chosen real pairs, train with a live loss curve.
+
+Thin wiring over pipeline.diffusion.lora (the same code as `python -m pipeline train-lora`).
+API endpoint: train_lora. Publishes ctx.shared["lora_trained"] (a gr.State that changes when a LoRA is
+saved) so the Generation tab refreshes its list.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from pipeline.config import LoraDefaults
+from pipeline.masks import TRIMESTERS, overlay
+
+from .common import HEAVY, guarded
+
+TITLE = "LoRA training"
+_D = LoraDefaults()
+_STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
+
+INTRO = """### LoRA training — one LoRA per trimester on a few real image + mask pairs
+In-channel images (R = G = image, B = filled head mask), the paper's recipe: rank 128, alpha 128, lr 1e-4
+constant, batch 4, AdamW, clipping 1.0, 20 images per trimester chosen by a seeded draw from the Data tab's
+source. Base model: `{base}`. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the Generation tab."""
+
+
+def _safe_name(name: str) -> str:
+    name = (name or "").strip() or "lora"
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError("LoRA name: use letters, digits, '-', '_' or '.' only")
+    return name[:60]
+
+
+def loss_figure(losses: list[float], title: str = "LoRA loss"):
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    if losses:
+        x = np.arange(1, len(losses) + 1)
+        fig.add_scatter(x=x, y=losses, mode="lines", name="loss", line=dict(width=1, color="#9bb"))
+        k = max(1, min(25, len(losses) // 5))
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        fig.add_scatter(x=x[k - 1:], y=smooth, mode="lines", name=f"mean of {k}", line=dict(width=2.5, color="#d62"))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="MSE (noise)", height=320,
+                      margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def build(ctx) -> None:
+    from pipeline.data import open_source, select_per_trimester
+    lora_root = ctx.work_dir / "loras"
+
+    @guarded
+    def show_selection(spec, trimesters, n, seed):
+        """The real pairs each chosen trimester's LoRA will train on (mask tinted)."""
+        if not trimesters:
+            raise ValueError("pick at least one trimester")
+        src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
+        sel = select_per_trimester(src.metas, int(n), int(seed), trimesters=list(trimesters))
+        items = []
+        for t in trimesters:
+            for i in sel[t]:
+                s = src[i]
+                items.append((overlay(s.image, s.mask, 0.35), f"{t} · {s.name}"))
+        return items, f"{len(items)} pairs from `{src.spec}`"
+
+    @guarded
+    def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
+                   request: gr.Request, progress=gr.Progress()):
+        """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
+        from pipeline.diffusion.lora import LoraTrainConfig
+        from pipeline.diffusion.lora import train_lora as run
+        if not trimesters:
+            raise ValueError("pick at least one trimester")
+        name = _safe_name(name)
+        spec = (spec or "").strip() or ctx.default_source
+        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
+        stop.clear()
+        previews, saved = [], []
+        for t in trimesters:
+            if t not in TRIMESTERS:
+                raise ValueError(f"unknown trimester {t!r}")
+            out = lora_root / f"{name}-{t}"
+            cfg = LoraTrainConfig(data=spec, trimester=t, n=int(n), steps=int(steps), rank=int(rank),
+                                  alpha=int(alpha), lr=float(lr), batch_size=int(batch_size),
+                                  grad_clip=float(grad_clip), selection_seed=int(seed), seed=int(seed),
+                                  preview_every=int(preview_every), base=ctx.profile.diffusion_base,
+                                  save_every=max(10, int(preview_every) or 50))
+            losses, last_plot = [], 0.0
+            progress(0, desc=f"{t}: loading the base and encoding the images once")
+            yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()
+            for ev in run(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+                k = ev["kind"]
+                if k == "start":
+                    losses = list(ev["losses"])
+                    if ev["step"]:
+                        gr.Info(f"{t}: resuming {out.name} at step {ev['step']}")
+                elif k == "step":
+                    losses.append(ev["loss"])
+                    progress((ev["step"], ev["total"]), desc=f"{t} trimester LoRA", unit="steps")
+                    if time.monotonic() - last_plot > 1.0 or ev["step"] == ev["total"]:
+                        last_plot = time.monotonic()
+                        yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f}",
+                               loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
+                elif k == "preview":
+                    previews = [(im, f"{t} · step {ev['step']} · seed {s}")
+                                for im, s in zip(ev["images"], cfg.preview_seeds)] + previews
+                    yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
+                           loss_figure(losses, f"{out.name} loss"), previews, str(out))
+                elif k == "stopped":
+                    yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in `{out}` "
+                           f"(press Start again to resume)", loss_figure(losses, f"{out.name} loss"), previews,
+                           str(out))
+                    return
+                elif k == "done":
+                    saved.append(str(out))
+        yield (f"✅ saved {len(saved)} LoRA(s): " + ", ".join(f"`{Path(s).name}`" for s in saved)
+               + " — pick them in the Generation tab", gr.skip(), previews, ";".join(saved))
+
+    def stop_training(request: gr.Request):
+        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
+        if ev is not None:
+            ev.set()
+        return "⏹ stopping after the current step…"
+
+    # ------------------------------------------------------------------ widgets
+    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base))
+    spec_state = ctx.shared.get("data_spec")
+    with gr.Row(equal_height=True):
+        source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
+                            scale=3, elem_id="lora-source")
+        trimesters = gr.CheckboxGroup(list(TRIMESTERS), value=["second"], label="Trimester(s): one LoRA each",
+                                      scale=2, elem_id="lora-trimesters")
+        name = gr.Textbox("lora", label="LoRA name", scale=1, elem_id="lora-name")
+    with gr.Accordion("Hyper-parameters (paper defaults)", open=False):
+        with gr.Row():
+            n = gr.Number(_D.n_per_trimester, label="images per trimester", precision=0, minimum=1, elem_id="lora-n")
+            steps = gr.Number(300, label="steps", precision=0, minimum=1, elem_id="lora-steps")
+            rank = gr.Number(_D.rank, label="rank", precision=0, minimum=1)
+            alpha = gr.Number(_D.alpha, label="alpha", precision=0, minimum=1)
+        with gr.Row():
+            lr = gr.Number(_D.lr, label="learning rate (constant)")
+            batch_size = gr.Number(_D.batch_size, label="batch size", precision=0, minimum=1, elem_id="lora-batch")
+            grad_clip = gr.Number(_D.grad_clip, label="gradient clipping")
+            seed = gr.Number(0, label="seed (selection and training)", precision=0)
+            preview_every = gr.Number(100, label="preview every N steps (0: none)", precision=0, minimum=0,
+                                      elem_id="lora-preview-every")
+    with gr.Row():
+        show_btn = gr.Button("Show the chosen images", elem_id="lora-show")
+        start_btn = gr.Button("Start training", variant="primary", elem_id="lora-start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="lora-stop")
+    status = gr.Markdown("", elem_id="lora-status")
+    with gr.Row():
+        plot = gr.Plot(loss_figure([]), label="Live loss", elem_id="lora-loss")
+        previews = gr.Gallery(label="Previews at fixed seeds (newest first)", columns=4, height=320,
+                              object_fit="contain", elem_id="lora-previews")
+    selection = gr.Gallery(label="Training pairs (mask tinted)", columns=10, height=260, object_fit="contain",
+                           elem_id="lora-selection")
+    sel_info = gr.Markdown("")
+    trained = gr.State("")  # the saved LoRA folder(s); the Generation tab listens to its changes
+    ctx.shared["lora_trained"] = trained
+
+    if spec_state is not None:
+        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")
+    show_btn.click(show_selection, inputs=[source, trimesters, n, seed], outputs=[selection, sel_info],
+                   api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
+    start_btn.click(train_lora, inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip,
+                                        seed, preview_every],
+                    outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
+    stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

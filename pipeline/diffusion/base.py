@@ -1,0 +1,155 @@
+"""The diffusion base model: one code path for the tiny base and Stable Diffusion v1.5.
+
+Both are a folder in the standard diffusers layout (model_index.json, vae/, unet/, text_encoder/,
+tokenizer/, scheduler/) and load with `StableDiffusionPipeline.from_pretrained`; the scheduler is
+swapped for UniPC (the paper's sampler). The tiny base has SD's classes and tokenizer, only smaller:
+
+    VAE      AutoencoderKL, 4 levels (factor 8), 128² -> 4x16x16 latents           ~3.9 M params
+    UNet     UNet2DConditionModel, (64, 128, 256) channels, cross-attention       ~12.5 M params
+    text     CLIPTextModel, 3 layers, width 64, SD's 49 408-token vocabulary        ~3.3 M params
+
+In-channel images (R = G = ultrasound, B = filled mask) go in and come out as ordinary RGB images.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import PROMPT_TEMPLATE, get_profile
+from ..masks import TRIMESTERS
+
+TINY_RESOLUTION = 128
+
+# the architectures, as plain dicts so the rebuild recipe is readable and saved beside the weights
+TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 64, 128, 128),
+                layers_per_block=1, latent_channels=4, sample_size=TINY_RESOLUTION, norm_num_groups=32,
+                # no attention in the mid-block: fully convolutional, so it trains on crops
+                mid_block_add_attention=False)
+TINY_UNET = dict(sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4,
+                 block_out_channels=(64, 128, 256), layers_per_block=1,
+                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                 cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)
+TINY_TEXT = dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+                 num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406,
+                 eos_token_id=49407, pad_token_id=49407, projection_dim=64)
+# SD v1.5's noise schedule, so the tiny base and SD share every scheduler setting
+SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                    beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
+                    clip_sample=False)
+
+
+def prompt_for(trimester: str) -> str:
+    if trimester not in TRIMESTERS:
+        raise ValueError(f"unknown trimester {trimester!r}: choose first, second or third")
+    return PROMPT_TEMPLATE.format(trimester=trimester)
+
+
+def build_tiny_components(seed: int = 0) -> dict:
+    """Fresh (random-weight) tiny components; only pretraining and plumbing tests start from these."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import build_clip_tokenizer
+    torch.manual_seed(seed)
+    return dict(vae=AutoencoderKL(**TINY_VAE), unet=UNet2DConditionModel(**TINY_UNET),
+                text_encoder=CLIPTextModel(CLIPTextConfig(**TINY_TEXT)),
+                tokenizer=build_clip_tokenizer(), scheduler=DDPMScheduler(**SD_SCHEDULER))
+
+
+def assemble_pipeline(components: dict):
+    """A StableDiffusionPipeline from components, with the UniPC sampler and no safety checker."""
+    from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
+    pipe = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def resolve_base(base: str | os.PathLike | None = None) -> str:
+    """The base model's folder or hub id: the profile's (tiny: assets/tiny-base) when none is given."""
+    base = str(base) if base else get_profile().diffusion_base
+    p = Path(base).expanduser()
+    if p.exists():
+        if not (p / "model_index.json").is_file():
+            raise FileNotFoundError(f"{p} is not a diffusers model folder (no model_index.json)")
+        return str(p.resolve())
+    if base.count("/") == 1 and not base.startswith((".", "/")):
+        return base  # a hub id (paper profile, online machines)
+    raise FileNotFoundError(f"diffusion base not found: {base}. The tiny base ships in assets/tiny-base; "
+                            f"rebuild it with `python -m pipeline pretrain-base --out assets/tiny-base`")
+
+
+def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):
+    """Load a base (tiny folder, SD v1.5 folder or hub id) as a StableDiffusionPipeline with UniPC.
+
+    A fresh pipeline each call (LoRA adapters are attached to it); weights are read from disk, which for
+    the tiny base is ~40 MB and ~0.3 s.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
+
+    from ..gpu import best_device
+    device = device or best_device()
+    dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
+    src = resolve_base(base)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(src, dtype=dtype, safety_checker=None,
+                                                       feature_extractor=None, requires_safety_checker=False)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load diffusion base {src!r}: {exc}") from None
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def base_resolution(pipe) -> int:
+    return int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+
+
+# ----------------------------------------------------------------------------- in-channel tensors
+def to_model_size(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize an image + filled mask to size² and inject the mask: (size, size, 3) uint8 in-channel."""
+    from ..masks import inject_mask
+    img = cv2.resize(np.asarray(image), (size, size), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(np.asarray(mask).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0.5
+    return inject_mask(img, m)
+
+
+def rgb_to_tensor(rgb: np.ndarray):
+    """(N?, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1], the VAE's input range."""
+    import torch
+    a = np.asarray(rgb)
+    if a.ndim == 3:
+        a = a[None]
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_rgb(x) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@lru_cache(maxsize=4)
+def real_head_sizes(spec: str, size: int = TINY_RESOLUTION) -> dict:
+    """Mean ellipse perimeter (px, at size²) per trimester of a real data source (for comparisons)."""
+    from ..data import open_source
+    from ..masks import extract_ellipse
+    src = open_source(spec)
+    out: dict[str, list[float]] = {t: [] for t in TRIMESTERS}
+    for i, m in enumerate(src.metas):
+        if m.trimester not in out:
+            continue
+        s = src[i]
+        rgb = to_model_size(s.image, s.mask, size)
+        ex = extract_ellipse(rgb[..., 2])
+        if ex.ellipse is not None:
+            out[m.trimester].append(ex.ellipse.perimeter_px())
+    return {t: (float(np.mean(v)) if v else None, len(v)) for t, v in out.items()}

@@ -1,0 +1,82 @@
+"""`python -m pipeline bench diffusion [--json]`: LoRA step time (cached vs reference) and generation
+throughput (batched vs one call per image), on the profile's base (tiny: assets/tiny-base).
+
+- lora_step_cached_s: median seconds per LoRA step with latents + prompt embedding encoded once;
+- lora_step_reference_s: the same step re-encoding images (VAE) and prompt (text encoder) every step,
+  like diffusers' train_text_to_image_lora.py;
+- gen_single_img_per_s: one pipeline call per image (the seed code's loop);
+- gen_batched_img_per_s: one call for the whole batch (per-image seeded generators).
+Training images are 20 phantoms (no real data needed); generation uses the LoRA trained here, scale 0.9.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+
+
+def _step_times(cfg, out, images, pipe) -> list[float]:
+    from .lora import train_lora
+    times, last = [], None
+    for ev in train_lora(cfg, out, resume=False, pipe=pipe, images=images):
+        if ev["kind"] == "step":
+            now = time.perf_counter()
+            if last is not None:
+                times.append(now - last)
+            last = now
+    return times
+
+
+def run_bench(args) -> dict:
+    import torch
+
+    from ..data import open_source
+    from .base import base_resolution, load_pipeline, prompt_for, to_model_size
+    from .generate import clear_pipelines, get_pipeline
+    from .lora import LoraTrainConfig
+    torch.set_num_threads(2)
+    repeats = max(int(getattr(args, "repeats", 5) or 5), 3)
+    src = open_source("phantom:20")
+    probe = load_pipeline()
+    res = base_resolution(probe)
+    images = np.stack([to_model_size(s.image, s.mask, res) for s in src])
+    del probe
+    fig: dict = {"base": str(getattr(args, "base", None) or "profile default"), "resolution": res,
+                 "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = repeats * 3 + 2
+        for name, cached in (("reference", False), ("cached", True)):
+            cfg = LoraTrainConfig(steps=steps, cached=cached, save_every=10 ** 9, preview_every=0,
+                                  names=[f"phantom_{i}" for i in range(len(images))])
+            # fresh base each time: add_adapter must start from clean weights
+            t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(dtype=torch.float32))
+            fig[f"lora_step_{name}_s"] = float(np.median(t[1:]))  # first interval: warm-up
+        fig["lora_speedup"] = fig["lora_step_reference_s"] / fig["lora_step_cached_s"]
+
+        clear_pipelines()
+        pipe = get_pipeline(None, f"{tmp}/lora_cached", 0.9)
+        prompt = prompt_for("second")
+        n = 8
+
+        def call(seeds):
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            with torch.no_grad():
+                pipe([prompt] * len(seeds), num_inference_steps=20, guidance_scale=7.5, generator=gens,
+                     output_type="np")
+        call([0])  # warm-up
+        single, batched = [], []
+        for r in range(max(1, repeats // 2)):
+            t0 = time.perf_counter()
+            for s in range(n):
+                call([s])
+            single.append(n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            call(list(range(n)))
+            batched.append(n / (time.perf_counter() - t0))
+        fig["gen_batch_size"] = n
+        fig["gen_single_img_per_s"] = float(np.median(single))
+        fig["gen_batched_img_per_s"] = float(np.median(batched))
+        fig["gen_speedup"] = fig["gen_batched_img_per_s"] / fig["gen_single_img_per_s"]
+        clear_pipelines()
+    return fig

@@ -1,0 +1,363 @@
+"""Mask-guided generation: trimester prompt -> in-channel image -> Ellipse Extractor -> SAM QC -> dataset.
+
+    python -m pipeline generate --lora LORA_DIR --trimester second --n 32 --seed 0 --min-qc 0.8 --out DIR
+
+Each sample: UniPC (20 steps), LoRA scale 0.9 via set_adapters, guidance 7.5, one seeded generator per
+image (so a seed gives the same image whatever the batch it is in). Then split channels -> gray image
+(mean of R and G) + B channel -> the Ellipse Extractor (threshold 127) -> filled mask + verdict. The QC
+score is the Dice between SAM's mask, prompted with the extracted mask's box, and the extracted mask:
+a pair whose mask does not sit on the skull in the image gets a low score without a person looking.
+
+Dataset folder (the `folder:` layout, readable by `open_source("folder:DIR")`):
+    images/NAME.png  gray image, generation parameters in PNG text metadata
+    masks/NAME.png   filled mask 0/255
+    meta/NAME.json   prompt, seed, steps, scale, guidance, base, LoRA, threshold, verdict, QC, edited ...
+    rejected/{images,meta}/NAME.*   refused pairs with their reason
+    raw/NAME.png     the raw generated RGB of every sample (provenance)
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..config import GenerationDefaults
+from ..fileio import atomic_save_png, atomic_write_json
+from ..masks import TRIMESTERS, Ellipse, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
+
+_G = GenerationDefaults()
+
+
+@dataclass
+class GenerateConfig:
+    trimester: str = "second"
+    n: int = 8
+    lora: str | None = None  # a LoRA folder (or .safetensors); None: the base alone
+    base: str | None = None  # None: the profile's base
+    seed: int | None = 0  # sample i gets seed + i; None: a random first seed (recorded)
+    steps: int = _G.steps
+    lora_scale: float = _G.lora_scale
+    guidance: float = _G.guidance
+    batch_size: int = 8
+    threshold: int = _G.extractor_threshold
+    qc: bool = True  # SAM QC score per sample
+    sam: str | None = None  # SAM profile/back-end for QC (None: the current profile's)
+
+    def validate(self) -> None:
+        if self.trimester not in TRIMESTERS:
+            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        if not 1 <= int(self.n) <= 10_000:
+            raise ValueError(f"count must be between 1 and 10000 (got {self.n})")
+        if not 1 <= int(self.steps) <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000 (got {self.steps})")
+        if int(self.batch_size) < 1:
+            raise ValueError("batch size must be at least 1")
+        if not 0 <= int(self.threshold) <= 255:
+            raise ValueError("the extractor threshold is a gray level 0-255")
+        if self.seed is not None and not 0 <= int(self.seed) < 2 ** 32:
+            raise ValueError("seed must be between 0 and 2^32 - 1")
+
+
+@dataclass
+class GeneratedSample:
+    name: str
+    seed: int
+    rgb: np.ndarray  # raw generated in-channel image (H, W, 3) uint8
+    gray: np.ndarray  # mean of R and G
+    blue: np.ndarray  # the mask channel
+    extraction: Extraction
+    qc: float | None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.extraction.valid
+
+    def picture(self) -> np.ndarray:
+        """The gray image with the extracted mask tinted and its ellipse drawn (for galleries)."""
+        return overlay(self.gray, self.extraction.mask, 0.25, ellipse=self.extraction.ellipse)
+
+    def caption(self) -> str:
+        qc = "QC n/a" if self.qc is None else f"QC {self.qc:.2f}"
+        return f"{self.name} · {'valid' if self.valid else 'refused: ' + self.extraction.reason} · {qc}"
+
+    def meta(self, mask: np.ndarray | None = None, edited: bool = False, verdict: str | None = None,
+             reason: str | None = None) -> dict:
+        m = self.extraction.mask if mask is None else mask
+        ex = self.extraction
+        e = ex.ellipse
+        return {**self.params, "name": self.name, "seed": self.seed, "synthetic": True,
+                "verdict": verdict or ("valid" if ex.valid else "invalid"),
+                "reason": reason or ex.reason, "qc": None if self.qc is None else round(float(self.qc), 4),
+                "edited": bool(edited), "ellipse": None if e is None else e.as_dict(),
+                "perimeter_px": None if e is None else round(e.perimeter_px(), 2),
+                "fit_iou": None if ex.fit_iou is None else round(ex.fit_iou, 4),
+                "mask_area_px": int(np.asarray(m).astype(bool).sum()), "pixel_size_mm": None, "hc_mm": None}
+
+
+# ----------------------------------------------------------------------------- the pipeline, cached
+_LOCK = threading.RLock()
+_PIPES: dict[str, object] = {}
+_ADAPTERS: dict[str, dict[str, str]] = {}
+
+
+def lora_weights_path(lora: str | Path) -> Path:
+    """A LoRA folder (with pytorch_lora_weights.safetensors) or the .safetensors file itself."""
+    from .lora import WEIGHTS
+    p = Path(lora).expanduser()
+    if p.is_dir():
+        p = p / WEIGHTS
+    if not p.is_file():
+        raise FileNotFoundError(f"no LoRA weights at {lora} (expected a folder with {WEIGHTS})")
+    if p.suffix != ".safetensors":
+        raise ValueError(f"{p.name}: LoRA weights must be a .safetensors file")
+    return p
+
+
+def get_pipeline(base: str | None = None, lora: str | None = None, scale: float = _G.lora_scale):
+    """The base pipeline (loaded once per base) with `lora` active at `scale` (set_adapters), or none."""
+    from .base import load_pipeline, resolve_base
+    key = resolve_base(base)
+    with _LOCK:
+        pipe = _PIPES.get(key)
+        if pipe is None:
+            pipe = _PIPES[key] = load_pipeline(key)
+            _ADAPTERS[key] = {}
+        loaded = _ADAPTERS[key]
+        if lora:
+            w = lora_weights_path(lora)
+            # a retrained LoRA in the same folder is a new adapter: key by path + modification time
+            lkey = f"{w.resolve()}:{w.stat().st_mtime_ns}"
+            if lkey not in loaded:
+                name = f"lora{len(loaded)}"
+                try:
+                    pipe.load_lora_weights(str(w.parent), weight_name=w.name, adapter_name=name)
+                except (ValueError, KeyError, RuntimeError) as exc:
+                    raise ValueError(f"{w} is not a LoRA for this base model: {exc}") from None
+                loaded[lkey] = name
+            pipe.enable_lora()
+            pipe.set_adapters([loaded[lkey]], adapter_weights=[float(scale)])
+        elif loaded:
+            pipe.disable_lora()
+        return pipe
+
+
+def clear_pipelines() -> None:
+    with _LOCK:
+        _PIPES.clear()
+        _ADAPTERS.clear()
+
+
+# ----------------------------------------------------------------------------- QC
+def qc_score(predictor, gray: np.ndarray, mask: np.ndarray) -> float | None:
+    """Dice of SAM's mask (prompted with the box of `mask`) against `mask`; None for an empty mask."""
+    box = mask_bbox(mask)
+    if box is None or predictor is None:
+        return None
+    predictor.set_image(gray)
+    sam = predictor.predict(box=box)
+    m = np.asarray(mask).astype(bool)
+    denom = sam.sum() + m.sum()
+    return float(2 * np.logical_and(sam, m).sum() / denom) if denom else None
+
+
+_QC_LOCK = threading.Lock()
+_QC_PRED: dict[str, object] = {}
+
+
+def qc_predictor(sam: str | None = None):
+    """The SAM predictor for QC scores (loaded once)."""
+    from ..sam import load_predictor
+    key = sam or ""
+    with _QC_LOCK:
+        if key not in _QC_PRED:
+            _QC_PRED[key] = load_predictor(sam)
+        return _QC_PRED[key]
+
+
+# ----------------------------------------------------------------------------- generation
+def sample_name(trimester: str, seed: int, lora: str | None) -> str:
+    tag = Path(lora).name if lora else "base"
+    if tag.endswith(".safetensors"):
+        tag = Path(tag).stem
+    tag = "".join(c if c.isalnum() or c in "-_" else "-" for c in tag)[:40]
+    return f"syn_{trimester}_{tag}_s{seed}"
+
+
+def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=None,
+             predictor=None) -> Iterator[dict]:
+    """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
+    batch finishes, then {"kind": "done"} (or "stopped")."""
+    import torch
+
+    from .base import prompt_for, resolve_base
+    cfg.validate()
+    first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
+    seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
+    if pipe is None:
+        pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale)
+    if cfg.qc and predictor is None:
+        predictor = qc_predictor(cfg.sam)
+    prompt = prompt_for(cfg.trimester)
+    params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps),
+              "scale": float(cfg.lora_scale) if cfg.lora else 0.0, "guidance": float(cfg.guidance),
+              "scheduler": type(pipe.scheduler).__name__, "base": _describe_base(cfg.base, resolve_base),
+              "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold)}
+    yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
+    done = 0
+    for b in range(0, len(seeds), int(cfg.batch_size)):
+        if stop is not None and stop():
+            yield {"kind": "stopped", "done": done}
+            return
+        batch = seeds[b:b + int(cfg.batch_size)]
+        with _LOCK, torch.no_grad():
+            gens = [torch.Generator("cpu").manual_seed(s) for s in batch]
+            images = pipe([prompt] * len(batch), num_inference_steps=int(cfg.steps),
+                          guidance_scale=float(cfg.guidance), generator=gens, output_type="np").images
+        for s, im in zip(batch, images):
+            rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
+            smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)
+            done += 1
+            yield {"kind": "sample", "sample": smp, "index": done - 1, "total": len(seeds)}
+    yield {"kind": "done", "done": done}
+
+
+def make_sample(rgb: np.ndarray, seed: int, params: dict, threshold: int = 127, predictor=None,
+                lora: str | None = None) -> GeneratedSample:
+    gray, blue = split_channels(rgb)
+    ex = extract_ellipse(blue, threshold=threshold)
+    qc = qc_score(predictor, gray, ex.mask) if ex.ellipse is not None else None
+    return GeneratedSample(sample_name(params.get("trimester", "x"), seed, lora), seed, rgb, gray, blue, ex, qc,
+                           dict(params))
+
+
+def _describe_base(base, resolve) -> str:
+    r = resolve(base)
+    p = Path(r)
+    try:
+        from ..config import ROOT
+        return str(p.relative_to(ROOT)) if p.is_absolute() else r
+    except ValueError:
+        return r
+
+
+# ----------------------------------------------------------------------------- the dataset folder
+def _png_text(meta: dict) -> dict[str, str]:
+    keys = ("prompt", "seed", "steps", "scale", "guidance", "scheduler", "base", "lora", "threshold", "verdict",
+            "qc", "edited", "trimester")
+    return {k: json.dumps(meta.get(k)) if not isinstance(meta.get(k), str) else meta[k] for k in keys}
+
+
+def save_raw(out_dir: str | Path, smp: GeneratedSample) -> Path:
+    return atomic_save_png(Path(out_dir) / "raw" / f"{smp.name}.png", smp.rgb,
+                           text=_png_text(smp.meta()))
+
+
+def accept(out_dir: str | Path, smp: GeneratedSample, mask: np.ndarray | None = None, edited: bool = False) -> dict:
+    """Write an accepted pair (the mask as given: a person's edit, or the extracted one)."""
+    out = Path(out_dir)
+    m = smp.extraction.mask if mask is None else np.asarray(mask).astype(bool)
+    if m.shape != smp.gray.shape:
+        raise ValueError(f"mask size {m.shape[::-1]} does not match the image {smp.gray.shape[::-1]}")
+    if not m.any():
+        raise ValueError(f"{smp.name}: the mask is empty; paint the head or reject the pair")
+    meta = smp.meta(mask=m, edited=edited, verdict="accepted",
+                    reason="edited by a person" if edited else smp.extraction.reason)
+    meta["extractor_verdict"] = "valid" if smp.valid else "invalid"
+    text = _png_text(meta)
+    atomic_save_png(out / "images" / f"{smp.name}.png", smp.gray, text=text)
+    atomic_save_png(out / "masks" / f"{smp.name}.png", m)
+    atomic_write_json(out / "meta" / f"{smp.name}.json", meta)
+    for p in (out / "rejected" / "images" / f"{smp.name}.png", out / "rejected" / "meta" / f"{smp.name}.json"):
+        p.unlink(missing_ok=True)
+    return meta
+
+
+def reject(out_dir: str | Path, smp: GeneratedSample, reason: str) -> dict:
+    """Write a refused pair under rejected/ with its reason (and withdraw it if it was accepted)."""
+    out = Path(out_dir)
+    meta = smp.meta(verdict="rejected", reason=reason)
+    meta["extractor_verdict"] = "valid" if smp.valid else "invalid"
+    atomic_save_png(out / "rejected" / "images" / f"{smp.name}.png", smp.gray, text=_png_text(meta))
+    atomic_write_json(out / "rejected" / "meta" / f"{smp.name}.json", meta)
+    for sub, ext in (("images", "png"), ("masks", "png"), ("meta", "json")):
+        (out / sub / f"{smp.name}.{ext}").unlink(missing_ok=True)
+    return meta
+
+
+def auto_verdict(smp: GeneratedSample, min_qc: float | None) -> tuple[bool, str]:
+    """Accept a valid extraction whose QC is at least min_qc (when QC and min_qc are given)."""
+    if not smp.valid:
+        return False, smp.extraction.reason
+    if min_qc is not None and smp.qc is not None and smp.qc < min_qc:
+        return False, f"QC {smp.qc:.2f} < {min_qc:.2f}: SAM's mask and the extracted mask disagree"
+    return True, "ok"
+
+
+def summarize(samples: list[GeneratedSample]) -> dict:
+    n = len(samples)
+    valid = [s for s in samples if s.valid]
+    per = [s.extraction.ellipse.perimeter_px() for s in valid]
+    qcs = [s.qc for s in samples if s.qc is not None]
+    return {"n": n, "valid": len(valid), "valid_frac": len(valid) / n if n else None,
+            "mean_perimeter_px": float(np.mean(per)) if per else None,
+            "mean_qc": float(np.mean(qcs)) if qcs else None}
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_generate_arguments(p) -> None:
+    d = GenerateConfig()
+    p.add_argument("--trimester", required=True, choices=TRIMESTERS)
+    p.add_argument("--n", type=int, default=d.n, help="how many samples")
+    p.add_argument("--out", required=True, help="dataset folder (folder: layout)")
+    p.add_argument("--lora", default=None, help="LoRA folder from train-lora (default: the base alone)")
+    p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
+    p.add_argument("--seed", type=int, default=d.seed, help="first seed; -1 for a random one (recorded)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--scale", type=float, default=d.lora_scale, help="LoRA scale")
+    p.add_argument("--guidance", type=float, default=d.guidance)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
+    p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
+    p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
+
+
+def run_cli(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+    cfg = GenerateConfig(trimester=args.trimester, n=args.n, lora=args.lora, base=args.base,
+                         seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
+                         lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
+                         threshold=args.threshold, qc=not args.no_qc)
+    out = Path(args.out)
+    samples, accepted = [], 0
+    bar = tqdm(total=cfg.n, desc="generate", file=sys.stdout)
+    t0 = time.time()
+    for ev in generate(cfg):
+        if ev["kind"] != "sample":
+            continue
+        smp = ev["sample"]
+        samples.append(smp)
+        save_raw(out, smp)
+        ok, reason = auto_verdict(smp, args.min_qc)
+        if ok:
+            accept(out, smp)
+            accepted += 1
+        else:
+            reject(out, smp, reason)
+        bar.update(1)
+        bar.set_postfix(valid=sum(s.valid for s in samples), accepted=accepted, refresh=False)
+    bar.close()
+    summary = {**summarize(samples), "accepted": accepted, "seconds": round(time.time() - t0, 2),
+               "config": asdict(cfg), "min_qc": args.min_qc}
+    atomic_write_json(out / "generation_summary.json", summary)
+    print(f"{accepted}/{len(samples)} pairs accepted into {out} ({summary['valid']} valid ellipses"
+          + (f", mean QC {summary['mean_qc']:.3f}" if summary["mean_qc"] is not None else "") + ")")
+    return 0

@@ -1,0 +1,356 @@
+"""Per-trimester LoRA training on a few real image+mask pairs (the paper's recipe, every value changeable).
+
+    python -m pipeline train-lora --data hc18:../shared/data/hc18 --trimester second --steps 300 --out DIR
+
+In-channel images (R = G = image, B = filled mask) at the base's resolution; rank 128, alpha 128,
+Gaussian init, LoRA on the UNet's to_k/to_q/to_v/to_out.0 only (VAE and text encoder frozen), AdamW,
+lr 1e-4 constant, batch 4, gradient clipping 1.0, 20 images chosen by the seeded per-trimester selection.
+Runs through `accelerate` (mixed precision / several GPUs when present).
+
+Because the VAE and the text encoder are frozen and the set is tiny, each image's latent distribution
+(mean, std — and its mirror image's) and the prompt embedding are computed ONCE; every step draws
+z = mean + std * eps, which is exactly what re-encoding would give (`cached=False` re-encodes every step
+like diffusers' train_text_to_image_lora.py: the benchmark's reference).
+
+Output folder: pytorch_lora_weights.safetensors (diffusers format), lora_config.json, loss.csv,
+previews/step_NNNNNN.png, train_state.pt (optimizer + step, for resume). Everything is written
+atomically; a stop saves the LoRA of the last completed step.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..config import LoraDefaults
+from ..fileio import atomic_save_png, atomic_write, atomic_write_json, atomic_write_text
+from ..masks import TRIMESTERS
+
+_D = LoraDefaults()
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class LoraTrainConfig:
+    data: str = "phantom:24"
+    trimester: str = "second"
+    n: int = _D.n_per_trimester
+    selection_seed: int = 0
+    steps: int = 300
+    rank: int = _D.rank
+    alpha: int = _D.alpha
+    lr: float = _D.lr
+    batch_size: int = _D.batch_size
+    grad_clip: float = _D.grad_clip
+    target_modules: tuple[str, ...] = _D.target_modules
+    base: str | None = None  # None: the profile's base (tiny: assets/tiny-base)
+    seed: int = 0
+    hflip: bool = True  # mirror images: heads face either way
+    cached: bool = True  # encode latents + prompt once (False: re-encode every step, the reference)
+    mixed_precision: str = "auto"  # auto: fp16 on CUDA, none on CPU
+    save_every: int = 50
+    preview_every: int = 100
+    preview_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    preview_scale: float = 0.9
+    names: list[str] = field(default_factory=list)  # filled in: the training images chosen
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoraTrainConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: (tuple(v) if k in ("target_modules", "preview_seeds") else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.trimester not in TRIMESTERS:
+            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        for k in ("n", "steps", "rank", "alpha", "batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be at least 1 (got {getattr(self, k)})")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be positive (got {self.lr})")
+
+
+# ----------------------------------------------------------------------------- data
+def training_images(cfg: LoraTrainConfig, resolution: int, allowed_roots=None) -> tuple[np.ndarray, list[str]]:
+    """The seeded choice of n images of the trimester, as (n, R, R, 3) uint8 in-channel images."""
+    from ..data import DataError, open_source, select_per_trimester
+    from .base import to_model_size
+    src = open_source(cfg.data, allowed_roots)
+    sel = select_per_trimester(src.metas, cfg.n, cfg.selection_seed, trimesters=[cfg.trimester])[cfg.trimester]
+    rgb, names = [], []
+    for i in sel:
+        s = src[i]
+        if s.mask is None:
+            raise DataError(f"{s.name} has no mask: LoRA training needs image + mask pairs")
+        rgb.append(to_model_size(s.image, s.mask, resolution))
+        names.append(s.name)
+    return np.stack(rgb), names
+
+
+def lora_config(cfg: LoraTrainConfig):
+    from peft import LoraConfig
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights="gaussian",
+                      target_modules=list(cfg.target_modules))
+
+
+def save_lora(unet, out_dir: Path) -> Path:
+    """The UNet's LoRA in the diffusers format (save_lora_weights, safetensors), replaced atomically."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
+    try:
+        StableDiffusionPipeline.save_lora_weights(
+            str(tmp), unet_lora_layers=layers, safe_serialization=True,
+            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        os.replace(tmp / WEIGHTS, out_dir / WEIGHTS)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / WEIGHTS
+
+
+def _grid(images: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(images, axis=1) if images else np.zeros((8, 8, 3), np.uint8)
+
+
+# ----------------------------------------------------------------------------- training
+def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
+               stop: Callable[[], bool] | None = None, pipe=None, allowed_roots=None,
+               images: np.ndarray | None = None) -> Iterator[dict]:
+    """Generator of progress events: start, step (loss), preview (images), saved, stopped, done.
+
+    `pipe`: an already-loaded base pipeline to train on (tests, benchmark); by default the base is loaded.
+    `images`: in-channel training images to use instead of the data source (benchmark, tests).
+    """
+    import torch
+    from accelerate import Accelerator
+
+    from .base import base_resolution, load_pipeline, prompt_for, rgb_to_tensor, tensor_to_rgb
+    cfg.validate()
+    out = Path(out_dir)
+    state_path = out / "train_state.pt"
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "fp16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=mp)
+    device = accelerator.device
+    if pipe is None:
+        pipe = load_pipeline(cfg.base, device=str(device), dtype=torch.float32)
+    res = base_resolution(pipe)
+    if images is None:
+        images, names = training_images(cfg, res, allowed_roots)
+        cfg.names = names
+    elif not cfg.names:
+        cfg.names = [f"image_{i}" for i in range(len(images))]
+    unet, vae, te, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    vae.requires_grad_(False); te.requires_grad_(False); unet.requires_grad_(False)
+    unet.add_adapter(lora_config(cfg))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    sched = _noise_scheduler(pipe)
+
+    step, losses, rng_state = 0, [], None
+    if resume and state_path.is_file() and (out / WEIGHTS).is_file():
+        state = torch.load(state_path, weights_only=False)
+        old = state.get("config", {})
+        same = all(old.get(k) == asdict(cfg).get(k) for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha"))
+        if same:
+            from peft.utils import set_peft_model_state_dict
+            from safetensors.torch import load_file
+            sd = load_file(out / WEIGHTS)
+            sd = {k.removeprefix("unet."): v for k, v in sd.items()}
+            from diffusers.utils import convert_unet_state_dict_to_peft
+            set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(sd), adapter_name="default")
+            opt.load_state_dict(state["opt"])
+            step = int(state["step"])
+            losses = _read_losses(out / "loss.csv")[:step]
+            rng_state = state.get("rng")
+    unet, opt = accelerator.prepare(unet, opt)
+    x = rgb_to_tensor(images).to(device)
+    if cfg.hflip:
+        x = torch.cat([x, x.flip(3)])
+    ids = tok([prompt_for(cfg.trimester)], padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids.to(device)
+    sf = vae.config.scaling_factor
+    if cfg.cached:  # encode once: latent distributions of every image (and its mirror) + the prompt
+        with torch.no_grad():
+            dist = [vae.encode(x[i:i + 16]).latent_dist for i in range(0, len(x), 16)]
+            lat_mean = torch.cat([d.mean for d in dist]); lat_std = torch.cat([d.std for d in dist])
+            emb = te(ids)[0]
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    if rng_state is not None:  # resume continues the same random stream: same result as one run
+        g.set_state(rng_state)
+    atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, "training"))
+    yield {"kind": "start", "step": step, "total": cfg.steps, "n_images": len(images), "names": cfg.names,
+           "losses": list(losses)}
+    t0 = time.time()
+    unet.train()
+    while step < cfg.steps:
+        if stop is not None and stop():
+            _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses, "stopped", g)
+            yield {"kind": "stopped", "step": step, "path": str(out)}
+            return
+        idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=g)
+        eps_lat = torch.randn((len(idx), *(_latent_shape(pipe, res))), generator=g).to(device)
+        if cfg.cached:
+            z = (lat_mean[idx] + lat_std[idx] * eps_lat) * sf
+            cond = emb.expand(len(idx), -1, -1)
+        else:  # the reference: VAE and text encoder every step, as diffusers' example script does
+            with torch.no_grad():
+                d = vae.encode(x[idx]).latent_dist
+                z = (d.mean + d.std * eps_lat) * sf
+                cond = te(ids.expand(len(idx), -1))[0]
+        noise = torch.randn(z.shape, generator=g).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(device)
+        noisy = sched.add_noise(z, noise, t)
+        with accelerator.autocast():
+            pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        losses.append(lv)
+        yield {"kind": "step", "step": step, "total": cfg.steps, "loss": lv, "elapsed_s": time.time() - t0}
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses,
+                      "done" if step == cfg.steps else "training", g)
+            yield {"kind": "saved", "step": step, "path": str(out / WEIGHTS)}
+        if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps):
+            unet.eval()
+            imgs = preview(pipe, cfg)
+            unet.train()
+            path = atomic_save_png(out / "previews" / f"step_{step:06d}.png", _grid(imgs))
+            yield {"kind": "preview", "step": step, "images": imgs, "path": str(path)}
+    unet.eval()
+    yield {"kind": "done", "step": step, "path": str(out), "losses": list(losses)}
+
+
+def preview(pipe, cfg: LoraTrainConfig, steps: int = 20) -> list[np.ndarray]:
+    """Samples at fixed seeds with the LoRA being trained (scale via cross_attention_kwargs)."""
+    import torch
+
+    from .base import prompt_for
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.preview_seeds]
+    with torch.no_grad():
+        out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps, guidance_scale=7.5,
+                   generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale})
+    return [(im * 255).round().astype(np.uint8) for im in out.images]
+
+
+def _latent_shape(pipe, res: int) -> tuple[int, int, int]:
+    f = pipe.vae_scale_factor
+    return (pipe.vae.config.latent_channels, res // f, res // f)
+
+
+def _noise_scheduler(pipe):
+    from diffusers import DDPMScheduler
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def _config_record(cfg: LoraTrainConfig, pipe, step: int, status: str) -> dict:
+    from .base import prompt_for
+    return {**asdict(cfg), "prompt": prompt_for(cfg.trimester), "steps_done": step, "status": status,
+            "base_resolved": str(getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "")),
+            "weights": WEIGHTS, "format": "diffusers LoRA (save_lora_weights), UNet only"}
+
+
+def _save_all(accelerator, unet, opt, out: Path, cfg, pipe, step, losses, status, g) -> None:
+    import torch
+    save_lora(accelerator.unwrap_model(unet), out)
+    buf = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "step": step, "config": asdict(cfg), "rng": g.get_state()}, buf)
+    atomic_write(out / "train_state.pt", lambda tmp: open(tmp, "wb").write(buf.getvalue()), suffix=".pt")
+    s = io.StringIO()
+    w = csv.writer(s)
+    w.writerow(["step", "loss"])
+    w.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
+    atomic_write_text(out / "loss.csv", s.getvalue())
+    atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, status))
+
+
+def _read_losses(path: Path) -> list[float]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def list_loras(root: str | Path) -> list[dict]:
+    """LoRA folders under root (each with weights + lora_config.json), newest first."""
+    import json
+    root = Path(root)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in root.iterdir():
+        cfgp = d / "lora_config.json"
+        if (d / WEIGHTS).is_file() and cfgp.is_file():
+            try:
+                info = json.loads(cfgp.read_text())
+            except ValueError:
+                continue
+            out.append({"name": d.name, "path": str(d), "trimester": info.get("trimester"),
+                        "steps_done": info.get("steps_done"), "status": info.get("status"),
+                        "mtime": (d / WEIGHTS).stat().st_mtime})
+    return sorted(out, key=lambda r: -r["mtime"])
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_lora_arguments(p) -> None:
+    d = LoraTrainConfig()
+    p.add_argument("--data", required=True, help="data source: hc18:PATH, folder:PATH or phantom[:N]")
+    p.add_argument("--trimester", required=True, choices=TRIMESTERS)
+    p.add_argument("--out", required=True, help="LoRA folder (rerunning resumes from it)")
+    p.add_argument("--n", type=int, default=d.n, help="images per trimester (paper: 20)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=int, default=d.alpha)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--selection-seed", type=int, default=d.selection_seed)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--preview-every", type=int, default=d.preview_every, help="0: no previews")
+    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "fp16", "bf16"])
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+
+
+def run_cli(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+    cfg = LoraTrainConfig(data=args.data, trimester=args.trimester, n=args.n, steps=args.steps, rank=args.rank,
+                          alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
+                          base=args.base, seed=args.seed, selection_seed=args.selection_seed,
+                          save_every=args.save_every, preview_every=args.preview_every,
+                          mixed_precision=args.mixed_precision)
+    bar = None
+    for ev in train_lora(cfg, args.out, resume=not args.no_resume):
+        if ev["kind"] == "start":
+            print(f"LoRA for the {cfg.trimester} trimester on {ev['n_images']} images from {cfg.data}", flush=True)
+            bar = tqdm(total=ev["total"], initial=ev["step"], desc="train-lora", file=sys.stdout, mininterval=2)
+        elif ev["kind"] == "step":
+            bar.update(1)
+            bar.set_postfix(loss=f"{ev['loss']:.4f}", refresh=False)
+        elif ev["kind"] == "preview":
+            bar.write(f"preview: {ev['path']}")
+        elif ev["kind"] == "done":
+            bar.close()
+            print(f"saved {Path(ev['path']) / WEIGHTS}")
+    return 0
