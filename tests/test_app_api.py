@@ -134,3 +134,26 @@ def test_data_summary_endpoint(client, tmp_path):
     assert sum(out["trimesters"].values()) == 4
     # the phantom masks are drawn from their ellipse: the refit HC agrees to a few tenths of a mm
     assert out["hc_mm"]["median_abs_error"] < 1.0
+
+
+def test_heavy_jobs_queue_with_a_visible_position(app_url, hc18_root):
+    """A second user's heavy job waits in the queue (with its position) while the first one runs."""
+    import time
+
+    from gradio_client.utils import Status
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    for c in (a, b):
+        load(c, f"hc18:{hc18_root}")
+    ja = a.submit(api_name="/data_summary")  # ~6 s: loads all 799 masks
+    deadline = time.monotonic() + 30
+    while ja.status().code != Status.PROGRESS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    jb = b.submit(api_name="/data_summary")
+    time.sleep(1.0)
+    sb = jb.status()
+    try:
+        assert ja.status().code == Status.PROGRESS
+        assert sb.code == Status.IN_QUEUE and sb.rank == 0 and sb.queue_size >= 1
+    finally:
+        jb.cancel()
+    assert ja.result(timeout=120)["n"] == 799
