@@ -140,10 +140,12 @@ class SamModel(nn.Module):
                 self._dense_pe = self.prompt_encoder.get_dense_pe()
         return self._dense_pe
 
-    def decode(self, embeddings: torch.Tensor, boxes_input: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def decode(self, embeddings: torch.Tensor, boxes_input: torch.Tensor | np.ndarray,
+               decoder: nn.Module | None = None) -> torch.Tensor:
         """One box per embedding (B, 256, 64, 64) + (B, 4) in the input frame -> logits (B, 1, 256, 256).
 
-        The prompt encoder is frozen (no gradient); gradients flow through the mask decoder only."""
+        The prompt encoder is frozen (no gradient); gradients flow through the mask decoder only
+        (`decoder` = the same decoder wrapped for training, e.g. by accelerate/DDP)."""
         boxes = torch.as_tensor(boxes_input, dtype=torch.float32, device=embeddings.device).reshape(-1, 1, 4)
         if boxes.shape[0] != embeddings.shape[0]:
             if embeddings.shape[0] != 1:
@@ -151,7 +153,7 @@ class SamModel(nn.Module):
             embeddings = embeddings.expand(boxes.shape[0], -1, -1, -1)
         with torch.no_grad():
             sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        logits, _ = self.mask_decoder(image_embeddings=embeddings, image_pe=self.dense_pe(),
+        logits, _ = (self.mask_decoder if decoder is None else decoder)(image_embeddings=embeddings, image_pe=self.dense_pe(),
                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                       multimask_output=False)
         return logits

@@ -1,0 +1,100 @@
+"""`python -m pipeline bench sam [--json]`: fine-tuning step cost with and without cached embeddings,
+and Playground latency.
+
+    step_cached_s     one mask-decoder training step (batch 5) from cached embeddings: decode, DiceCE,
+                      backward, Adam (what finetune() does with cache_embeddings=True)
+    step_recompute_s  the same step preceded by the frozen image encoder on the 5 images (MedSAM's loop;
+                      finetune() with cache_embeddings=False)
+    speedup           step_recompute_s / step_cached_s
+    first_box_s       Playground: a new image and a box (preprocess + encoder + decoder + resize back)
+    second_box_s      another box on the same image (the embedding is cached: decoder only)
+Real LiteMedSAM weights; images are HC18 when ../shared/data/hc18 exists, phantoms otherwise. Medians
+of --repeats timed runs after one warm-up. torch uses at most 2 threads (the machine's cores).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+
+def _images(n: int):
+    from ..config import ROOT
+    from ..data import open_source
+    hc18 = ROOT.parent / "shared" / "data" / "hc18"
+    src = open_source(f"hc18:{hc18}") if (hc18 / "training_set").is_dir() else open_source("phantom:8")
+    return [src[i] for i in range(n)], src.spec.split(":")[0]
+
+
+def _median(fn, repeats: int) -> float:
+    fn()  # warm-up (allocator, oneDNN primitive caches)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def run_bench(args) -> dict:
+    from ..augment import jittered_box_for
+    from .finetune import dice_ce_loss
+    from .models import build_model
+    from .predictor import SamPredictor
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    repeats = max(1, int(getattr(args, "repeats", 5) or 5))
+    B = 5
+    samples, kind = _images(B + 1)
+    model = build_model("litemedsam")
+    model.image_encoder.requires_grad_(False)
+    model.prompt_encoder.requires_grad_(False)
+    rng = np.random.default_rng(0)
+    boxes = [jittered_box_for(s.mask, rng) for s in samples[:B]]
+    boxes_in = np.concatenate([model.box_to_input(b, s.mask.shape) for b, s in zip(boxes, samples)])
+    target = torch.from_numpy(np.stack([model.mask_to_lowres(s.mask) for s in samples[:B]]))[:, None]
+    with torch.no_grad():
+        cached = model.encode(torch.cat([model.preprocess(s.image)[0] for s in samples[:B]])).half()
+    dec = model.mask_decoder.train()
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
+    loss_fn = dice_ce_loss()
+
+    def decoder_step(emb):
+        loss = loss_fn(model.decode(emb, boxes_in), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def step_cached():
+        decoder_step(cached.float())
+
+    def step_recompute():
+        with torch.no_grad():
+            emb = model.encode(torch.cat([model.preprocess(s.image)[0] for s in samples[:B]]))
+        decoder_step(emb)
+
+    t_cached = _median(step_cached, repeats)
+    t_recompute = _median(step_recompute, max(1, repeats // 2))
+    dec.eval()
+
+    pred = SamPredictor(model)
+    img = samples[B].image
+    b0 = jittered_box_for(samples[B].mask, np.random.default_rng(1))
+    b1 = jittered_box_for(samples[B].mask, np.random.default_rng(2))
+
+    def first_box():
+        pred._cache.clear()
+        pred.set_image(img)
+        pred.predict(box=b0)
+
+    def second_box():
+        pred.set_image(img)  # a cache hit, as in the Playground when only the box changes
+        pred.predict(box=b1)
+
+    t_first = _median(first_box, repeats)
+    pred.set_image(img)
+    t_second = _median(second_box, repeats)
+    return {"step_cached_s": round(t_cached, 4), "step_recompute_s": round(t_recompute, 4),
+            "speedup": round(t_recompute / t_cached, 2), "first_box_s": round(t_first, 4),
+            "second_box_s": round(t_second, 4), "batch_size": B, "images": kind,
+            "torch_threads": torch.get_num_threads()}
