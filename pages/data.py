@@ -51,15 +51,15 @@ def build(ctx) -> None:
             spec = browse.open_upload(upload, uploads)
         spec = (spec or "").strip() or ctx.default_source
         src, items, shown, page, label, problems = render_page(spec, 0, alpha, trimester)
-        img, info = browse.sample_detail(src, shown[0], alpha) if shown else (None, None)
+        img, head, info = _first_detail(src, shown, alpha)
         if src.warnings:
             gr.Warning(f"{src.spec}: {len(src.warnings)} warning(s), e.g. {src.warnings[0]}")
         summary = browse.summary(src)  # from the metadata only: cheap
         choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
         return (spec, page, shown,
                 gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
-                _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label, None,
-                shown[0] + 1 if shown else None, img, browse.headline(info) if info else "", info)
+                _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label,
+                shown[0] + 1 if shown else None, img, head, info)
 
     @guarded
     def data_page(spec, page, alpha, trimester):
@@ -116,8 +116,9 @@ def build(ctx) -> None:
             with gr.Row():
                 trimester = gr.Radio(list(browse.FILTERS), value="all", label="Show trimester", scale=3)
                 alpha = gr.Slider(0, 1, value=0.4, step=0.05, label="Mask opacity", scale=2)
-            gallery = gr.Gallery(initial["items"], label="Samples (mask tinted; T1/T2/T3 = trimester, HC in mm)", columns=4, height=620,
-                                 object_fit="contain", allow_preview=False, elem_id="data-gallery")
+            gallery = gr.Gallery(initial["items"], label="Samples (mask tinted; T1/T2/T3 = trimester, HC in mm)",
+                                 columns=4, height=620, object_fit="contain", allow_preview=False,
+                                 elem_id="data-gallery")
             with gr.Row(equal_height=True):
                 prev_btn = gr.Button("◀ Previous", size="sm", scale=1, min_width=90)
                 page_md = gr.Markdown(initial["label"], elem_id="data-page-label")
@@ -125,7 +126,8 @@ def build(ctx) -> None:
         with gr.Column(scale=2):
             number = gr.Number(initial["number"], label="Sample #", info="click a thumbnail, or type a number "
                                "and press Enter", precision=0, minimum=1, elem_id="data-sample-number")
-            detail = gr.Image(initial["detail"], label="Selected sample · ellipse in yellow", type="numpy", interactive=False, height=400, elem_id="data-detail")
+            detail = gr.Image(initial["detail"], label="Selected sample · ellipse in yellow", type="numpy",
+                              interactive=False, height=400, elem_id="data-detail")
             headline = gr.Markdown(initial["headline"], elem_id="data-headline")
             with gr.Accordion("All metadata", open=False):
                 info = gr.JSON(initial["info"], label="Metadata", elem_id="data-info")
@@ -135,13 +137,16 @@ def build(ctx) -> None:
         check_json = gr.JSON(label="data-summary: HC from each mask (fitted ellipse × pixel size) vs reference")
 
     # ------------------------------------------------------------------ events
+    # errors: a toast, and one "Error" badge on the status line (not on every output, which keep their view)
     gr.on([load_btn.click, upload.upload], load_data,
           inputs=[source, upload, alpha, trimester],
           outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
-                   upload, number, detail, headline, info],
-          api_name="load_data", concurrency_limit=2, concurrency_id="data")
+                   number, detail, headline, info],
+          api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
+          show_progress_on=[status, gallery]) \
+        .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden")  # even on error
     page_io = dict(outputs=[page_state, shown_state, gallery, page_md], concurrency_limit=2,
-                   concurrency_id="data")
+                   concurrency_id="data", show_progress="minimal", show_progress_on=[gallery])
     trimester.change(lambda s, a, t: data_page(s, 0, a, t), inputs=[spec_state, alpha, trimester],
                      api_visibility="private", **page_io)
     prev_btn.click(lambda s, p, a, t: data_page(s, (p or 0) - 1, a, t),
@@ -149,13 +154,13 @@ def build(ctx) -> None:
     next_btn.click(lambda s, p, a, t: data_page(s, (p or 0) + 1, a, t),
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
     number.submit(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
-                  api_name="sample_detail")
+                  api_name="sample_detail", show_progress_on=[detail])
     alpha.release(data_page, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private",
                   **page_io) \
         .then(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
-              api_visibility="private")
+              api_visibility="private", show_progress_on=[detail])
     gallery.select(select_sample, inputs=[spec_state, shown_state, alpha],
-                   outputs=[number, detail, headline, info], api_visibility="private")
+                   outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
     check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY)
 
 
@@ -170,7 +175,8 @@ def _status(src, s: dict, problems=()) -> str:
              f"third {t['third']}" + (f", unknown {t['unknown']}" if t["unknown"] else "") + " trimester."]
     warns = [*src.warnings, *problems]
     if warns:
-        lines.append(f"\n⚠️ {len(warns)} warning(s): " + "; ".join(warns[:5]) + (" …" if len(warns) > 5 else ""))
+        more = " …" if len(warns) > 5 else ""
+        lines.append(f"\n⚠️ {len(warns)} warning(s): " + "; ".join(warns[:5]) + more)
     return "\n".join(lines)
 
 
@@ -181,14 +187,25 @@ def _initial(ctx) -> dict:
         items, shown, page, _ = browse.gallery_page(src, 0, 0.4)
         summary = browse.summary(src)
         status = _status(src, summary) + " Type or pick another source and press **Load**."
-        img, info = browse.sample_detail(src, 0, 0.4)
+        img, head, info = _first_detail(src, shown, 0.4)
         return dict(items=items, shown=shown, label=browse.page_label(len(src), len(src), page),
                     figure=browse.charts(src.metas, src.spec), summary=summary, status=status,
-                    number=1, detail=img, headline=browse.headline(info), info=info)
+                    number=1, detail=img, headline=head, info=info)
     except DataError as exc:  # a misconfigured default must not stop the app from starting
         log.warning("default data source %s: %s", ctx.default_source, exc)
         return dict(items=[], shown=[], label="", figure=None, summary=None, number=None, detail=None,
                     headline="", info=None, status=f"⚠️ default source `{ctx.default_source}`: {exc}")
+
+
+def _first_detail(src, shown, alpha):
+    """The detail panel for the first thumbnail; a sample that cannot be read must not fail the load."""
+    if not shown:
+        return None, "", None
+    try:
+        img, info = browse.sample_detail(src, shown[0], alpha)
+        return img, browse.headline(info), info
+    except DataError as exc:
+        return None, f"⚠️ sample #{shown[0] + 1}: {exc}", None
 
 
 def _size_mb(path) -> float:

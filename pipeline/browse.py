@@ -193,8 +193,9 @@ def charts(metas: Sequence[SampleMeta], title: str = ""):
             fig.add_trace(go.Histogram(x=hc, name=t, marker_color=TRIMESTER_COLORS[t], xbins=dict(size=10),
                                        hovertemplate="HC %{x} mm: %{y}<extra>" + t + "</extra>"), row=1, col=2)
     if not any_hc:
+        x0, x1 = fig.layout.xaxis2.domain  # the middle of the (empty) histogram panel
         fig.add_annotation(text="no head circumference known for this source", showarrow=False,
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5)
+                           xref="paper", yref="paper", x=(x0 + x1) / 2, y=0.5)
     fig.update_layout(barmode="stack", height=320, margin=dict(l=40, r=20, t=60, b=40),
                       legend=dict(orientation="h", yanchor="bottom", y=1.12, xanchor="right", x=1,
                                   traceorder="normal"),

@@ -12,8 +12,7 @@ from gradio_client.exceptions import AppError
 from pipeline.phantom import PhantomSpec, make_phantom
 
 # load_data(source, upload, alpha, trimester) -> these outputs, in order
-OUT = ["source", "status", "summary", "chart", "gallery", "page", "upload", "number", "detail", "headline",
-       "info"]
+OUT = ["source", "status", "summary", "chart", "gallery", "page", "number", "detail", "headline", "info"]
 
 
 @pytest.fixture
@@ -157,3 +156,14 @@ def test_heavy_jobs_queue_with_a_visible_position(app_url, hc18_root):
     finally:
         jb.cancel()
     assert ja.result(timeout=120)["n"] == 799
+
+
+def test_corrupt_image_in_an_upload_is_reported_not_fatal(client, tmp_path):
+    z = _phantom_zip(tmp_path / "broken.zip", n=2, extra={"mydata/images/a_broken.png": b"garbage"})
+    r = load(client, upload=z)
+    assert r["summary"]["n"] == 3 and len(r["gallery"]) == 3
+    assert "cannot read a_broken.png" in r["status"]
+    assert r["gallery"][0]["caption"] == "#1 · unreadable"
+    assert r["headline"].startswith("⚠️") and r["info"] is None
+    _, _, info = client.predict(2, 0.4, api_name="/sample_detail")  # the readable ones still open
+    assert info["name"] == "u0.png"

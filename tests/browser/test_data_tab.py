@@ -68,3 +68,27 @@ def test_data_tab_bad_path_shows_message(page, app_url):
     toast = page.get_by_text("outside the allowed data folders")
     toast.first.wait_for()
     assert "Traceback" not in page.content()
+
+
+def test_data_tab_zip_upload(page, app_url, tmp_path):
+    """Uploading a dataset zip loads it; a corrupt image in it is a crossed tile and a warning, not a crash."""
+    import zipfile
+
+    import cv2
+    import numpy as np
+
+    from pipeline.phantom import PhantomSpec, make_phantom
+    z = tmp_path / "upload.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for i in range(3):
+            ph = make_phantom(40 + i, spec=PhantomSpec(size=(96, 64)))
+            zf.writestr(f"ds/images/b{i}.png", cv2.imencode(".png", ph.image)[1].tobytes())
+            zf.writestr(f"ds/masks/b{i}.png", cv2.imencode(".png", ph.mask.astype(np.uint8) * 255)[1].tobytes())
+        zf.writestr("ds/images/b9.png", b"not an image")
+    _open_data_tab(page, app_url)
+    page.locator("#data-upload input[type=file]").set_input_files(str(z))
+    page.wait_for_function("() => document.querySelector('#data-status').innerText.includes('uploads/')")
+    assert "cannot read b9.png" in page.locator("#data-status").inner_text()
+    page.wait_for_function("() => [...document.querySelectorAll('#data-gallery img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length == 4")
+    assert "unreadable" in page.locator("#data-gallery").inner_text()
