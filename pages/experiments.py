@@ -1,0 +1,194 @@
+"""The Experiments tab: the paper's Table 1 as a resumable sweep, with the table and chart filling in live.
+
+Thin wiring over pipeline.experiments (the same code as `python -m pipeline sweep`). API endpoint: sweep.
+Sweeps live in work_dir/sweeps/NAME; starting an existing name resumes it (finished cells are skipped).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from .common import HEAVY, guarded
+
+TITLE = "Experiments"
+_STOP: dict[str, threading.Event] = {}
+
+INTRO = """### Experiments — does synthetic data help SAM when real labelled images are few?
+The paper's Table 1 as a grid of fine-tuning runs: augmentation **None / WA / SA / SYN** × **N_real** real
+images × repeats, each evaluated on the test source(s). *SYN* trains on N_real real pairs plus
+(total − N_real) synthetic pairs, from a synthetic dataset (Generation tab) or generated first with your
+trimester LoRAs. `heldout` is the test part of the train source's seeded split: never trained on and never
+used to choose a checkpoint. A sweep resumes where it stopped; re-opening a finished one does no work.
+Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats, 8 epochs, SYN total 100),
+**paper** (the full grid, GPU), **smoke** (2 tiny cells to try the tab)."""
+
+
+def _safe_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError("sweep name: use letters, digits, '-', '_' or '.' only")
+    return name[:60]
+
+
+def _ints(text: str) -> list[int] | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"N_real: expected a comma list of integers, got {text!r}") from None
+
+
+def _views(sweep_dir: Path):
+    """(status markdown, Table-1 markdown, chart, tidy results) of a sweep folder."""
+    from pipeline.experiments import Sweep, report_markdown
+    from pipeline.results import figure3, load_paper_reference
+    sw = Sweep(sweep_dir)
+    df = sw.results()
+    summ = sw.summary()
+    fig = figure3(summ, paper=load_paper_reference()) if not summ.empty else figure3(summ)
+    return report_markdown(sweep_dir), fig, df
+
+
+def build(ctx) -> None:
+    from pipeline.experiments import PRESETS
+    sweeps_root = ctx.work_dir / "sweeps"
+
+    def list_sweeps() -> list[str]:
+        if not sweeps_root.is_dir():
+            return []
+        return sorted((p.name for p in sweeps_root.iterdir() if (p / "sweep.json").is_file()), reverse=True)
+
+    def list_synthetic() -> list[str]:
+        root = ctx.work_dir / "synthetic"
+        found = sorted(str(p) for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
+        return ["(none)"] + found
+
+    def list_lora_dirs() -> list[str]:
+        from pipeline.diffusion.lora import list_loras
+        return ["(none)"] + [d["path"] for d in list_loras(ctx.work_dir / "loras")]
+
+    @guarded
+    def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, n_real, repeats,
+              epochs, augmentations, request: gr.Request, progress=gr.Progress()):
+        """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
+        from pipeline.experiments import preset, run_sweep
+        name = _safe_name(name)
+        loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
+                 if p and p != "(none)"}
+        over = dict(train=(train or "").strip() or ctx.default_source,
+                    tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
+                    synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
+                    loras=loras or None, n_real=_ints(n_real),
+                    repeats=int(repeats) if repeats else None, epochs=int(epochs) if epochs else None,
+                    augmentations=list(augmentations) if augmentations else None)
+        cfg = preset(preset_name, **over)
+        out = sweeps_root / name
+        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
+        stop.clear()
+        status, last = "", 0.0
+        total, done = 1, 0
+        for ev in run_sweep(cfg, out, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+            k = ev["kind"]
+            if k == "plan":
+                total, done = len(ev["cells"]), len(ev["done"])
+                status = f"**{name}**: {done}/{total} cells finished before this start"
+                yield (status, *_views(out), gr.update(choices=list_sweeps(), value=name))
+            elif k == "cell_start":
+                status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}`"
+                progress((done, total), desc=f"cell {ev['cell']}", unit="cells")
+            elif k == "generate":
+                progress((done, total), desc=f"generating {ev['trimester']} {ev['have']}/{ev['want']}")
+                if time.monotonic() - last > 2:
+                    last = time.monotonic()
+                    yield (f"**{name}**: SYN arm — generating the synthetic set: {ev['trimester']} "
+                           f"{ev['have']}/{ev['want']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            elif k == "train":
+                if ev["event"] == "epoch":
+                    yield (f"{status} · epoch {ev['epoch']} · val Dice {100 * ev['val_dice']:.2f} %",
+                           gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                elif ev["event"] == "prepare" and time.monotonic() - last > 2:
+                    last = time.monotonic()
+                    yield f"{status} · {ev['message']}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            elif k == "cell_done":
+                done += 1
+                progress((done, total), desc=f"{done}/{total} cells", unit="cells")
+                r = ev["rows"][0]
+                status = f"**{name}**: {done}/{total} cells · `{ev['cell']}`: Dice {r['dice']:.2f} % on {r['test']}"
+                yield (status, *_views(out), gr.skip())
+            elif k == "done":
+                msg = ("⏹ stopped — press Start with the same name to resume" if ev["stopped"]
+                       else f"✅ sweep finished: {total} cells")
+                yield (f"**{name}**: {msg}", *_views(out), gr.update(choices=list_sweeps(), value=name))
+
+    def stop_sweep(request: gr.Request):
+        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
+        if ev is not None:
+            ev.set()
+        return "⏹ stopping after the current training step…"
+
+    @guarded
+    def open_sweep(name):
+        if not name:
+            raise ValueError("choose a sweep to open")
+        out = sweeps_root / _safe_name(name)
+        from pipeline.experiments import Sweep, cells
+        cfg = Sweep(out).config()
+        grid = cells(cfg)
+        n_done = sum(Sweep(out).is_done(c) for c in grid)
+        return (f"**{name}**: {n_done}/{len(grid)} cells finished (train `{cfg.train}`, "
+                f"{cfg.epochs} epochs, SYN total {cfg.total})", *_views(out))
+
+    # ------------------------------------------------------------------ widgets
+    gr.Markdown(INTRO)
+    with gr.Row(equal_height=True):
+        name = gr.Textbox(f"sweep-{time.strftime('%Y%m%d')}", label="Sweep name (same name = resume)", scale=2,
+                          elem_id="sw-name")
+        preset_dd = gr.Dropdown(sorted(PRESETS), value="cpu-small", label="Preset", scale=1, elem_id="sw-preset")
+        train = gr.Textbox(ctx.default_source, label="Train source (from the Data tab; you can type another)",
+                           scale=3, elem_id="sw-train")
+        tests = gr.Textbox("heldout", label="Test source(s), comma separated", scale=2, elem_id="sw-tests")
+    with gr.Accordion("SYN arm and grid overrides", open=False):
+        with gr.Row():
+            synthetic = gr.Dropdown(list_synthetic(), value="(none)", label="Synthetic dataset (folder)",
+                                    allow_custom_value=False, scale=3, elem_id="sw-synthetic")
+            refresh = gr.Button("↻ refresh lists", scale=0)
+        with gr.Row():
+            lora_dirs = list_lora_dirs()
+            lf = gr.Dropdown(lora_dirs, value="(none)", label="first-trimester LoRA")
+            ls = gr.Dropdown(lora_dirs, value="(none)", label="second-trimester LoRA")
+            lt = gr.Dropdown(lora_dirs, value="(none)", label="third-trimester LoRA")
+        with gr.Row():
+            augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn"], value=None,
+                                             label="Augmentations (empty: the preset's)", elem_id="sw-augs")
+            n_real = gr.Textbox("", label="N_real values (empty: the preset's), e.g. 5,20,50", elem_id="sw-nreal")
+            repeats = gr.Number(None, label="repeats (empty: preset)", precision=0, minimum=1, elem_id="sw-repeats")
+            epochs = gr.Number(None, label="epochs (empty: preset)", precision=0, minimum=1, elem_id="sw-epochs")
+    with gr.Row():
+        start_btn = gr.Button("Start / resume sweep", variant="primary", elem_id="sw-start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="sw-stop")
+    status = gr.Markdown("", elem_id="sw-status")
+    with gr.Row():
+        table = gr.Markdown("_no results yet_", elem_id="sw-table")
+        chart = gr.Plot(label="Dice vs N_real (Figure 3)", elem_id="sw-chart")
+    with gr.Accordion("Tidy results (one row per cell and test source)", open=False):
+        results = gr.Dataframe(interactive=False, elem_id="sw-results")
+    with gr.Row():
+        past = gr.Dropdown(list_sweeps(), label="Past sweeps", scale=3, elem_id="sw-past")
+        open_btn = gr.Button("Open", scale=0, elem_id="sw-open")
+
+    spec_state = ctx.shared.get("data_spec")
+    if spec_state is not None:
+        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[train], api_visibility="private")
+    refresh.click(lambda: (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
+                           gr.update(choices=list_sweeps())),
+                  outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    start_btn.click(start, inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, n_real, repeats, epochs,
+                                   augmentations],
+                    outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
+    stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
+    open_btn.click(open_sweep, inputs=[past], outputs=[status, table, chart, results], api_name="open_sweep")

@@ -1,0 +1,543 @@
+"""The paper's Table 1 as a reproducible, resumable sweep.
+
+    python -m pipeline sweep --preset cpu-small --train hc18:../shared/data/hc18 --loras first=L1,second=L2,third=L3 --out DIR
+    python -m pipeline sweep --config sweep.json --out DIR
+
+A sweep is a grid of cells: augmentation in {none, weak (WA), strong (SA), syn (SYN)} x N_real x repeat.
+Each cell is an ordinary SAM mask-decoder fine-tuning run (pipeline/sam/finetune.py) in
+DIR/cells/<cell>/ with its own seed, then evaluated on every test source:
+- none/weak/strong train on N_real real pairs only (WA/SA with the seed code's albumentations);
+- syn trains on N_real real + (total - N_real) synthetic pairs from a `folder:` dataset, or generates
+  that dataset first with the trimester LoRAs, in the trimester proportions of the real training pool.
+Real pairs come from the `train` part of the train source's seeded split; nested subsets make
+5 ⊂ 10 ⊂ 20 ... within a repeat. The validation part picks each run's best checkpoint. The test source
+`heldout` is the `test` part of the same split: never trained on, never used to choose anything.
+
+Resumable: a finished cell has DIR/cells/<cell>/result.json and is skipped; an interrupted cell resumes
+from its last checkpoint; results.csv is rebuilt from the result files, so re-running does no work.
+The grid may grow (more N_real, repeats, augmentations) in the same folder; the settings that change what
+a cell means (train source, split, epochs, ...) may not.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .config import SamFinetuneDefaults
+from .data import DataError, open_source, split_indices, trimester_counts
+from .fileio import atomic_write_json, atomic_write_text
+from .masks import TRIMESTERS
+from .results import AUG_ORDER, RESULT_COLUMNS, load_results, summarize
+
+_D = SamFinetuneDefaults()
+HELDOUT = "heldout"
+AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none"}
+
+
+@dataclass
+class SweepConfig:
+    train: str  # the real train source (hc18:/folder:/phantom)
+    tests: list[str] = field(default_factory=lambda: [HELDOUT])  # "heldout" and/or other sources
+    augmentations: list[str] = field(default_factory=lambda: list(AUG_ORDER))
+    n_real: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100, 300, 500])
+    repeats: int = 5
+    total: int = _D.total_train  # SYN: N_real + synthetic = total
+    synthetic: str | None = None  # a folder: dataset of synthetic pairs for SYN
+    loras: dict[str, str] | None = None  # trimester -> LoRA folder: generate the synthetic set first
+    generate_min_qc: float = 0.8
+    generate_seed: int = 1000
+    epochs: int = _D.epochs
+    batch_size: int = _D.batch_size
+    lr: float = _D.lr
+    aug_views: int = 4
+    n_val: int = 40
+    test_limit: int | None = None  # evaluate on at most this many images per test source
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    seed: int = 0  # repeat r trains with seed + r
+    eval_seed: int = 0  # the jittered test boxes
+    backend: str = "litemedsam"
+    base_weights: str | None = None
+
+    # settings that define what a finished cell means: they may not change within a sweep folder
+    IDENTITY = ("train", "total", "epochs", "batch_size", "lr", "aug_views", "n_val", "split", "split_seed",
+                "seed", "eval_seed", "backend", "base_weights", "test_limit")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DataError(f"unknown sweep setting(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "split" in d:
+            d["split"] = tuple(d["split"])
+        return cls(**d)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    def validate(self) -> None:
+        bad = [a for a in self.augmentations if a not in AUG_ORDER]
+        if bad:
+            raise DataError(f"unknown augmentation(s) {bad}: choose from {', '.join(AUG_ORDER)}")
+        if not self.n_real or min(self.n_real) < 1:
+            raise DataError("n_real needs at least one value, each at least 1")
+        if self.repeats < 1 or self.epochs < 1:
+            raise DataError("repeats and epochs must be at least 1")
+        if "syn" in self.augmentations:
+            if max(self.n_real) > self.total:
+                raise DataError(f"SYN keeps N_real + synthetic = total ({self.total}); N_real "
+                                f"{max(self.n_real)} is larger")
+            if not self.synthetic and not self.loras:
+                raise DataError("the SYN arm needs a synthetic dataset (synthetic: folder:PATH) or the "
+                                "trimester LoRAs to generate one (loras: {first: DIR, ...})")
+        if not self.tests:
+            raise DataError("give at least one test source (heldout = the train source's test split)")
+
+
+PRESETS: dict[str, dict] = {
+    # the paper's grid (GPU): 4 augmentations x 7 N_real x 5 repeats, 20 epochs, total 500
+    "paper": dict(n_real=[5, 10, 20, 50, 100, 300, 500], repeats=5, epochs=20, total=500, aug_views=4,
+                  n_val=40),
+    # finishes in about an hour on a 2-core CPU with LiteMedSAM (cached embeddings): fewer N_real values,
+    # 3 repeats, 8 epochs instead of 20, SYN total 100 instead of 500, 2 cached augmented views per image
+    "cpu-small": dict(n_real=[5, 20, 50], repeats=3, epochs=8, total=100, aug_views=2, n_val=30),
+    # a smoke test: two cells on tiny data
+    "smoke": dict(augmentations=["none", "weak"], n_real=[3], repeats=1, epochs=1, total=6, aug_views=1,
+                  n_val=4, test_limit=4, split=(0.5, 0.25, 0.25)),
+}
+
+
+def preset(name: str, **overrides) -> SweepConfig:
+    if name not in PRESETS:
+        raise DataError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return SweepConfig.from_dict({**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass(frozen=True)
+class Cell:
+    augmentation: str
+    n_real: int
+    repeat: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.augmentation}-n{self.n_real}-r{self.repeat}"
+
+
+def cells(cfg: SweepConfig) -> list[Cell]:
+    """Cheap cells first (none/WA/SA, small N), SYN last: partial results are useful early, and the SYN
+    arm's synthetic set is only needed (or generated) when its first cell runs."""
+    out = [Cell(a, n, r) for r in range(cfg.repeats) for a in cfg.augmentations if a != "syn"
+           for n in sorted(cfg.n_real)]
+    if "syn" in cfg.augmentations:
+        out += [Cell("syn", n, r) for r in range(cfg.repeats) for n in sorted(cfg.n_real)]
+    return out
+
+
+class Sweep:
+    """A sweep folder: sweep.json, cells/<cell>/ (run + result.json), results.csv, synthetic/."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "sweep.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.csv"
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.path / "cells" / cell.name
+
+    def config(self) -> SweepConfig:
+        try:
+            return SweepConfig.from_dict(json.loads(self.config_path.read_text()))
+        except FileNotFoundError:
+            raise DataError(f"{self.path} is not a sweep folder (no sweep.json)") from None
+
+    def start(self, cfg: SweepConfig) -> None:
+        """Create the folder, or check the identity settings of an existing one; the grid may grow."""
+        if self.config_path.is_file():
+            old = json.loads(self.config_path.read_text())
+            new = cfg.as_dict()
+            diff = [k for k in SweepConfig.IDENTITY if old.get(k) != new.get(k)]
+            if diff:
+                shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+                raise DataError(f"sweep {self.path.name} was run with other settings ({shown}); use another "
+                                f"folder, or the same settings to resume or extend it")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, cfg.as_dict())
+
+    def result_rows(self) -> list[dict]:
+        rows = []
+        for p in sorted((self.path / "cells").glob("*/result.json")):
+            try:
+                rows += json.loads(p.read_text())["rows"]
+            except (json.JSONDecodeError, KeyError):
+                continue  # a damaged result is redone, never trusted
+        return rows
+
+    def rebuild_results(self) -> None:
+        import pandas as pd
+        df = pd.DataFrame(self.result_rows(), columns=RESULT_COLUMNS)
+        atomic_write_text(self.results_path, df.to_csv(index=False))
+
+    def is_done(self, cell: Cell) -> bool:
+        p = self.cell_dir(cell) / "result.json"
+        if not p.is_file():
+            return False
+        try:
+            return bool(json.loads(p.read_text())["rows"])
+        except (json.JSONDecodeError, KeyError):
+            return False
+
+    def results(self):
+        return load_results(self.results_path)
+
+    def summary(self):
+        return summarize(self.results())
+
+    def zero_shot(self) -> dict:
+        p = self.path / "zero_shot.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+
+# ----------------------------------------------------------------------------- evaluation
+class TestSet:
+    """Test images, their jittered boxes and cached embeddings: encoded once for the whole sweep."""
+
+    def __init__(self, name: str, samples: list, model, cache, eval_seed: int, jitter_px: int = 20):
+        from .augment import jittered_box_for
+        self.name = name
+        self.samples = [s for s in samples if s.mask is not None]
+        if not self.samples:
+            raise DataError(f"test source {name} has no labelled images")
+        self.boxes = [jittered_box_for(s.mask, np.random.default_rng([eval_seed, i]), jitter_px)
+                      for i, s in enumerate(self.samples)]
+        self.embeddings = None
+        self.model, self.cache = model, cache
+
+    def prepare(self, progress: Callable[[int, int], None] | None = None) -> None:
+        if self.embeddings is None:
+            self.embeddings = self.cache.get_or_compute([s.image for s in self.samples], progress=progress)
+
+    def evaluate(self) -> dict:
+        """Mean/std Dice (%) and median HC error (mm) of the model's current decoder."""
+        import torch
+
+        from .metrics import dice, hc_abs_error_mm
+        self.prepare()
+        m = self.model
+        dices, hc = [], []
+        with torch.no_grad():
+            for s0 in range(0, len(self.samples), 8):
+                chunk = range(s0, min(s0 + 8, len(self.samples)))
+                emb = torch.stack([self.embeddings[i] for i in chunk]).to(m.device, torch.float32)
+                boxes = np.concatenate([m.box_to_input(self.boxes[i], self.samples[i].mask.shape) for i in chunk])
+                logits = m.decode(emb, boxes)
+                for j, i in enumerate(chunk):
+                    s = self.samples[i]
+                    pred = m.logits_to_mask(logits[j], s.mask.shape)
+                    dices.append(dice(pred, s.mask))
+                    e = hc_abs_error_mm(pred, s.meta.hc_mm, s.meta.pixel_size_mm)
+                    if e is not None:
+                        hc.append(e)
+        return {"n_test": len(dices), "dice": 100 * float(np.mean(dices)), "dice_std": 100 * float(np.std(dices)),
+                "hc_abs_error_mm": float(np.median(hc)) if hc else None}
+
+
+def _test_sets(cfg: SweepConfig, model, cache, allowed_roots=None) -> list[TestSet]:
+    out = []
+    for spec in cfg.tests:
+        if spec == HELDOUT:
+            src = open_source(cfg.train, allowed_roots)
+            idx = split_indices(src.metas, cfg.split, cfg.split_seed)["test"]
+            name = HELDOUT
+        else:
+            src = open_source(spec, allowed_roots)
+            idx = list(range(len(src)))
+            name = spec
+        if cfg.test_limit:
+            idx = idx[:cfg.test_limit]
+        out.append(TestSet(name, [src[i] for i in idx], model, cache, cfg.eval_seed, _D.box_jitter_px))
+    return out
+
+
+# ----------------------------------------------------------------------------- the SYN arm's dataset
+def synthetic_plan(cfg: SweepConfig, allowed_roots=None) -> dict[str, int]:
+    """How many synthetic pairs per trimester: total - min(N_real), in the real training pool's mix."""
+    src = open_source(cfg.train, allowed_roots)
+    pool = split_indices(src.metas, cfg.split, cfg.split_seed)["train"]
+    counts = trimester_counts([src.metas[i] for i in pool])
+    known = {t: counts[t] for t in TRIMESTERS if cfg.loras and t in cfg.loras}
+    need = cfg.total - min(cfg.n_real)
+    if not known or sum(known.values()) == 0:
+        raise DataError("no LoRA for any trimester present in the training pool")
+    tot = sum(known.values())
+    plan = {t: int(math.floor(need * c / tot)) for t, c in known.items()}
+    for t in sorted(known, key=lambda t: -known[t])[:need - sum(plan.values())]:
+        plan[t] += 1
+    return plan
+
+
+def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
+    """Generate the SYN arm's synthetic set with the trimester LoRAs (accepting valid pairs with QC >=
+    generate_min_qc), resumable: pairs already accepted are counted, seeds continue after the last."""
+    from .diffusion.generate import GenerateConfig, accept, generate, reject, save_raw
+    plan = synthetic_plan(cfg, allowed_roots)
+    state_path = out_dir / "generation_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    for t, want in plan.items():
+        have = len(list((out_dir / "meta").glob(f"syn_{t}_*.json"))) if (out_dir / "meta").is_dir() else 0
+        next_seed = state.get(t, cfg.generate_seed + 100_000 * TRIMESTERS.index(t))
+        tries = 0
+        while have < want:
+            if stop is not None and stop():
+                return
+            if tries > 6 * want + 16:
+                raise DataError(f"only {have} of {want} {t}-trimester samples passed the extractor and QC "
+                                f"≥ {cfg.generate_min_qc}; lower generate_min_qc or retrain the LoRA")
+            n = min(16, max(4, want - have))
+            gcfg = GenerateConfig(trimester=t, n=n, lora=cfg.loras[t], seed=next_seed, batch_size=8,
+                                  sam=cfg.backend)
+            for ev in generate(gcfg, stop=stop):
+                if ev["kind"] != "sample":
+                    continue
+                smp = ev["sample"]
+                tries += 1
+                save_raw(out_dir, smp)
+                if not smp.valid:
+                    reject(out_dir, smp, smp.extraction.reason)
+                elif smp.qc is not None and smp.qc < cfg.generate_min_qc:
+                    reject(out_dir, smp, f"QC {smp.qc:.2f} < {cfg.generate_min_qc:.2f}")
+                elif have >= want:
+                    reject(out_dir, smp, "not needed: the planned count was reached")
+                else:
+                    accept(out_dir, smp)
+                    have += 1
+                yield {"kind": "generate", "trimester": t, "have": have, "want": want}
+            next_seed += n
+            state[t] = next_seed
+            atomic_write_json(state_path, state)
+
+
+# ----------------------------------------------------------------------------- running the sweep
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=None) -> Iterator[dict]:
+    """Generator of progress events:
+        {"kind": "plan", "cells": [...], "done": [...]}
+        {"kind": "cell_start", "cell", "index", "total"}
+        {"kind": "train", "cell", ...finetune event...}
+        {"kind": "cell_done", "cell", "rows"}      (the summary can be re-read after this)
+        {"kind": "done", "stopped": bool}
+    """
+    from .sam.cache import EmbeddingCache
+    from .sam.finetune import FinetuneConfig, finetune
+    from .sam.models import _apply_state, _load_state_file, build_model
+
+    cfg.validate()
+    sweep = Sweep(out_dir)
+    sweep.start(cfg)
+    should_stop = stop if callable(stop) else (stop.is_set if stop is not None else (lambda: False))
+    grid = cells(cfg)
+    done = [c.name for c in grid if sweep.is_done(c)]
+    yield {"kind": "plan", "cells": [c.name for c in grid], "done": done}
+
+    model = build_model(cfg.backend, cfg.base_weights)
+    base_decoder = {k: v.clone() for k, v in model.mask_decoder.state_dict().items()}
+    cache = EmbeddingCache(sweep.path / "cache" / "embeddings", model)
+    tests: list[TestSet] | None = None
+
+    def ensure_tests() -> list[TestSet]:
+        nonlocal tests
+        if tests is None:
+            tests = _test_sets(cfg, model, cache, allowed_roots)
+            for ts in tests:
+                ts.prepare()
+            zs = sweep.zero_shot()
+            changed = False
+            for ts in tests:
+                if ts.name not in zs:
+                    model.mask_decoder.load_state_dict(base_decoder)
+                    zs[ts.name] = ts.evaluate()
+                    changed = True
+            if changed:
+                atomic_write_json(sweep.path / "zero_shot.json", zs)
+        return tests
+
+    synthetic = cfg.synthetic
+    stopped = False
+    for k, cell in enumerate(grid):
+        if sweep.is_done(cell):
+            continue
+        if should_stop():
+            stopped = True
+            break
+        yield {"kind": "cell_start", "cell": cell.name, "index": k, "total": len(grid)}
+        if cell.augmentation == "syn" and synthetic is None:
+            syn_dir = sweep.path / "synthetic"
+            for ev in generate_synthetic(cfg, syn_dir, should_stop, allowed_roots):
+                yield {**ev, "cell": cell.name}
+            if should_stop():
+                stopped = True
+                break
+            synthetic = f"folder:{syn_dir}"
+        ft = FinetuneConfig(
+            data=cfg.train, n_real=cell.n_real, aug=AUG_TO_FINETUNE[cell.augmentation],
+            synthetic=synthetic if cell.augmentation == "syn" else None,
+            n_synthetic=(cfg.total - cell.n_real) if cell.augmentation == "syn" else None,
+            aug_views=cfg.aug_views, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            seed=cfg.seed + cell.repeat, split_seed=cfg.split_seed, split=tuple(cfg.split), n_val=cfg.n_val,
+            backend=cfg.backend, base_weights=cfg.base_weights, cache_dir=str(sweep.path / "cache" / "embeddings"))
+        run_dir = sweep.cell_dir(cell) / "run"
+        last = None
+        for ev in finetune(ft, run_dir, resume=True, stop=should_stop, allowed_roots=allowed_roots):
+            last = ev
+            yield {**ev, "kind": "train", "event": ev["kind"], "cell": cell.name}
+        if last is None or last.get("kind") != "done" or last.get("stopped"):
+            stopped = True
+            break
+        # evaluate the cell's best checkpoint on every test source
+        model.mask_decoder.load_state_dict(base_decoder)
+        _apply_state(model, _load_state_file(run_dir / "best.safetensors"), f"{cell.name}/best.safetensors")
+        rows = []
+        for ts in ensure_tests():
+            r = ts.evaluate()
+            rows.append({"augmentation": cell.augmentation, "n_real": cell.n_real, "repeat": cell.repeat,
+                         "test": ts.name, "n_test": r["n_test"], "dice": round(r["dice"], 4),
+                         "dice_std": round(r["dice_std"], 4),
+                         "hc_abs_error_mm": None if r["hc_abs_error_mm"] is None else round(r["hc_abs_error_mm"], 4),
+                         "run": str(run_dir.relative_to(sweep.path))})
+        atomic_write_json(sweep.cell_dir(cell) / "result.json",
+                          {"cell": cell.name, "rows": rows, "best_val_dice": last.get("best_val_dice"),
+                           "zero_shot_val_dice": last.get("zero_shot_val_dice"), "time": time.time()})
+        sweep.rebuild_results()
+        yield {"kind": "cell_done", "cell": cell.name, "index": k, "total": len(grid), "rows": rows}
+    if not stopped:
+        ensure_tests()  # zero-shot reference even when every cell was already done
+    sweep.rebuild_results()
+    yield {"kind": "done", "stopped": stopped, "sweep": str(sweep.path)}
+
+
+# ----------------------------------------------------------------------------- report
+def report_markdown(sweep_dir: str | Path, command: str | None = None, paper_test: str = "ES") -> str:
+    """Table-1-shaped tables (ours, the paper beside) for every test source of a sweep."""
+    from .results import load_paper_reference, markdown_table, paper_beside, table1
+    sweep = Sweep(sweep_dir)
+    summ = sweep.summary()
+    paper = load_paper_reference()
+    zs = sweep.zero_shot()
+    parts = []
+    if command:
+        parts.append(f"Command:\n\n```\n{command}\n```\n")
+    for test in (summ["test"].unique() if not summ.empty else []):
+        parts.append(f"### Test: {test}\n\nDice (%) mean ± std over repeats; best per column in bold.\n")
+        parts.append(markdown_table(table1(summ, test)))
+        if test in zs:
+            parts.append(f"\nZero-shot (no fine-tuning): {zs[test]['dice']:.2f} % Dice on "
+                         f"{zs[test]['n_test']} images.\n")
+        parts.append(f"\nThe paper's published numbers for the same cells (HC18 → {paper_test}):\n")
+        parts.append(markdown_table(paper_beside(summ, paper, test, paper_test), index=False))
+    return "\n".join(parts) if parts else "_no finished cells yet_"
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(p, command: str = "sweep") -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", help="a JSON file of SweepConfig settings")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="a named grid (paper, cpu-small, smoke)")
+    p.add_argument("--out", required=True, help="the sweep folder (re-run the same command to resume)")
+    p.add_argument("--train", help="train source spec (with --preset)")
+    p.add_argument("--test", action="append", help="a test source spec (repeatable; default: heldout)")
+    p.add_argument("--synthetic", help="folder: dataset of synthetic pairs for the SYN arm")
+    p.add_argument("--loras", help="first=DIR,second=DIR,third=DIR: generate the SYN set with these LoRAs")
+    p.add_argument("--augmentations", help="comma list, e.g. none,weak,strong,syn")
+    p.add_argument("--n-real", help="comma list of N_real values")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--report", help="write the markdown tables here when the sweep ends")
+    p.add_argument("--figure", help="write the Figure-3 PNG here when the sweep ends")
+
+
+def config_from_args(args) -> SweepConfig:
+    over = {}
+    if args.train:
+        over["train"] = args.train
+    if args.test:
+        over["tests"] = args.test
+    if args.synthetic:
+        over["synthetic"] = args.synthetic
+    if args.loras:
+        try:
+            over["loras"] = dict(kv.split("=", 1) for kv in args.loras.split(","))
+        except ValueError:
+            raise DataError("--loras expects first=DIR,second=DIR,third=DIR") from None
+    if args.augmentations:
+        over["augmentations"] = [a.strip() for a in args.augmentations.split(",") if a.strip()]
+    if args.n_real:
+        try:
+            over["n_real"] = [int(v) for v in args.n_real.split(",")]
+        except ValueError:
+            raise DataError("--n-real expects a comma list of integers") from None
+    if args.repeats is not None:
+        over["repeats"] = args.repeats
+    if args.epochs is not None:
+        over["epochs"] = args.epochs
+    if args.config:
+        try:
+            base = json.loads(Path(args.config).read_text())
+        except FileNotFoundError:
+            raise DataError(f"config file not found: {args.config}") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{args.config} is not valid JSON: {exc}") from None
+        return SweepConfig.from_dict({**base, **over})
+    if "train" not in over:
+        raise DataError("--train SPEC is needed with --preset")
+    return preset(args.preset, **over)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+    cfg = config_from_args(args)
+    bar = None
+    for ev in run_sweep(cfg, args.out):
+        k = ev["kind"]
+        if k == "plan":
+            bar = tqdm(total=len(ev["cells"]), initial=len(ev["done"]), desc="cells", unit="cell", file=sys.stderr)
+        elif k == "cell_start" and bar is not None:
+            bar.set_postfix_str(ev["cell"])
+        elif k == "generate" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: generating {ev['trimester']} {ev['have']}/{ev['want']}")
+        elif k == "train" and ev["event"] == "epoch" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: epoch {ev['epoch']} val Dice {100 * ev['val_dice']:.2f} %")
+        elif k == "cell_done" and bar is not None:
+            bar.update(1)
+            r = ev["rows"][0]
+            tqdm.write(f"{ev['cell']}: Dice {r['dice']:.2f} % on {r['test']}", file=sys.stderr)
+        elif k == "done":
+            if bar is not None:
+                bar.close()
+            if ev["stopped"]:
+                print("stopped: re-run the same command to resume", file=sys.stderr)
+    md = report_markdown(args.out, command=" ".join(["python -m pipeline sweep", *sys.argv[2:]]))
+    print(md)
+    if args.report:
+        atomic_write_text(args.report, md + "\n")
+    if args.figure:
+        from .results import figure3_png, load_paper_reference
+        s = Sweep(args.out).summary()
+        if not s.empty:
+            figure3_png(s, args.figure, paper=load_paper_reference())
+    return 0
