@@ -5,4 +5,4 @@ widgets inside the tab and wires their events (each heavy action with a named `a
 `PAGES` is the tab order, which is also the workflow the guide describes.
 """
 
-PAGES = ["guide", "data", "lora", "generation", "experiments"]
+PAGES = ["guide", "data", "lora", "generation", "finetune", "playground", "experiments"]

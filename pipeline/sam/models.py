@@ -309,7 +309,8 @@ def build_model(backend: str = "litemedsam", weights: str | os.PathLike | None =
         enc, pe, dec = _build_vit_b()
         img_size, norm = 1024, "imagenet"
         path = _vit_b_weights(str(weights) if weights else None) if pretrained else None
-    model = SamModel(backend, enc, pe, dec, img_size, norm,
+    from .fast_decoder import make_fast
+    model = SamModel(backend, enc, pe, make_fast(dec), img_size, norm,
                      weights_id=file_sha256(path)[:16] if path else "random",
                      source=str(path) if path else "random weights (plumbing tests only)")
     if path is not None:

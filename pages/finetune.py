@@ -1,0 +1,180 @@
+"""The Fine-tune SAM tab: train the mask decoder on real (+ synthetic) pairs and watch the curves live.
+
+Thin wiring over pipeline.sam.finetune (the same code as `python -m pipeline finetune-sam`). Stop keeps
+the best checkpoint and the run's position; Start with the same run name resumes it.
+API endpoint: finetune_sam.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import gradio as gr
+
+from pipeline.config import SamFinetuneDefaults
+
+from .common import HEAVY, guarded
+
+TITLE = "Fine-tune SAM"
+_D = SamFinetuneDefaults()
+_STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
+
+INTRO = """### Fine-tune SAM — the mask decoder on a hybrid dataset of real and synthetic pairs
+The paper's recipe: image and prompt encoders frozen, only the mask decoder trains; box prompt = the mask's
+bounding box after augmentation, each side jittered by 0–20 px; Dice + cross-entropy; Adam lr 1e-5,
+batch 5, 20 epochs; validation Dice every epoch on pairs held out from the real source; the best epoch is
+kept. Image embeddings are computed once and cached (augmentations: a few cached views per image), so a
+step costs the decoder only. Runs are saved under `runs/NAME` and appear in the Playground's model list;
+Start with an existing run name resumes it."""
+
+
+def curves_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]], title: str = ""):
+    """Training loss per step (left axis) and validation Dice per epoch (right axis), one figure."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (Dice + CE) per step",
+                                                       "validation Dice per epoch"))
+    if steps:
+        fig.add_scatter(x=[s for s, _ in steps], y=[v for _, v in steps], mode="lines", name="loss",
+                        line=dict(color="#d62", width=1.5), row=1, col=1)
+    if epochs:
+        fig.add_scatter(x=[e for e, _ in epochs], y=[v for _, v in epochs], mode="lines+markers",
+                        name="val Dice", line=dict(color="#27a", width=2), row=1, col=2)
+        fig.add_hline(y=epochs[0][1], line=dict(color="#888", dash="dash"), row=1, col=2,
+                      annotation_text="zero-shot", annotation_position="bottom right")
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch (0 = zero-shot)", row=1, col=2)
+    fig.update_layout(title=title, height=340, margin=dict(l=50, r=20, t=60, b=40), showlegend=False)
+    return fig
+
+
+def _run_name(name: str) -> str:
+    name = (name or "").strip() or "sam-run"
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError("run name: use letters, digits, '-', '_' or '.' only")
+    return name[:60]
+
+
+def synthetic_choices(work_dir) -> list[str]:
+    root = work_dir / "synthetic"
+    found = sorted(p.name for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
+    return ["(none)"] + [f"folder:{root / n}" for n in found]
+
+
+def build(ctx) -> None:
+    from pipeline.runs import RunDir
+    from pipeline.sam.finetune import FinetuneConfig, finetune
+
+    runs_root = ctx.work_dir / "runs"
+
+    @guarded
+    def finetune_sam(spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
+                     aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
+        """Fine-tune the mask decoder; streams status, live curves and the final comparison."""
+        name = _run_name(run_name)
+        spec = (spec or "").strip() or ctx.default_source
+        syn = None if not synthetic or synthetic == "(none)" else synthetic.strip()
+        cfg = FinetuneConfig(data=spec, n_real=int(n_real), synthetic=syn,
+                             n_synthetic=int(n_synthetic) if syn and n_synthetic else None, aug=aug,
+                             aug_views=int(aug_views), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                             weight_decay=float(weight_decay), box_jitter_px=int(jitter), seed=int(seed),
+                             n_val=int(n_val), backend=ctx.profile.sam_backend,
+                             base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
+                             cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
+        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
+        stop.clear()
+        out = runs_root / name
+        run = RunDir(out)
+        steps = [(r["step"], r["loss"]) for r in run.metrics() if r.get("kind") == "step"] if run.exists() else []
+        epochs_ = [(r["epoch"], r["val_dice"]) for r in run.metrics() if r.get("kind") == "epoch"] if run.exists() else []
+        last_plot = 0.0
+        progress(0, desc="preparing: loading the model and the images")
+        yield "preparing…", curves_figure(steps, epochs_, name), "", gr.skip()
+        for ev in finetune(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+            k = ev["kind"]
+            if k == "prepare":
+                progress((ev["done"], ev["total"]), desc="image embeddings (computed once, then cached)", unit="images")
+                if time.monotonic() - last_plot > 1.0:
+                    last_plot = time.monotonic()
+                    yield ev["message"], gr.skip(), "", gr.skip()
+            elif k == "warning":
+                gr.Warning(ev["message"])
+            elif k == "resume":
+                gr.Info(f"{name}: {ev['message']}")
+                steps = [s for s in steps if s[0] <= ev["step"]]
+                epochs_ = [e for e in epochs_ if e[0] <= ev["epoch"]]
+            elif k == "step":
+                steps.append((ev["step"], ev["loss"]))
+                total = ev["steps_per_epoch"] * ev["epochs"]
+                progress((ev["step"], total), desc=f"epoch {ev['epoch']}/{ev['epochs']}", unit="steps")
+                if time.monotonic() - last_plot > 1.0:
+                    last_plot = time.monotonic()
+                    yield (f"epoch {ev['epoch']}/{ev['epochs']} · step {ev['step']}/{total} · loss {ev['loss']:.4f}",
+                           curves_figure(steps, epochs_, name), "", gr.skip())
+            elif k == "epoch":
+                if ev["epoch"] == 0:
+                    epochs_ = []
+                epochs_.append((ev["epoch"], ev["val_dice"]))
+                last_plot = time.monotonic()
+                label = "zero-shot" if ev["epoch"] == 0 else f"epoch {ev['epoch']}"
+                yield (f"{label}: validation Dice {ev['val_dice']:.4f}" + (" (best so far)" if ev["best"] else ""),
+                       curves_figure(steps, epochs_, name), "", gr.skip())
+            elif k == "done":
+                verdict = ("better than" if ev["best_val_dice"] > ev["zero_shot_val_dice"] else "no better than")
+                summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}) vs "
+                           f"**zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict} the base model. "
+                           f"Saved in `runs/{name}` (pick it in the Playground).")
+                head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
+                        if ev["stopped"] else "✅ done")
+                yield head, curves_figure(steps, epochs_, name), summary, name
+
+    def stop_training(request: gr.Request):
+        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
+        if ev is not None:
+            ev.set()
+        return "⏹ stopping after the current step (the best checkpoint is kept)…"
+
+    # ------------------------------------------------------------------ widgets
+    gr.Markdown(INTRO)
+    spec_state = ctx.shared.get("data_spec")
+    with gr.Row(equal_height=True):
+        source = gr.Textbox(ctx.default_source, label="Real pairs: data source (from the Data tab)", scale=3,
+                            elem_id="ft-source")
+        n_real = gr.Number(20, label="N_real (real training pairs)", precision=0, minimum=0, scale=1,
+                           elem_id="ft-nreal")
+        synthetic = gr.Dropdown(synthetic_choices(ctx.work_dir), value="(none)", allow_custom_value=True,
+                                label="Synthetic pairs (folder: dataset, optional)", scale=3, elem_id="ft-synthetic")
+        n_syn = gr.Number(None, label="N synthetic (empty: all)", precision=0, minimum=1, scale=1)
+    with gr.Row(equal_height=True):
+        aug = gr.Radio(["none", "weak", "strong"], value="none", label="Classic augmentation (WA = weak, SA = strong)",
+                       scale=3, elem_id="ft-aug")
+        run_name = gr.Textbox("sam-run", label="Run name (an existing one resumes)", scale=2, elem_id="ft-name")
+    with gr.Accordion("Hyper-parameters (paper defaults)", open=False):
+        with gr.Row():
+            epochs = gr.Number(_D.epochs, label="epochs", precision=0, minimum=1, elem_id="ft-epochs")
+            batch_size = gr.Number(_D.batch_size, label="batch size", precision=0, minimum=1)
+            lr = gr.Number(_D.lr, label="learning rate (Adam)")
+            wd = gr.Number(_D.weight_decay, label="weight decay", minimum=0)
+        with gr.Row():
+            jitter = gr.Number(_D.box_jitter_px, label="box jitter (max px per side)", precision=0, minimum=0)
+            views = gr.Number(4, label="cached augmented views per image", precision=0, minimum=1)
+            n_val = gr.Number(40, label="validation pairs (held out)", precision=0, minimum=1, elem_id="ft-nval")
+            seed = gr.Number(0, label="seed", precision=0)
+    with gr.Row():
+        start_btn = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop")
+        refresh = gr.Button("↻ synthetic datasets", elem_id="ft-refresh")
+    status = gr.Markdown("", elem_id="ft-status")
+    plot = gr.Plot(curves_figure([], []), label="Live curves", elem_id="ft-curves")
+    summary = gr.Markdown("", elem_id="ft-summary")
+    finished = gr.State("")  # the finished run's name (other tabs may listen)
+    ctx.shared["sam_run_finished"] = finished
+
+    if spec_state is not None:
+        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")
+    refresh.click(lambda: gr.Dropdown(choices=synthetic_choices(ctx.work_dir)), outputs=[synthetic],
+                  api_visibility="private")
+    start_btn.click(finetune_sam, inputs=[source, n_real, synthetic, n_syn, aug, epochs, batch_size, lr, wd, jitter,
+                                          views, n_val, seed, run_name],
+                    outputs=[status, plot, summary, finished], api_name="finetune_sam", **HEAVY)
+    stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

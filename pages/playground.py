@@ -1,0 +1,251 @@
+"""The Playground tab: draw a box on an ultrasound image, see the head SAM segments, with HC and GA.
+
+Thin wiring over pipeline.sam (the same code as `python -m pipeline segment`). The predictor is kept per
+browser session, so redrawing a box on the same image runs the mask decoder only (~0.1 s), never the
+image encoder again. API endpoint: segment (image, box -> mask, ellipse, HC).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from pipeline.masks import overlay
+
+from .common import guarded
+
+TITLE = "Playground"
+BASE = "base model"
+_PREDICTORS: "OrderedDict[tuple[str, str], object]" = OrderedDict()  # (session, model) -> SamPredictor
+_LOCK = threading.Lock()
+MAX_SESSIONS = 8
+
+INTRO = """### Playground — box-prompted fetal head segmentation
+Pick an image from the Data tab's source (or upload one), **draw a box around the head** (drag on the
+image, then OK), and get the mask. Draw again for a new mask: the image is encoded once, a redraw runs the
+mask decoder only. Model: the base `{backend}` or any fine-tuned run from the *Fine-tune SAM* tab. Head
+circumference (HC) comes from the ellipse fitted to the mask and the pixel size; gestational age (GA)
+from HC by Hadlock's formula."""
+
+
+def model_choices(work_dir: Path) -> list[str]:
+    from pipeline.runs import list_runs
+    runs = [r.name for r in list_runs(work_dir / "runs", kind="sam-finetune")
+            if (r.path / "best.safetensors").is_file()]
+    return [BASE] + runs
+
+
+def _predictor(ctx, session: str, model_name: str):
+    from pipeline.sam import SamPredictor, load_model
+    checkpoint = None
+    if model_name and model_name != BASE:
+        checkpoint = ctx.work_dir / "runs" / model_name
+        if not (checkpoint / "config.json").is_file():
+            raise ValueError(f"fine-tuned run {model_name!r} not found (refresh the model list)")
+    key = (session, str(checkpoint))
+    with _LOCK:
+        pred = _PREDICTORS.get(key)
+        if pred is None:
+            base = ctx.profile.sam_checkpoint if checkpoint is None else None
+            model = load_model(ctx.profile.sam_backend, checkpoint if checkpoint is not None else base)
+            pred = SamPredictor(model, cache_size=4)
+            _PREDICTORS[key] = pred
+        _PREDICTORS.move_to_end(key)
+        while len(_PREDICTORS) > MAX_SESSIONS:
+            _PREDICTORS.popitem(last=False)
+    return pred
+
+
+def _box_from_annotation(annot) -> tuple[float, float, float, float] | None:
+    boxes = (annot or {}).get("boxes") or []
+    if not boxes:
+        return None
+    b = boxes[-1]
+    return (float(b["xmin"]), float(b["ymin"]), float(b["xmax"]), float(b["ymax"]))
+
+
+def build(ctx) -> None:
+    from gradio_image_annotation import image_annotator
+
+    from pipeline.data import DataError, open_source, read_gray, to_gray_uint8
+    from pipeline.fileio import atomic_save_png, atomic_write_json
+    from pipeline.metrics import dice
+    from pipeline.sam.evaluate import segment as run_segment
+
+    export_dir = ctx.work_dir / "exports"
+
+    @guarded
+    def list_samples(spec):
+        src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
+        names = src.names
+        return gr.update(choices=names, value=names[0] if names else None), f"{len(names)} images in `{src.spec}`"
+
+    @guarded
+    def load_sample(spec, name):
+        if not name:
+            raise ValueError("pick an image first")
+        src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
+        s = src[src.index_of(name)]
+        gt = {"name": s.name, "mask": s.mask, "hc_mm": s.meta.hc_mm}
+        info = f"**{s.name}** · {s.image.shape[1]}×{s.image.shape[0]} px"
+        if s.meta.hc_mm:
+            info += f" · reference HC {s.meta.hc_mm:.1f} mm"
+        return ({"image": np.repeat(s.image[..., None], 3, axis=2), "boxes": []}, s.image, gt,
+                s.meta.pixel_size_mm, info + " — now draw a box around the head", None, None)
+
+    @guarded
+    def load_upload(path):
+        if not path:
+            raise ValueError("no file uploaded")
+        img = read_gray(path)  # DataError for a corrupt / non-image file
+        name = Path(path).name
+        return ({"image": np.repeat(img[..., None], 3, axis=2), "boxes": []}, img,
+                {"name": name, "mask": None, "hc_mm": None}, None,
+                f"**{name}** (upload) · {img.shape[1]}×{img.shape[0]} px — type the pixel size for HC/GA, "
+                f"then draw a box", None, None)
+
+    @guarded
+    def segment_ui(annot, image, gt, pixel_size, model_name, alpha, ellipse_fit, request: gr.Request):
+        """Segment the drawn box; returns overlay, result text, and the two export files."""
+        if image is None:
+            raise ValueError("load an image first (pick one from the list or upload one)")
+        box = _box_from_annotation(annot)
+        if box is None:
+            raise ValueError("no box: draw a box around the head on the image first")
+        session = getattr(request, "session_hash", None) or "api"
+        pred = _predictor(ctx, session, model_name)
+        t0 = time.perf_counter()
+        px = float(pixel_size) if pixel_size not in (None, "") and float(pixel_size) > 0 else None
+        seg = run_segment(pred, image, box, px)
+        dt = time.perf_counter() - t0
+        shown = seg.ellipse_mask if (ellipse_fit and seg.ellipse_mask is not None) else seg.mask
+        over = overlay(image, shown, float(alpha), ellipse=seg.ellipse)
+        lines = [f"mask from box ({', '.join(f'{v:.0f}' for v in seg.box)}) in {dt:.2f} s "
+                 f"({pred.encoder_calls} image encodings this session for this model)"]
+        if gt and gt.get("mask") is not None:
+            d_raw = dice(seg.mask, gt["mask"])
+            d_fit = dice(seg.ellipse_mask, gt["mask"]) if seg.ellipse_mask is not None else None
+            lines.append(f"**Dice vs ground truth: {d_raw:.4f}** (raw mask)"
+                         + (f" · {d_fit:.4f} (fitted ellipse)" if d_fit is not None else ""))
+        if seg.ellipse is None:
+            lines.append("no ellipse: the mask is empty — draw the box around the head")
+        else:
+            e = seg.ellipse
+            lines.append(f"ellipse: centre ({e.cx:.1f}, {e.cy:.1f}) px, axes {e.width:.1f} × {e.height:.1f} px, "
+                         f"angle {e.angle:.1f}°")
+            if seg.hc_mm is not None:
+                ref = gt.get("hc_mm") if gt else None
+                lines.append(f"**HC {seg.hc_mm:.1f} mm · GA {seg.ga_weeks:.1f} weeks**"
+                             + (f" (reference HC {ref:.1f} mm, |error| {abs(seg.hc_mm - ref):.1f} mm)" if ref else ""))
+            else:
+                lines.append("HC and GA need the pixel size (mm per pixel): type it above")
+        stem = Path((gt or {}).get("name") or "image").stem
+        out = export_dir / session[:16]
+        png = atomic_save_png(out / f"{stem}_mask.png", shown)
+        js = atomic_write_json(out / f"{stem}_segmentation.json",
+                               {"image": (gt or {}).get("name"), "model": model_name, "ellipse_fit": bool(ellipse_fit),
+                                "pixel_size_mm": px, **seg.as_dict()})
+        return over, "\n\n".join(lines), [str(png), str(js)]
+
+    @guarded
+    def segment_api(image, x0: float, y0: float, x1: float, y1: float, pixel_size_mm: float | None = None,
+                    model: str = BASE, ellipse_fit: bool = False) -> tuple:
+        """API: segment an image (file path or array) from a box; returns the mask PNG path and a JSON of
+        box, ellipse, HC (mm) and GA (weeks)."""
+        if image is None:
+            raise ValueError("no image given")
+        img = read_gray(image) if isinstance(image, (str, Path)) else to_gray_uint8(np.asarray(image))
+        pred = _predictor(ctx, "api", model or BASE)
+        px = float(pixel_size_mm) if pixel_size_mm else None
+        seg = run_segment(pred, img, (x0, y0, x1, y1), px)
+        shown = seg.ellipse_mask if (ellipse_fit and seg.ellipse_mask is not None) else seg.mask
+        png = atomic_save_png(export_dir / "api" / f"mask_{int(time.time() * 1000)}.png", shown)
+        return str(png), {**seg.as_dict(), "model": model or BASE, "ellipse_fit": bool(ellipse_fit)}
+
+    def refresh_models(current):
+        ch = model_choices(ctx.work_dir)
+        return gr.update(choices=ch, value=current if current in ch else BASE)
+
+    # ------------------------------------------------------------------ widgets
+    gr.Markdown(INTRO.format(backend=ctx.profile.sam_backend))
+    try:
+        initial = open_source(ctx.default_source, ctx.allowed_roots).names
+    except DataError:
+        initial = []
+    spec_state = ctx.shared.get("data_spec")
+    with gr.Row(equal_height=True):
+        source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
+                            scale=3, elem_id="pg-source")
+        sample = gr.Dropdown(initial, value=initial[0] if initial else None, label="Image", scale=2, elem_id="pg-sample", allow_custom_value=False)
+        load_btn = gr.Button("Load image", scale=1, elem_id="pg-load")
+        upload = gr.File(label="…or upload an image", file_types=["image"], type="filepath", scale=2,
+                         elem_id="pg-upload", height=90)
+    with gr.Row(equal_height=True):
+        model = gr.Dropdown(model_choices(ctx.work_dir), value=BASE, label="Model (base or a fine-tuned run)",
+                            scale=3, elem_id="pg-model")
+        refresh = gr.Button("↻ runs", scale=0, min_width=80)
+        pixel = gr.Number(None, label="pixel size (mm per pixel)", minimum=0, scale=2, elem_id="pg-pixel")
+        alpha = gr.Slider(0, 1, 0.45, step=0.05, label="mask opacity", scale=2, elem_id="pg-alpha")
+        ellipse_fit = gr.Checkbox(False, label="show fitted ellipse as the mask", scale=2, elem_id="pg-ellipse")
+    info = gr.Markdown("Pick an image and press *Load image*.", elem_id="pg-info")
+    with gr.Row():
+        annot = image_annotator(None, label="Draw a box around the head", label_list=["head"],
+                                label_colors=["#00c8ff"], single_box=True, sources=[], image_type="numpy",
+                                elem_id="pg-ann", box_min_size=4, height=480)
+        result_img = gr.Image(label="Mask overlay", type="numpy", interactive=False, elem_id="pg-result",
+                              height=480)
+    with gr.Row():
+        segment_btn = gr.Button("Segment the box", variant="primary", elem_id="pg-segment")
+    result = gr.Markdown("", elem_id="pg-metrics")
+    files = gr.File(label="Export: mask PNG + JSON (box, ellipse, HC)", file_count="multiple", elem_id="pg-files")
+    image_state = gr.State(None)  # the grayscale image being segmented
+    gt_state = gr.State(None)  # {"name", "mask" (or None), "hc_mm"}
+
+    if spec_state is not None:
+        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private") \
+            .then(list_samples, inputs=[source], outputs=[sample, info], api_visibility="private")
+    source.submit(list_samples, inputs=[source], outputs=[sample, info], api_visibility="private")
+    gr.on([load_btn.click], load_sample, inputs=[source, sample],
+          outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private")
+    sample.input(load_sample, inputs=[source, sample],
+                 outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private")
+    upload.upload(load_upload, inputs=[upload], outputs=[annot, image_state, gt_state, pixel, info, result_img, files],
+                  api_visibility="private")
+    refresh.click(refresh_models, inputs=[model], outputs=[model], api_visibility="private")
+    finished = ctx.shared.get("sam_run_finished")  # the Fine-tune tab's finished run: list it at once
+    if finished is not None:
+        finished.change(refresh_models, inputs=[model], outputs=[model], api_visibility="private")
+    seg_inputs = [annot, image_state, gt_state, pixel, model, alpha, ellipse_fit]
+    seg_outputs = [result_img, result, files]
+
+    def on_draw(annot_v, image, gt, pixel_size, model_name, alpha_v, fit, request: gr.Request):
+        # the annotator fires on mouse-down/up too; only a labelled box (after OK) is a request
+        boxes = (annot_v or {}).get("boxes") or []
+        if image is None or not boxes or not boxes[-1].get("label"):
+            return gr.skip(), gr.skip(), gr.skip()
+        return segment_ui(annot_v, image, gt, pixel_size, model_name, alpha_v, fit, request)
+
+    annot.change(on_draw, inputs=seg_inputs, outputs=seg_outputs, api_visibility="private",
+                 concurrency_limit=4, concurrency_id="playground", trigger_mode="always_last")
+    segment_btn.click(segment_ui, inputs=seg_inputs, outputs=seg_outputs, api_visibility="private",
+                      concurrency_limit=4, concurrency_id="playground")
+    for w in (alpha, ellipse_fit):
+        w.change(on_draw, inputs=seg_inputs, outputs=seg_outputs, api_visibility="private",
+                 concurrency_limit=4, concurrency_id="playground", trigger_mode="always_last")
+    # the named API endpoint: image + box in, mask + JSON out (components hidden from the page)
+    with gr.Row(visible=False):
+        api_image = gr.Image(type="filepath", label="image")
+        api_box = [gr.Number(label=n) for n in ("x0", "y0", "x1", "y1")]
+        api_pixel = gr.Number(None, label="pixel_size_mm")
+        api_model = gr.Textbox(BASE, label="model")
+        api_fit = gr.Checkbox(False, label="ellipse_fit")
+        api_mask = gr.Image(type="filepath", label="mask")
+        api_json = gr.JSON(label="segmentation")
+        api_btn = gr.Button("segment")
+    api_btn.click(segment_api, inputs=[api_image, *api_box, api_pixel, api_model, api_fit],
+                  outputs=[api_mask, api_json], api_name="segment", concurrency_limit=4,
+                  concurrency_id="playground")
