@@ -54,7 +54,8 @@ def app_url(app_work_dir, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("app-log") / "app.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               SONOSYNTH_PROFILE=os.environ.get("SONOSYNTH_PROFILE", "tiny"))
+               SONOSYNTH_PROFILE=os.environ.get("SONOSYNTH_PROFILE", "tiny"),
+               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio-tmp")))  # not the machine-wide /tmp/gradio
     cmd = [sys.executable, "app.py", "--port", str(port), "--work-dir", str(app_work_dir),
            "--data-root", str(SHARED_DATA)]
     log = open(log_path, "wb")
