@@ -51,7 +51,7 @@ def caption(meta: SampleMeta, index: int) -> str:
     if meta.trimester in TRIMESTERS:
         parts.append(f"T{TRIMESTERS.index(meta.trimester) + 1}")
     if meta.hc_mm is not None:
-        parts.append(f"{meta.hc_mm:.0f} mm")
+        parts.append(f"{meta.hc_mm:.0f}")  # mm, as the gallery label says
     return " · ".join(parts)
 
 
