@@ -42,6 +42,9 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--ellipse-fit", action="store_true",
                        help="replace each predicted mask by its fitted filled ellipse")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                       help="evaluate one part of the seeded subject-grouped split (as finetune-sam uses)")
+        p.add_argument("--split-seed", type=int, default=0)
         p.add_argument("--per-sample", default=None, help="also write per-sample scores to this JSON file")
         _model_args(p)
     elif command == "finetune-sam":
@@ -109,7 +112,8 @@ def _evaluate(args) -> int:
     def progress(i, n):
         bar.total = n
         bar.update(i - bar.n)
-    res = evaluate(pred, args.data, args.limit, args.seed, args.ellipse_fit, args.jitter, progress=progress)
+    res = evaluate(pred, args.data, args.limit, args.seed, args.ellipse_fit, args.jitter, progress=progress,
+                   split=args.split, split_seed=args.split_seed)
     bar.close()
     per = res.pop("per_sample")
     if args.per_sample:

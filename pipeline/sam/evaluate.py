@@ -55,9 +55,17 @@ def segment(predictor: SamPredictor, image: np.ndarray, box, pixel_size_mm: floa
 
 def evaluate(predictor: SamPredictor, spec: str, limit: int | None = None, seed: int = 0,
              ellipse_fit: bool = False, jitter_px: int = 20, allowed_roots=None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
-    """{"n", "dice_mean", "dice_std", "hc_abs_error_mm_median"} over the first `limit` labelled samples."""
+             progress: Callable[[int, int], None] | None = None, split: str | None = None,
+             split_seed: int = 0) -> dict:
+    """{"n", "dice_mean", "dice_std", "hc_abs_error_mm_median"} over the first `limit` labelled samples
+    (of the `split` part — train / val / test of pipeline.data.split_indices — when given)."""
     src = open_source(spec, allowed_roots)
+    if split and split != "all":
+        from ..data import split_indices
+        parts = split_indices(src.metas, seed=split_seed)
+        if split not in parts:
+            raise DataError(f"split must be all, train, val or test, got {split!r}")
+        src = src.subset(parts[split])
     n_total = len(src) if limit is None else min(limit, len(src))
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be at least 1, got {limit}")
