@@ -154,12 +154,12 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
         cfg.names = [f"image_{i}" for i in range(len(images))]
     unet, vae, te, tok = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     vae.requires_grad_(False); te.requires_grad_(False); unet.requires_grad_(False)
-    unet.add_adapter(lora_config(cfg))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    with torch.random.fork_rng(devices=[]):  # the Gaussian init of lora_A is seeded: runs repeat exactly
+        torch.manual_seed(cfg.seed)
+        unet.add_adapter(lora_config(cfg))
     sched = _noise_scheduler(pipe)
 
-    step, losses, rng_state = 0, [], None
+    step, losses, rng_state, opt_state = 0, [], None, None
     if resume and state_path.is_file() and (out / WEIGHTS).is_file():
         state = torch.load(state_path, weights_only=False)
         old = state.get("config", {})
@@ -171,10 +171,15 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
             sd = {k.removeprefix("unet."): v for k, v in sd.items()}
             from diffusers.utils import convert_unet_state_dict_to_peft
             set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(sd), adapter_name="default")
-            opt.load_state_dict(state["opt"])
+            opt_state = state["opt"]
             step = int(state["step"])
             losses = _read_losses(out / "loss.csv")[:step]
             rng_state = state.get("rng")
+    # the optimizer is made AFTER loading a resumed LoRA: loading may replace the parameter tensors
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
     unet, opt = accelerator.prepare(unet, opt)
     x = rgb_to_tensor(images).to(device)
     if cfg.hflip:

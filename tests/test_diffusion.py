@@ -1,0 +1,237 @@
+"""Diffusion half: tokenizer, LoRA save/load/resume/stop, seeds, the extractor on generated samples, the
+synthetic dataset writer (a canvas edit is what gets saved), and the CLI.
+
+Plumbing tests use a randomly initialised tiny model (the weights do not matter there); the tests whose
+outcome depends on the weights use the shipped pretrained base in assets/tiny-base.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pipeline.config import ASSETS  # noqa: E402
+from pipeline.diffusion import generate as G  # noqa: E402
+from pipeline.diffusion.base import assemble_pipeline, build_tiny_components, load_pipeline, prompt_for  # noqa: E402
+from pipeline.diffusion.lora import WEIGHTS, LoraTrainConfig, train_lora  # noqa: E402
+
+SHIPPED = ASSETS / "tiny-base"
+STEPS = 4  # sampler steps in tests: plumbing only
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def random_base(tmp_path_factory):
+    """A random-weight tiny base saved in the diffusers layout (plumbing tests only)."""
+    d = tmp_path_factory.mktemp("random-base") / "base"
+    pipe = assemble_pipeline(build_tiny_components(seed=0))
+    pipe.save_pretrained(str(d), safe_serialization=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def phantom_images():
+    from pipeline.data import open_source
+    from pipeline.diffusion.base import to_model_size
+    return np.stack([to_model_size(s.image, s.mask, 128) for s in open_source("phantom:6")])
+
+
+def _images(pipe, seeds, scale=None, steps=STEPS):
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    kw = {} if scale is None else {"cross_attention_kwargs": {"scale": scale}}
+    with torch.no_grad():
+        return pipe([prompt_for("second")] * len(seeds), num_inference_steps=steps, guidance_scale=7.5,
+                    generator=gens, output_type="np", **kw).images
+
+
+def _cfg(**kw):
+    d = dict(steps=3, rank=8, alpha=8, lr=1e-3, batch_size=2, save_every=2, preview_every=0, names=["x"] * 6)
+    d.update(kw)
+    return LoraTrainConfig(**d)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def test_tokenizer_is_sd_clip():
+    from pipeline.diffusion.tokenizer import build_clip_tokenizer
+    tok = build_clip_tokenizer()
+    assert len(tok) == 49408 and tok.model_max_length == 77 and tok.pad_token_id == 49407
+    # well-known SD v1.5 / CLIP ViT-L/14 ids
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    open_clip = pytest.importorskip("open_clip")
+    ref = open_clip.tokenizer.SimpleTokenizer()
+    for text in [prompt_for(t) for t in ("first", "second", "third")] + ["Naïve   café, 12 weeks!"]:
+        assert tok(text).input_ids == [49406, *ref.encode(text), 49407]
+
+
+# ----------------------------------------------------------------------------- LoRA
+def test_lora_roundtrip_and_scale_zero(random_base, phantom_images, tmp_path):
+    base = load_pipeline(random_base, device="cpu")
+    before = _images(base, [3])
+    trained = load_pipeline(random_base, device="cpu")
+    events = list(train_lora(_cfg(), tmp_path / "lora", pipe=trained, images=phantom_images))
+    assert [e["kind"] for e in events].count("step") == 3 and events[-1]["kind"] == "done"
+    assert (tmp_path / "lora" / WEIGHTS).is_file()
+    cfg = json.loads((tmp_path / "lora" / "lora_config.json").read_text())
+    assert cfg["steps_done"] == 3 and cfg["status"] == "done" and cfg["rank"] == 8
+    assert len((tmp_path / "lora" / "loss.csv").read_text().splitlines()) == 4
+    out_trained = _images(trained, [3], scale=0.9)
+    assert np.abs(out_trained - before).max() > 1e-3, "training changed nothing"
+
+    loaded = load_pipeline(random_base, device="cpu")
+    loaded.load_lora_weights(str(tmp_path / "lora"), weight_name=WEIGHTS, adapter_name="t")
+    loaded.set_adapters(["t"], adapter_weights=[0.9])
+    np.testing.assert_allclose(_images(loaded, [3]), out_trained, atol=1e-5)
+    loaded.set_adapters(["t"], adapter_weights=[0.0])
+    np.testing.assert_allclose(_images(loaded, [3]), before, atol=1e-5)
+
+
+def test_lora_resume_equals_one_run_and_stop_keeps_last(random_base, phantom_images, tmp_path):
+    from safetensors.torch import load_file
+    one = list(train_lora(_cfg(steps=4), tmp_path / "one", pipe=load_pipeline(random_base, device="cpu"),
+                          images=phantom_images))
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2  # stop before the third step
+    ev = list(train_lora(_cfg(steps=4), tmp_path / "two", pipe=load_pipeline(random_base, device="cpu"),
+                         images=phantom_images, stop=stop))
+    assert ev[-1]["kind"] == "stopped" and ev[-1]["step"] == 2
+    assert json.loads((tmp_path / "two" / "lora_config.json").read_text())["steps_done"] == 2
+    ev2 = list(train_lora(_cfg(steps=4), tmp_path / "two", pipe=load_pipeline(random_base, device="cpu"),
+                          images=phantom_images))
+    assert ev2[0]["kind"] == "start" and ev2[0]["step"] == 2
+    a, b = load_file(tmp_path / "one" / WEIGHTS), load_file(tmp_path / "two" / WEIGHTS)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert one[-1]["losses"] == pytest.approx(ev2[-1]["losses"])
+
+
+def test_lora_bad_inputs(random_base, tmp_path):
+    with pytest.raises(ValueError, match="trimester"):
+        list(train_lora(_cfg(trimester="fourth"), tmp_path / "x"))
+    from pipeline.data import DataError
+    with pytest.raises(DataError, match="first-trimester"):
+        list(train_lora(_cfg(data="phantom:6", trimester="first", n=20, base=str(random_base)), tmp_path / "y"))
+    with pytest.raises(FileNotFoundError):
+        G.lora_weights_path(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------- generation
+def test_seed_reproduces_an_image(random_base):
+    G.clear_pipelines()
+    cfg = G.GenerateConfig(trimester="second", n=2, seed=11, base=str(random_base), steps=STEPS, qc=False,
+                           batch_size=2)
+    a = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"]
+    b = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"]
+    assert [s.seed for s in a] == [11, 12]
+    np.testing.assert_array_equal(a[0].rgb, b[0].rgb)
+    np.testing.assert_array_equal(a[1].rgb, b[1].rgb)
+    assert np.abs(a[0].rgb.astype(int) - a[1].rgb).mean() > 1
+    # the same seed in a batch of one: the same image up to float rounding of batched kernels
+    single = [e["sample"] for e in G.generate(G.GenerateConfig(trimester="second", n=1, seed=12,
+              base=str(random_base), steps=STEPS, qc=False)) if e["kind"] == "sample"][0]
+    assert np.abs(single.rgb.astype(int) - a[1].rgb).max() <= 2
+    rnd = G.GenerateConfig(trimester="second", n=1, seed=None, base=str(random_base), steps=STEPS, qc=False)
+    start = next(G.generate(rnd))
+    assert start["kind"] == "start" and isinstance(start["seeds"][0], int)  # a random seed is recorded
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
+def test_extractor_verdicts_on_generated_samples(tmp_path):
+    """The shipped base draws a head and its mask channel: most samples give a valid ellipse, and the
+    verdict, mask and ellipse recorded are the Ellipse Extractor's on the sample's blue channel."""
+    from pipeline.masks import extract_ellipse, split_channels
+    G.clear_pipelines()
+    cfg = G.GenerateConfig(trimester="second", n=8, seed=0, batch_size=8, qc=False)
+    smp = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"]
+    assert sum(s.valid for s in smp) >= 5, [s.extraction.reason for s in smp]
+    for s in smp:
+        gray, blue = split_channels(s.rgb)
+        ex = extract_ellipse(blue, 127)
+        assert ex.valid == s.valid and ex.reason == s.extraction.reason
+        np.testing.assert_array_equal(ex.mask, s.extraction.mask)
+        if s.valid:  # a filled head of a plausible size, inside the image
+            assert 0.03 < s.extraction.mask.mean() < 0.8
+    # a sample whose mask channel is empty is refused with the reason
+    rgb = smp[0].rgb.copy()
+    rgb[..., 2] = 0
+    bad = G.make_sample(rgb, 0, smp[0].params)
+    assert not bad.valid and "no contour" in bad.extraction.reason and bad.qc is None
+
+
+def test_canvas_edit_is_what_gets_saved(tmp_path):
+    from pipeline.data import open_source
+    from pipeline.masks import Ellipse, inject_mask
+    from pages.generation import editor_mask, editor_value
+    gray = np.full((128, 128), 60, np.uint8)
+    mask = Ellipse(64, 64, 60, 44, 10).fill((128, 128))
+    smp = G.make_sample(inject_mask(gray, mask), 5, {"trimester": "second", "prompt": prompt_for("second"),
+                                                     "steps": 20, "scale": 0.9, "guidance": 7.5, "base": "b",
+                                                     "lora": "l", "threshold": 127})
+    assert smp.valid
+    value = editor_value(smp.gray, smp.extraction.mask)
+    value["layers"][0][10:20, 10:30] = (0, 255, 0, 255)  # brush
+    value["layers"][0][60:70, 60:70, 3] = 0  # eraser
+    edited = editor_mask(value, smp.gray.shape)
+    meta = G.accept(tmp_path, smp, edited, edited=True)
+    from pipeline.data import read_gray
+    saved = read_gray(tmp_path / "masks" / f"{smp.name}.png") > 127
+    np.testing.assert_array_equal(saved, edited)
+    assert saved[15, 15] and not saved[65, 65]
+    m = json.loads((tmp_path / "meta" / f"{smp.name}.json").read_text())
+    assert m["edited"] is True and m["seed"] == 5 and m["verdict"] == "accepted" and m["threshold"] == 127
+    assert meta["mask_area_px"] == int(edited.sum())
+    from PIL import Image
+    assert Image.open(tmp_path / "images" / f"{smp.name}.png").text["seed"] == "5"
+    src = open_source(f"folder:{tmp_path}")
+    assert src.metas[0].trimester == "second" and src.metas[0].extra["edited"] is True
+    # rejecting it afterwards withdraws it from the dataset
+    G.reject(tmp_path, smp, "rejected by a person")
+    assert not (tmp_path / "images" / f"{smp.name}.png").exists()
+    assert json.loads((tmp_path / "rejected" / "meta" / f"{smp.name}.json").read_text())["reason"] == \
+        "rejected by a person"
+    with pytest.raises(ValueError, match="empty"):
+        G.accept(tmp_path, smp, np.zeros_like(mask))
+
+
+def test_generate_cli_writes_dataset(random_base, tmp_path):
+    from pipeline.__main__ import main
+    G.clear_pipelines()
+    out = tmp_path / "syn"
+    rc = main(["generate", "--base", str(random_base), "--trimester", "third", "--n", "3", "--seed", "4",
+               "--steps", str(STEPS), "--no-qc", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "generation_summary.json").read_text())
+    assert summary["n"] == 3
+    raw = sorted(p.name for p in (out / "raw").glob("*.png"))
+    assert raw == [f"syn_third_base_s{s}.png" for s in (4, 5, 6)]
+    kept = list((out / "images").glob("*.png")) if (out / "images").is_dir() else []
+    refused = list((out / "rejected" / "meta").glob("*.json"))
+    assert len(kept) + len(refused) == 3
+    for p in refused:
+        assert json.loads(p.read_text())["reason"]
+
+
+def test_qc_score_is_dice_of_sam_vs_mask():
+    class FakeSam:  # the SamPredictor contract: set_image, predict(box=...)
+        def set_image(self, img):
+            self.shape = img.shape
+
+        def predict(self, box):
+            x0, y0, x1, y1 = box
+            m = np.zeros(self.shape, bool)
+            m[y0:y1, x0:x1] = True
+            return m
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:24] = True
+    assert G.qc_score(FakeSam(), np.zeros((32, 32), np.uint8), mask) == pytest.approx(1.0)
+    assert G.qc_score(FakeSam(), np.zeros((32, 32), np.uint8), np.zeros((32, 32), bool)) is None
