@@ -169,15 +169,19 @@ def _stopper(stop) -> Callable[[], bool]:
 def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop=None,
              allowed_roots=None) -> Iterator[dict]:
     cfg.validate()
-    run = RunDir(out_dir)
     should_stop = _stopper(stop)
-    resuming = run.start(cfg.as_dict(), resume=resume)
-    run.set_status("running", "preparing")
-    torch.manual_seed(cfg.seed)
-
     from accelerate import Accelerator
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     acc = Accelerator(cpu=(device == "cpu"))
+    run = RunDir(out_dir)
+    if acc.is_main_process:  # one writer: with several GPUs the other processes only read
+        resuming = run.start(cfg.as_dict(), resume=resume)
+        run.set_status("running", "preparing")
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        resuming = (run.path / "last_state.pt").is_file()
+        run = _ReadOnlyRun(run.path)
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg.backend, cfg.base_weights).to(acc.device)
     model.image_encoder.requires_grad_(False)
     model.prompt_encoder.requires_grad_(False)
@@ -367,6 +371,13 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     yield {"kind": "done", "best_val_dice": best, "best_epoch": best_epoch, "zero_shot_val_dice": zero_shot,
            "stopped": stopped, "run_dir": str(run.path), "global_step": gstep,
            "encoder_runs": cache.misses, "cache_hits": cache.hits}
+
+
+class _ReadOnlyRun(RunDir):
+    """The run folder as seen by a non-main process: reads work, writes are the main process's job."""
+    def _noop(self, *a, **k):
+        return None
+    start = set_status = save_weights = save_state = log = truncate_metrics = _noop  # type: ignore[assignment]
 
 
 def hash_name(name: str) -> int:
