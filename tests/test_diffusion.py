@@ -29,9 +29,9 @@ def _threads():
 
 @pytest.fixture(scope="module")
 def random_base(tmp_path_factory):
-    """A random-weight tiny base saved in the diffusers layout (plumbing tests only)."""
+    """A random-weight, test-size (32²) base saved in the diffusers layout (plumbing tests only)."""
     d = tmp_path_factory.mktemp("random-base") / "base"
-    pipe = assemble_pipeline(build_tiny_components(seed=0))
+    pipe = assemble_pipeline(build_tiny_components(seed=0, size="test"))
     pipe.save_pretrained(str(d), safe_serialization=True)
     return d
 
@@ -40,7 +40,7 @@ def random_base(tmp_path_factory):
 def phantom_images():
     from pipeline.data import open_source
     from pipeline.diffusion.base import to_model_size
-    return np.stack([to_model_size(s.image, s.mask, 128) for s in open_source("phantom:6")])
+    return np.stack([to_model_size(s.image, s.mask, 32) for s in open_source("phantom:6")])
 
 
 def _images(pipe, seeds, scale=None, steps=STEPS):

@@ -50,16 +50,28 @@ def prompt_for(trimester: str) -> str:
     return PROMPT_TEMPLATE.format(trimester=trimester)
 
 
-def build_tiny_components(seed: int = 0) -> dict:
-    """Fresh (random-weight) tiny components; only pretraining and plumbing tests start from these."""
+# an even smaller variant (32², factor 2) for plumbing tests, where the weights do not matter
+TEST_VAE = dict(TINY_VAE, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                block_out_channels=(16, 32), sample_size=32, norm_num_groups=8)
+TEST_UNET = dict(TINY_UNET, sample_size=16, block_out_channels=(32, 64), norm_num_groups=8,
+                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32)
+TEST_TEXT = dict(TINY_TEXT, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 projection_dim=32)
+
+
+def build_tiny_components(seed: int = 0, size: str = "tiny") -> dict:
+    """Fresh (random-weight) components; only pretraining and plumbing tests start from these.
+    size: "tiny" (the shipped architecture, 128²) or "test" (32², for fast plumbing tests)."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from .tokenizer import build_clip_tokenizer
     torch.manual_seed(seed)
-    return dict(vae=AutoencoderKL(**TINY_VAE), unet=UNet2DConditionModel(**TINY_UNET),
-                text_encoder=CLIPTextModel(CLIPTextConfig(**TINY_TEXT)),
+    vae, unet, text = (TINY_VAE, TINY_UNET, TINY_TEXT) if size == "tiny" else (TEST_VAE, TEST_UNET, TEST_TEXT)
+    return dict(vae=AutoencoderKL(**vae), unet=UNet2DConditionModel(**unet),
+                text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
                 tokenizer=build_clip_tokenizer(), scheduler=DDPMScheduler(**SD_SCHEDULER))
 
 
