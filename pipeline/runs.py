@@ -26,7 +26,7 @@ from .data import DataError
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 
 # keys of a config that may change between a run and its resume (they do not change the result)
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "cache_dir"}
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "cache_dir", "mixed_precision"}
 
 
 class RunDir:

@@ -279,3 +279,18 @@ def test_vit_b_code_path_with_random_weights(tmp_path):
     lite_sd = build_model("litemedsam", pretrained=False).prompt_encoder.state_dict()
     with pytest.raises(CheckpointError, match="does not fit"):
         _apply_state(vb, {"image_encoder." + k: v for k, v in lite_sd.items()}, "lite.pth")
+
+
+def test_cropped_decode_equals_the_uncropped_logits(geometry_model):
+    torch.manual_seed(2)
+    emb = torch.randn(2, 256, 64, 64)
+    hw = [(540, 800), (500, 800)]
+    boxes = np.concatenate([geometry_model.box_to_input((100, 80, 500, 400), s) for s in hw])
+    crop = geometry_model.crop_cells(hw)
+    assert crop == (44, 64)  # 173 low-res rows of 256 -> 44 of 64 cells
+    with torch.no_grad():
+        full = geometry_model.decode(emb, boxes)
+        part = geometry_model.decode(emb, boxes, crop=crop)
+    assert part.shape == (2, 1, 176, 256)
+    assert torch.allclose(full[..., :176, :], part, atol=1e-5)
+    assert np.array_equal(geometry_model.logits_to_mask(full[0], hw[0]), geometry_model.logits_to_mask(part[0], hw[0]))

@@ -2,7 +2,9 @@
 and Playground latency.
 
     step_cached_s     one mask-decoder training step (batch 5) from cached embeddings: decode, DiceCE,
-                      backward, Adam (what finetune() does with cache_embeddings=True)
+                      backward, Adam (what finetune() does with cache_embeddings=True; bf16 autocast
+                      where the CPU has native bf16, as finetune's mixed_precision="auto")
+    step_cached_fp32_s  the same step in fp32
     step_recompute_s  the same step preceded by the frozen image encoder on the 5 images (MedSAM's loop;
                       finetune() with cache_embeddings=False)
     speedup           step_recompute_s / step_cached_s
@@ -39,7 +41,7 @@ def _median(fn, repeats: int) -> float:
 
 def run_bench(args) -> dict:
     from ..augment import jittered_box_for
-    from .finetune import dice_ce_loss
+    from .finetune import dice_ce_loss, use_bf16
     from .models import build_model
     from .predictor import SamPredictor
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -59,8 +61,16 @@ def run_bench(args) -> dict:
     opt = torch.optim.Adam(dec.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
     loss_fn = dice_ce_loss()
 
-    def decoder_step(emb):
-        loss = loss_fn(model.decode(emb, boxes_in), target)
+    crop = model.crop_cells([s.mask.shape for s in samples[:B]])
+    target = target[..., :crop[0] * 4, :crop[1] * 4]
+
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    precision = {"on": bf16}
+
+    def decoder_step(emb):  # what finetune() does per step
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision["on"]):
+            logits = model.decode(emb, boxes_in, crop=crop)
+        loss = loss_fn(logits.float(), target)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -74,6 +84,9 @@ def run_bench(args) -> dict:
         decoder_step(emb)
 
     t_cached = _median(step_cached, repeats)
+    precision["on"] = False
+    t_cached_fp32 = _median(step_cached, repeats) if bf16 else t_cached
+    precision["on"] = bf16
     t_recompute = _median(step_recompute, max(1, repeats // 2))
     dec.eval()
 
@@ -96,5 +109,6 @@ def run_bench(args) -> dict:
     t_second = _median(second_box, repeats)
     return {"step_cached_s": round(t_cached, 4), "step_recompute_s": round(t_recompute, 4),
             "speedup": round(t_recompute / t_cached, 2), "first_box_s": round(t_first, 4),
-            "second_box_s": round(t_second, 4), "batch_size": B, "images": kind,
+            "second_box_s": round(t_second, 4), "step_cached_fp32_s": round(t_cached_fp32, 4),
+            "mixed_precision": "bf16" if bf16 else "no", "batch_size": B, "images": kind,
             "torch_threads": torch.get_num_threads()}

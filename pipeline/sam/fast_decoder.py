@@ -7,7 +7,9 @@ Profiling a batch-5 training step on a 2-core CPU showed most of the time in the
     (multimask_output=False never reads the other three; 4x less work in that matmul and its backward);
   - LayerNorm2d as one fused F.layer_norm over channels (one kernel forward and backward instead of
     eight element-wise ops on a 5x64x128x128 tensor);
-  - the positional encoding is broadcast over the batch instead of copied once per image.
+  - the positional encoding is broadcast over the batch instead of copied once per image;
+  - optionally (`crop`) the upscaling skips the padding below / right of a non-square image (HC18's
+    800x540 fills 173 of 256 rows: a third of the upscaling work and of the loss was padding).
 `check_equivalence` in the tests compares it with the original forward.
 """
 from __future__ import annotations
@@ -22,7 +24,10 @@ def _layer_norm_2d(ln: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def single_mask_forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                        multimask_output: bool = False):
+                        multimask_output: bool = False, crop: tuple[int, int] | None = None):
+    """`crop` = (rows, cols) of the 64x64 embedding grid that cover the image (the rest is padding):
+    the upscaling runs on that part only. Exact: a 2x2-stride-2 transposed convolution, a per-pixel
+    LayerNorm and GELU never mix neighbouring cells, so the logits equal the uncropped ones' top-left."""
     if multimask_output:
         return type(self).__mro__[1].forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                                              dense_prompt_embeddings, multimask_output)
@@ -36,6 +41,8 @@ def single_mask_forward(self, image_embeddings, image_pe, sparse_prompt_embeddin
     hs, src = self.transformer(src, image_pe, tokens)  # (1, C, H, W) pe broadcasts in the adds
     iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, :1]
     src = src.transpose(1, 2).reshape(b, c, h, w)
+    if crop is not None:
+        src = src[:, :, :crop[0], :crop[1]]
     up = self.output_upscaling
     x = up[0](src)
     x = _layer_norm_2d(up[1], x)

@@ -74,6 +74,9 @@ class FinetuneConfig:
     base_weights: str | None = None  # None: the back-end's default weights
     cache_dir: str | None = None  # on-disk embedding cache (default: <run>/../../cache/embeddings)
     device: str | None = None
+    # bf16 autocast for the training step: "auto" = where the hardware computes bf16 natively (CPUs with
+    # AVX512-BF16/AMX, recent GPUs); weights, optimizer, validation and inference stay fp32
+    mixed_precision: str = "auto"
     kind: str = field(default="sam-finetune", init=False)
 
     def as_dict(self) -> dict:
@@ -91,6 +94,8 @@ class FinetuneConfig:
             raise DataError(f"learning rate must be in (0, 1), got {self.lr}")
         if self.weight_decay < 0 or self.box_jitter_px < 0:
             raise DataError("weight decay and box jitter must not be negative")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise DataError(f"mixed precision must be auto, no or bf16, got {self.mixed_precision!r}")
         if self.n_real == 0 and not self.synthetic:
             raise DataError("nothing to train on: N_real is 0 and no synthetic dataset is given")
 
@@ -156,6 +161,21 @@ def dice_ce_loss():
     """MONAI's DiceCELoss for one sigmoid channel: Dice + BCE-with-logits (the CE term is non-zero)."""
     from monai.losses import DiceCELoss
     return DiceCELoss(sigmoid=True, reduction="mean")
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    if mode == "no":
+        return False
+    if mode == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
 
 
 def _stopper(stop) -> Callable[[], bool]:
@@ -245,7 +265,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
             chunk = val[s:s + 8]
             emb = torch.stack([it.views[0].embedding for it in chunk]).to(acc.device, torch.float32)
             boxes = np.concatenate([model.box_to_input(val_boxes[s + j], it.gt.shape) for j, it in enumerate(chunk)])
-            logits = model.decode(emb, boxes)
+            logits = model.decode(emb, boxes, crop=model.crop_cells([it.gt.shape for it in chunk]))
             for j, it in enumerate(chunk):
                 scores.append(dice(model.logits_to_mask(logits[j], it.gt.shape), it.gt))
         model.mask_decoder.train()
@@ -258,6 +278,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                            fused=acc.device.type in ("cpu", "cuda"))
     decoder, opt = acc.prepare(decoder, opt)
     loss_fn = dice_ce_loss()
+    bf16 = use_bf16(cfg.mixed_precision, acc.device)
     P, R, B = acc.num_processes, acc.process_index, cfg.batch_size
     steps_per_epoch = max(1, math.ceil(len(train) / (B * P)))
     state = run.resume_state() if resuming else None
@@ -327,8 +348,12 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                 boxes = np.concatenate([model.box_to_input(jitter_box(v.box, v.hw, jr, cfg.box_jitter_px), v.hw)
                                         for v in views])
                 clean = False
-                logits = model.decode(emb, boxes, decoder=decoder)
-                loss = loss_fn(logits, target[:, None].to(acc.device))
+                # the loss covers the image, not the padding below/right of it (see fast_decoder.py)
+                crop = model.crop_cells([v.hw for v in views])
+                with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
+                target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
+                loss = loss_fn(logits.float(), target.to(acc.device))
                 acc.backward(loss)
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -122,10 +122,18 @@ class SamModel(nn.Module):
         out[:lh, :lw] = (small >= 0.5)
         return out
 
+    def crop_cells(self, hws) -> tuple[int, int]:
+        """Embedding-grid cells (rows, cols) covering the largest of these images: decode(crop=...)."""
+        lh = max(self.lowres_hw(hw)[0] for hw in hws)
+        lw = max(self.lowres_hw(hw)[1] for hw in hws)
+        f = LOWRES // 64
+        return -(-lh // f), -(-lw // f)
+
     def logits_to_mask(self, logits: torch.Tensor, orig_hw: tuple[int, int]) -> np.ndarray:
-        """Low-res logits (..., 256, 256) -> bool mask (H, W): crop the padding, resize back, threshold."""
+        """Low-res logits (..., 256, 256), or a top-left crop of them -> bool mask (H, W): drop the
+        padding, resize back to the original size, threshold at 0 (probability 0.5)."""
         lh, lw = self.lowres_hw(orig_hw)
-        x = logits.reshape(-1, 1, LOWRES, LOWRES)[:1, :, :lh, :lw].float()
+        x = logits.reshape(-1, 1, *logits.shape[-2:])[:1, :, :lh, :lw].float()
         x = F.interpolate(x, size=tuple(orig_hw), mode="bilinear", align_corners=False)
         return (x[0, 0] > 0).cpu().numpy()
 
@@ -141,11 +149,12 @@ class SamModel(nn.Module):
         return self._dense_pe
 
     def decode(self, embeddings: torch.Tensor, boxes_input: torch.Tensor | np.ndarray,
-               decoder: nn.Module | None = None) -> torch.Tensor:
+               decoder: nn.Module | None = None, crop: tuple[int, int] | None = None) -> torch.Tensor:
         """One box per embedding (B, 256, 64, 64) + (B, 4) in the input frame -> logits (B, 1, 256, 256).
 
         The prompt encoder is frozen (no gradient); gradients flow through the mask decoder only
-        (`decoder` = the same decoder wrapped for training, e.g. by accelerate/DDP)."""
+        (`decoder` = the same decoder wrapped for training, e.g. by accelerate/DDP). `crop` (from
+        crop_cells) returns only the top-left logits that cover the image: (B, 1, 4*rows, 4*cols)."""
         boxes = torch.as_tensor(boxes_input, dtype=torch.float32, device=embeddings.device).reshape(-1, 1, 4)
         if boxes.shape[0] != embeddings.shape[0]:
             if embeddings.shape[0] != 1:
@@ -155,7 +164,7 @@ class SamModel(nn.Module):
             sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
         logits, _ = (self.mask_decoder if decoder is None else decoder)(image_embeddings=embeddings, image_pe=self.dense_pe(),
                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                      multimask_output=False)
+                                      multimask_output=False, **({"crop": crop} if crop else {}))
         return logits
 
 

@@ -96,7 +96,8 @@ class SamPredictor:
         if self.embedding is None or self.original_size is None:
             raise DataError("no image set: call set_image(image) before predict(box=...)")
         b = validate_box(box, self.original_size)
-        return self.model.decode(self.embedding, self.model.box_to_input(b, self.original_size))
+        return self.model.decode(self.embedding, self.model.box_to_input(b, self.original_size),
+                                 crop=self.model.crop_cells([self.original_size]))
 
     def predict(self, box=None) -> np.ndarray:
         """bool mask (H, W) at the original size for one box (x0, y0, x1, y1) in image pixels."""
