@@ -166,7 +166,7 @@ def _finetune(args) -> int:
         elif k == "epoch":
             msg = f"epoch {ev['epoch']}: val Dice {ev['val_dice']:.4f}" + (" (best)" if ev["best"] else "")
             if bar is not None:
-                bar.write(msg)
+                bar.write(msg, file=sys.stderr)
             else:
                 print(msg, file=sys.stderr)
         elif k == "done":
