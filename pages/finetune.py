@@ -121,9 +121,11 @@ def build(ctx) -> None:
                        curves_figure(steps, epochs_, name), "", gr.skip())
             elif k == "done":
                 verdict = ("better than" if ev["best_val_dice"] > ev["zero_shot_val_dice"] else "no better than")
-                summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}) vs "
-                           f"**zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict} the base model. "
-                           f"Saved in `runs/{name}` (pick it in the Playground).")
+                final = (f" Last epoch ({epochs_[-1][0]}): {epochs_[-1][1]:.4f}."
+                         if epochs_ and epochs_[-1][0] > 0 else "")
+                summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}, the kept "
+                           f"checkpoint) vs **zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict} the base "
+                           f"model.{final} Saved in `runs/{name}` (pick it in the Playground).")
                 head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
                         if ev["stopped"] else "✅ done")
                 yield head, curves_figure(steps, epochs_, name), summary, name

