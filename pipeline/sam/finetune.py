@@ -306,13 +306,15 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     clean = True
 
     def save_last(reason: str) -> None:
+        # order matters: last_state.pt is the commit point. Metric rows go first (a kill before the state
+        # is written leaves rows past the saved position, which the resume truncates), then the weights.
+        run.log(pending)
+        pending.clear()
         sd = acc.unwrap_model(decoder).state_dict()
         run.save_weights("last", sd, {"epoch": position["epoch"], "global_step": position["global_step"]})
         run.save_state({"decoder": sd, "optimizer": opt.state_dict(), **position,
                         "best_val_dice": best, "best_epoch": best_epoch, "zero_shot_val_dice": zero_shot,
                         "reason": reason, "config": cfg.as_dict()})
-        run.log(pending)
-        pending.clear()
 
     run.set_status("running", f"training: {len(train)} pairs, {steps_per_epoch} steps per epoch")
     stopped = False

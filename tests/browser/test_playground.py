@@ -49,6 +49,7 @@ def test_draw_box_shows_mask(page, app_url):
     assert dice > 0.8, text  # a real mask of the head, not an empty or random one
     assert page.locator("#pg-result img").count() == 1
     # redraw: a new box on the same image is answered without encoding the image again
+    page.locator('#pg-ann button[aria-label="Create box"]').click()  # after a box exists: drag mode
     _draw_box(page, (box[0] + 4, box[1] + 4, box[2] - 2, box[3] - 2), (W, H))
     page.wait_for_function(
         "() => document.querySelector('#pg-metrics').innerText.includes('(1 image encodings')", timeout=60_000)
