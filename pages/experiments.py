@@ -73,8 +73,8 @@ def build(ctx) -> None:
         return ["(none)"] + [d["path"] for d in list_loras(ctx.work_dir / "loras")]
 
     @guarded
-    def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, n_real, repeats,
-              epochs, augmentations, request: gr.Request, progress=gr.Progress()):
+    def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
+              repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
         """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
         from pipeline.experiments import preset, run_sweep
         name = _safe_name(name)
@@ -83,7 +83,7 @@ def build(ctx) -> None:
         over = dict(train=(train or "").strip() or ctx.default_source,
                     tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
                     synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
-                    loras=loras or None, n_real=_ints(n_real),
+                    loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
                     repeats=int(repeats) if repeats else None, epochs=int(epochs) if epochs else None,
                     augmentations=list(augmentations) if augmentations else None)
         cfg = preset(preset_name, **over)
@@ -101,6 +101,12 @@ def build(ctx) -> None:
             elif k == "cell_start":
                 status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}`"
                 progress((done, total), desc=f"cell {ev['cell']}", unit="cells")
+            elif k == "lora":
+                progress((ev["step"], ev["total"]), desc=f"SYN arm: {ev['trimester']}-trimester LoRA")
+                if time.monotonic() - last > 2:
+                    last = time.monotonic()
+                    yield (f"**{name}**: SYN arm — training the {ev['trimester']}-trimester LoRA on the train pool: "
+                           f"step {ev['step']}/{ev['total']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
             elif k == "generate":
                 progress((done, total), desc=f"generating {ev['trimester']} {ev['have']}/{ev['want']}")
                 if time.monotonic() - last > 2:
@@ -162,6 +168,8 @@ def build(ctx) -> None:
             lf = gr.Dropdown(lora_dirs, value="(none)", label="first-trimester LoRA")
             ls = gr.Dropdown(lora_dirs, value="(none)", label="second-trimester LoRA")
             lt = gr.Dropdown(lora_dirs, value="(none)", label="third-trimester LoRA")
+            train_loras = gr.Checkbox(False, label="or train the trimester LoRAs here (20 images each, train pool only)",
+                                      elem_id="sw-train-loras")
         with gr.Row():
             augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn"], value=None,
                                              label="Augmentations (empty: the preset's)", elem_id="sw-augs")
@@ -187,8 +195,8 @@ def build(ctx) -> None:
     refresh.click(lambda: (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
                            gr.update(choices=list_sweeps())),
                   outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
-    start_btn.click(start, inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, n_real, repeats, epochs,
-                                   augmentations],
+    start_btn.click(start, inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real,
+                                   repeats, epochs, augmentations],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
     open_btn.click(open_sweep, inputs=[past], outputs=[status, table, chart, results], api_name="open_sweep")

@@ -51,6 +51,9 @@ class SweepConfig:
     total: int = _D.total_train  # SYN: N_real + synthetic = total
     synthetic: str | None = None  # a folder: dataset of synthetic pairs for SYN
     loras: dict[str, str] | None = None  # trimester -> LoRA folder: generate the synthetic set first
+    train_loras: bool = False  # or train the trimester LoRAs here, on the train pool only (never test)
+    lora_steps: int = 300
+    lora_n: int = 20  # the paper's 20 images per trimester
     generate_min_qc: float = 0.8
     generate_seed: int = 1000
     epochs: int = _D.epochs
@@ -98,9 +101,10 @@ class SweepConfig:
             if max(self.n_real) > self.total:
                 raise DataError(f"SYN keeps N_real + synthetic = total ({self.total}); N_real "
                                 f"{max(self.n_real)} is larger")
-            if not self.synthetic and not self.loras:
-                raise DataError("the SYN arm needs a synthetic dataset (synthetic: folder:PATH) or the "
-                                "trimester LoRAs to generate one (loras: {first: DIR, ...})")
+            if not self.synthetic and not self.loras and not self.train_loras:
+                raise DataError("the SYN arm needs a synthetic dataset (synthetic: folder:PATH), the "
+                                "trimester LoRAs to generate one (loras: {first: DIR, ...}), or "
+                                "train_loras: true to train them on the train pool first")
         if not self.tests:
             raise DataError("give at least one test source (heldout = the train source's test split)")
 
@@ -282,7 +286,8 @@ def synthetic_plan(cfg: SweepConfig, allowed_roots=None) -> dict[str, int]:
     src = open_source(cfg.train, allowed_roots)
     pool = split_indices(src.metas, cfg.split, cfg.split_seed)["train"]
     counts = trimester_counts([src.metas[i] for i in pool])
-    known = {t: counts[t] for t in TRIMESTERS if cfg.loras and t in cfg.loras}
+    have = set(cfg.loras or {}) | (set(TRIMESTERS) if cfg.train_loras else set())
+    known = {t: counts[t] for t in TRIMESTERS if t in have and counts[t] > 0}
     need = cfg.total - min(cfg.n_real)
     if not known or sum(known.values()) == 0:
         raise DataError("no LoRA for any trimester present in the training pool")
@@ -293,6 +298,27 @@ def synthetic_plan(cfg: SweepConfig, allowed_roots=None) -> dict[str, int]:
     return plan
 
 
+def train_trimester_loras(cfg: SweepConfig, lora_root: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
+    """The paper's recipe, one LoRA per trimester on lora_n images chosen from the TRAIN part of the
+    sweep's split only (the SYN arm thereby draws on those real pairs too, as the paper's did).
+    Resumable: a finished LoRA is kept, an interrupted one continues."""
+    from .diffusion.lora import LoraTrainConfig, train_lora
+    loras = {}
+    for t, count in synthetic_plan(cfg, allowed_roots).items():
+        if count == 0:
+            continue
+        out = lora_root / t
+        lcfg = LoraTrainConfig(data=cfg.train, trimester=t, n=cfg.lora_n, steps=cfg.lora_steps, pool="train",
+                               split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0)
+        for ev in train_lora(lcfg, out, resume=True, stop=stop, allowed_roots=allowed_roots):
+            if ev["kind"] == "step" and (ev["step"] % 10 == 0 or ev["step"] == ev["total"]):
+                yield {"kind": "lora", "trimester": t, "step": ev["step"], "total": ev["total"], "loss": ev["loss"]}
+            if ev["kind"] == "stopped":
+                return
+        loras[t] = str(out)
+    cfg.loras = loras
+
+
 def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
     """Generate the SYN arm's synthetic set with the trimester LoRAs (accepting valid pairs with QC >=
     generate_min_qc), resumable: pairs already accepted are counted, seeds continue after the last."""
@@ -301,6 +327,8 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
     state_path = out_dir / "generation_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     for t, want in plan.items():
+        if want == 0:
+            continue
         have = len(list((out_dir / "meta").glob(f"syn_{t}_*.json"))) if (out_dir / "meta").is_dir() else 0
         next_seed = state.get(t, cfg.generate_seed + 100_000 * TRIMESTERS.index(t))
         tries = 0
@@ -387,6 +415,12 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
             break
         yield {"kind": "cell_start", "cell": cell.name, "index": k, "total": len(grid)}
         if cell.augmentation == "syn" and synthetic is None:
+            if cfg.train_loras and not cfg.loras:
+                for ev in train_trimester_loras(cfg, sweep.path / "loras", should_stop, allowed_roots):
+                    yield {**ev, "cell": cell.name}
+                if should_stop():
+                    stopped = True
+                    break
             syn_dir = sweep.path / "synthetic"
             for ev in generate_synthetic(cfg, syn_dir, should_stop, allowed_roots):
                 yield {**ev, "cell": cell.name}
@@ -463,6 +497,9 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--test", action="append", help="a test source spec (repeatable; default: heldout)")
     p.add_argument("--synthetic", help="folder: dataset of synthetic pairs for the SYN arm")
     p.add_argument("--loras", help="first=DIR,second=DIR,third=DIR: generate the SYN set with these LoRAs")
+    p.add_argument("--train-loras", action="store_true",
+                   help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
+    p.add_argument("--lora-steps", type=int, help="steps per LoRA with --train-loras (default 300)")
     p.add_argument("--augmentations", help="comma list, e.g. none,weak,strong,syn")
     p.add_argument("--n-real", help="comma list of N_real values")
     p.add_argument("--repeats", type=int)
@@ -484,6 +521,10 @@ def config_from_args(args) -> SweepConfig:
             over["loras"] = dict(kv.split("=", 1) for kv in args.loras.split(","))
         except ValueError:
             raise DataError("--loras expects first=DIR,second=DIR,third=DIR") from None
+    if args.train_loras:
+        over["train_loras"] = True
+    if args.lora_steps is not None:
+        over["lora_steps"] = args.lora_steps
     if args.augmentations:
         over["augmentations"] = [a.strip() for a in args.augmentations.split(",") if a.strip()]
     if args.n_real:
@@ -518,6 +559,8 @@ def run(args) -> int:
             bar = tqdm(total=len(ev["cells"]), initial=len(ev["done"]), desc="cells", unit="cell", file=sys.stderr)
         elif k == "cell_start" and bar is not None:
             bar.set_postfix_str(ev["cell"])
+        elif k == "lora" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: LoRA {ev['trimester']} step {ev['step']}/{ev['total']}")
         elif k == "generate" and bar is not None:
             bar.set_postfix_str(f"{ev['cell']}: generating {ev['trimester']} {ev['have']}/{ev['want']}")
         elif k == "train" and ev["event"] == "epoch" and bar is not None:

@@ -138,3 +138,29 @@ def test_config_validation_and_syn_plan(tmp_path):
     plan = synthetic_plan(cfg)
     assert sum(plan.values()) == cfg.total - min(cfg.n_real)
     assert plan["second"] > plan["first"] and plan["second"] > plan["third"]
+
+
+def test_syn_arm_trains_loras_on_the_train_pool_generates_and_trains(tmp_path):
+    """The SYN arm end to end with the shipped tiny base: trimester LoRAs trained on the train part of the
+    split only, synthetic pairs generated and QC-filtered, N_real + synthetic = total."""
+    from pipeline.data import open_source, split_indices
+    from pipeline.diffusion.lora import LoraTrainConfig, training_images
+    cfg = SweepConfig.from_dict(dict(train="phantom:60", augmentations=["syn"], n_real=[3], repeats=1, epochs=1,
+                                     total=6, aug_views=1, n_val=4, test_limit=4, split=[0.5, 0.25, 0.25],
+                                     train_loras=True, lora_steps=2, lora_n=2))
+    out = tmp_path / "syn"
+    events = list(run_sweep(cfg, out))
+    assert events[-1]["stopped"] is False
+    assert any(e["kind"] == "lora" for e in events) and any(e["kind"] == "generate" for e in events)
+    syn = open_source(f"folder:{out / 'synthetic'}")
+    assert len(syn) == 3  # total - N_real
+    assert all(m.extra.get("synthetic") for m in syn.metas)
+    # the LoRAs saw only train-pool images
+    src = open_source("phantom:60")
+    train_names = {src.metas[i].name for i in split_indices(src.metas, (0.5, 0.25, 0.25), 0)["train"]}
+    for d in (out / "loras").iterdir():
+        lcfg = LoraTrainConfig.from_dict(json.loads((d / "lora_config.json").read_text()))
+        _, names = training_images(lcfg, 32)
+        assert set(names) <= train_names
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row["augmentation"] == "syn" and row["n_test"] == 4

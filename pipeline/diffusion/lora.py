@@ -44,6 +44,12 @@ class LoraTrainConfig:
     trimester: str = "second"
     n: int = _D.n_per_trimester
     selection_seed: int = 0
+    # "all": choose among every image of the source; "train": only among the train part of the seeded
+    # split (split, split_seed) that SAM fine-tuning and the Experiments sweep use, so a LoRA never sees
+    # an image the experiments validate or test on
+    pool: str = "all"
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
     steps: int = 300
     rank: int = _D.rank
     alpha: int = _D.alpha
@@ -65,7 +71,7 @@ class LoraTrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LoraTrainConfig":
         known = {f.name for f in fields(cls)}
-        d = {k: (tuple(v) if k in ("target_modules", "preview_seeds") else v) for k, v in d.items() if k in known}
+        d = {k: (tuple(v) if k in ("target_modules", "preview_seeds", "split") else v) for k, v in d.items() if k in known}
         return cls(**d)
 
     def validate(self) -> None:
@@ -81,10 +87,14 @@ class LoraTrainConfig:
 # ----------------------------------------------------------------------------- data
 def training_images(cfg: LoraTrainConfig, resolution: int, allowed_roots=None) -> tuple[np.ndarray, list[str]]:
     """The seeded choice of n images of the trimester, as (n, R, R, 3) uint8 in-channel images."""
-    from ..data import DataError, open_source, select_per_trimester
+    from ..data import DataError, open_source, select_per_trimester, split_indices
     from .base import to_model_size
     src = open_source(cfg.data, allowed_roots)
-    sel = select_per_trimester(src.metas, cfg.n, cfg.selection_seed, trimesters=[cfg.trimester])[cfg.trimester]
+    if cfg.pool not in ("all", "train"):
+        raise DataError(f"pool must be 'all' or 'train', got {cfg.pool!r}")
+    pool = split_indices(src.metas, cfg.split, cfg.split_seed)["train"] if cfg.pool == "train" else None
+    sel = select_per_trimester(src.metas, cfg.n, cfg.selection_seed, pool=pool,
+                               trimesters=[cfg.trimester])[cfg.trimester]
     rgb, names = [], []
     for i in sel:
         s = src[i]
@@ -163,7 +173,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     if resume and state_path.is_file() and (out / WEIGHTS).is_file():
         state = torch.load(state_path, weights_only=False)
         old = state.get("config", {})
-        same = all(old.get(k) == asdict(cfg).get(k) for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha"))
+        same = all(old.get(k, LoraTrainConfig.__dataclass_fields__[k].default) == asdict(cfg).get(k)
+                   for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha", "pool"))
         if same:
             from peft.utils import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -330,6 +341,8 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--selection-seed", type=int, default=d.selection_seed)
+    p.add_argument("--pool", choices=["all", "train"], default=d.pool,
+                   help="choose the images among all of the source, or only its train split (as the sweep does)")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--preview-every", type=int, default=d.preview_every, help="0: no previews")
     p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "fp16", "bf16"])
@@ -342,7 +355,7 @@ def run_cli(args) -> int:
     from tqdm import tqdm
     cfg = LoraTrainConfig(data=args.data, trimester=args.trimester, n=args.n, steps=args.steps, rank=args.rank,
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
-                          base=args.base, seed=args.seed, selection_seed=args.selection_seed,
+                          base=args.base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision)
     bar = None
