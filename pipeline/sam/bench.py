@@ -10,6 +10,8 @@ and Playground latency.
     speedup           step_recompute_s / step_cached_s
     first_box_s       Playground: a new image and a box (preprocess + encoder + decoder + resize back)
     second_box_s      another box on the same image (the embedding is cached: decoder only)
+    *_cpu_s           CPU seconds (all threads) of the same steps: less dependent on other jobs
+    load_average      the machine's 1-minute load when the bench ended (2 cores: above 2 = shared)
 Real LiteMedSAM weights; images are HC18 when ../shared/data/hc18 exists, phantoms otherwise. Medians
 of --repeats timed runs after one warm-up. torch uses at most 2 threads (the machine's cores).
 """
@@ -29,13 +31,20 @@ def _images(n: int):
     return [src[i] for i in range(n)], src.spec.split(":")[0]
 
 
-def _median(fn, repeats: int) -> float:
+CPU_TIME: dict[str, float] = {}
+
+
+def _median(fn, repeats: int, name: str = "") -> float:
+    """Median wall time; the median CPU time (all threads) goes to CPU_TIME[name]: on a shared machine
+    the wall time depends on the other jobs, the CPU time much less."""
     fn()  # warm-up (allocator, oneDNN primitive caches)
-    ts = []
+    ts, cs = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t)
+        cs.append(time.process_time() - c)
+    CPU_TIME[name] = float(np.median(cs))
     return float(np.median(ts))
 
 
@@ -83,11 +92,11 @@ def run_bench(args) -> dict:
             emb = model.encode(torch.cat([model.preprocess(s.image)[0] for s in samples[:B]]))
         decoder_step(emb)
 
-    t_cached = _median(step_cached, repeats)
+    t_cached = _median(step_cached, repeats, "cached")
     precision["on"] = False
-    t_cached_fp32 = _median(step_cached, repeats) if bf16 else t_cached
+    t_cached_fp32 = _median(step_cached, repeats, "cached_fp32") if bf16 else t_cached
     precision["on"] = bf16
-    t_recompute = _median(step_recompute, max(1, repeats // 2))
+    t_recompute = _median(step_recompute, max(1, repeats // 2), "recompute")
     dec.eval()
 
     pred = SamPredictor(model)
@@ -110,5 +119,7 @@ def run_bench(args) -> dict:
     return {"step_cached_s": round(t_cached, 4), "step_recompute_s": round(t_recompute, 4),
             "speedup": round(t_recompute / t_cached, 2), "first_box_s": round(t_first, 4),
             "second_box_s": round(t_second, 4), "step_cached_fp32_s": round(t_cached_fp32, 4),
-            "mixed_precision": "bf16" if bf16 else "no", "batch_size": B, "images": kind,
+            "mixed_precision": "bf16" if bf16 else "no",
+            "step_cached_cpu_s": round(CPU_TIME["cached"], 4), "step_recompute_cpu_s": round(CPU_TIME["recompute"], 4),
+            "load_average": round(__import__("os").getloadavg()[0], 2), "batch_size": B, "images": kind,
             "torch_threads": torch.get_num_threads()}
