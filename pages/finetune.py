@@ -146,7 +146,7 @@ def build(ctx) -> None:
                            elem_id="ft-nreal")
         synthetic = gr.Dropdown(synthetic_choices(ctx.work_dir), value="(none)", allow_custom_value=True,
                                 label="Synthetic pairs (folder: dataset, optional)", scale=3, elem_id="ft-synthetic")
-        n_syn = gr.Number(None, label="N synthetic (empty: all)", precision=0, minimum=1, scale=1)
+        n_syn = gr.Number(0, label="N synthetic (0: all)", precision=0, minimum=0, scale=1)
     with gr.Row(equal_height=True):
         aug = gr.Radio(["none", "weak", "strong"], value="none", label="Classic augmentation (WA = weak, SA = strong)",
                        scale=3, elem_id="ft-aug")
