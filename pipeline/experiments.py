@@ -140,12 +140,15 @@ class Cell:
 
 
 def cells(cfg: SweepConfig) -> list[Cell]:
-    """Cheap cells first (none/WA/SA, small N), SYN last: partial results are useful early, and the SYN
-    arm's synthetic set is only needed (or generated) when its first cell runs."""
-    out = [Cell(a, n, r) for r in range(cfg.repeats) for a in cfg.augmentations if a != "syn"
-           for n in sorted(cfg.n_real)]
-    if "syn" in cfg.augmentations:
-        out += [Cell("syn", n, r) for r in range(cfg.repeats) for n in sorted(cfg.n_real)]
+    """Repeat by repeat, so a partly finished sweep already holds whole repeats of every arm; within a
+    repeat the cheap arms (none/WA/SA) first and SYN last, whose synthetic set (or LoRAs) is only needed,
+    or made, when its first cell runs."""
+    order = [a for a in AUG_ORDER if a in cfg.augmentations and a != "syn"]
+    out = []
+    for r in range(cfg.repeats):
+        out += [Cell(a, n, r) for a in order for n in sorted(cfg.n_real)]
+        if "syn" in cfg.augmentations:
+            out += [Cell("syn", n, r) for n in sorted(cfg.n_real)]
     return out
 
 
