@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,7 +373,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, backend: str | None
     return ResolvedCheckpoint(b, None, p)
 
 
-_MODELS: dict[tuple, SamModel] = {}
+_MODELS: "OrderedDict[tuple, SamModel]" = OrderedDict()
+_MAX_MODELS = 4  # a Playground user switching between runs must not pile up models in memory
 _LOCK = threading.Lock()
 
 
@@ -395,4 +397,7 @@ def load_model(backend: str | None = None, checkpoint: str | os.PathLike | None 
                 m.decoder_source = str(rc.decoder)
             m.requires_grad_(False)
             _MODELS[key] = m.to(device).eval()
+            while len(_MODELS) > _MAX_MODELS:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
         return _MODELS[key]
