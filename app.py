@@ -9,6 +9,8 @@ import importlib
 import os
 from pathlib import Path
 
+import pipeline  # noqa: F401  (first: it sets OMP_WAIT_POLICY before anything loads torch)
+
 import gradio as gr
 
 from pages import PAGES

@@ -6,12 +6,7 @@ cache, and mask-decoder fine-tuning (finetune.py). Nothing here imports gradio.
     pred.set_image(image)                     # encoder runs once per image
     mask = pred.predict(box=(x0, y0, x1, y1)) # bool (H, W), original size
 """
-import os as _os
-
-# On a shared CPU, OpenMP threads that spin while they wait for each other lose most of their time to
-# other processes (measured here, load ~4 on 2 cores: a 1-box decode 0.32 s spinning, 0.10 s passive).
-# Must be set before torch starts its OpenMP runtime; an explicit setting by the user wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OMP_WAIT_POLICY=PASSIVE is set in pipeline/__init__.py (it must precede torch's first import).
 
 
 def _keep_freed_memory() -> None:
