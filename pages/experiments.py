@@ -11,6 +11,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from pipeline.gpu import gpu_task
+
 from .common import HEAVY, guarded
 
 TITLE = "Experiments"
@@ -73,6 +75,8 @@ def build(ctx) -> None:
         return ["(none)"] + [d["path"] for d in list_loras(ctx.work_dir / "loras")]
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
               repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
         """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""

@@ -13,6 +13,8 @@ import gradio as gr
 
 from pipeline.config import SamFinetuneDefaults
 
+from pipeline.gpu import gpu_task
+
 from .common import HEAVY, guarded
 
 TITLE = "Fine-tune SAM"
@@ -68,6 +70,8 @@ def build(ctx) -> None:
     runs_root = ctx.work_dir / "runs"
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def finetune_sam(spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
                      aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
         """Fine-tune the mask decoder; streams status, live curves and the final comparison."""

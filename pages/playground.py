@@ -16,6 +16,8 @@ import numpy as np
 
 from pipeline.masks import overlay
 
+from pipeline.gpu import gpu_task
+
 from .common import guarded
 
 TITLE = "Playground"
@@ -109,6 +111,8 @@ def build(ctx) -> None:
                 f"then draw a box", None, None)
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def segment_ui(annot, image, gt, pixel_size, model_name, alpha, ellipse_fit, request: gr.Request):
         """Segment the drawn box; returns overlay, result text, and the two export files."""
         if image is None:
@@ -152,6 +156,8 @@ def build(ctx) -> None:
         return over, "\n\n".join(lines), [str(png), str(js)]
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def segment_api(image, x0: float, y0: float, x1: float, y1: float, pixel_size_mm: float | None = None,
                     model: str = BASE, ellipse_fit: bool = False) -> tuple:
         """API: segment an image (file path or array) from a box; returns the mask PNG path and a JSON of
