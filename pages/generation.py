@@ -174,7 +174,7 @@ def build(ctx) -> None:
     with gr.Row():
         trimester = gr.Radio(list(TRIMESTERS), value="second", label="Trimester", elem_id="gen-trimester")
         lora = gr.Dropdown(lora_choices(), value=NO_LORA, label="LoRA", allow_custom_value=False, elem_id="gen-lora")
-        refresh = gr.Button("↻", size="sm", min_width=40, scale=0)
+        refresh = gr.Button("↻", size="sm", min_width=40, scale=0, elem_id="gen-lora-refresh")
         n = gr.Number(8, label="count", precision=0, minimum=1, maximum=1000, elem_id="gen-n")
         seed = gr.Number(0, label="first seed (-1: random)", precision=0, elem_id="gen-seed")
     with gr.Accordion("Sampler and extractor settings", open=False):

@@ -18,6 +18,7 @@ def _set_number(page, elem_id: str, value) -> None:
 def test_train_generate_edit_accept(page, app_url, app_work_dir):
     page.goto(app_url)
     page.get_by_role("tab", name="LoRA training").click()
+    page.get_by_text("Hyper-parameters (paper defaults)").click()  # open the accordion
     _set_number(page, "lora-n", 2)
     _set_number(page, "lora-steps", 3)
     _set_number(page, "lora-preview-every", 3)
@@ -33,13 +34,17 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir):
     assert json.loads((lora_dir / "lora_config.json").read_text())["steps_done"] == 3
 
     page.get_by_role("tab", name="Generation").click()
-    # the new LoRA was picked in the Generation tab's list
+    # the new LoRA is in the Generation tab's list (refresh, then pick it)
+    page.locator("#gen-lora-refresh").click()
+    page.wait_for_timeout(1000)
+    page.locator("#gen-lora input").click()
+    page.get_by_role("option", name="lora-second").click()
     page.wait_for_function("() => document.querySelector('#gen-lora input').value == 'lora-second'")
     _set_number(page, "gen-n", 2)
     page.locator("#gen-start").click()
     page.wait_for_function("() => [...document.querySelectorAll('#gen-gallery img')]"
-                           ".filter(i => i.complete && i.naturalWidth > 0).length == 2", timeout=240_000)
-    page.locator("#gen-gallery button").first.click()
+                           ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", timeout=240_000)
+    page.locator("#gen-gallery img").first.click()
     page.wait_for_function("() => document.querySelector('#gen-info').innerText.includes('seed')")
     canvas = page.locator("#gen-editor canvas").first
     canvas.wait_for()
@@ -60,7 +65,7 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir):
     page.wait_for_timeout(500)
 
     page.locator("#gen-accept").click()
-    page.wait_for_function("() => document.querySelector('#gen-dataset-status').innerText.includes('1')")
+    page.wait_for_function("() => document.querySelector('#gen-dataset-status').innerText.includes('1 accepted')")
     ds = app_work_dir / "synthetic" / "synthetic-1"
     masks = sorted((ds / "masks").glob("*.png"))
     assert len(masks) == 1
