@@ -16,6 +16,8 @@ import numpy as np
 from pipeline.config import GenerationDefaults
 from pipeline.masks import TRIMESTERS, refit
 
+from pipeline.gpu import gpu_task
+
 from .common import HEAVY, guarded
 
 TITLE = "Generation"
@@ -81,6 +83,8 @@ def build(ctx) -> None:
         return f"`{folder}`: **{n_acc}** accepted, {n_rej} rejected · open it as `folder:{folder}`"
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def generate(trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
                  progress=gr.Progress()):
         """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""

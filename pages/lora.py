@@ -16,6 +16,8 @@ import numpy as np
 from pipeline.config import LoraDefaults
 from pipeline.masks import TRIMESTERS, overlay
 
+from pipeline.gpu import gpu_task
+
 from .common import HEAVY, guarded
 
 TITLE = "LoRA training"
@@ -68,6 +70,8 @@ def build(ctx) -> None:
         return items, f"{len(items)} pairs from `{src.spec}`"
 
     @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
                    request: gr.Request, progress=gr.Progress()):
         """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
