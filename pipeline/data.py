@@ -500,6 +500,7 @@ def select_per_trimester(metas: Sequence[SampleMeta], n: int = 20, seed: int = 0
     for t in trimesters:
         cands = [i for i in pool if metas[i].trimester == t]
         if len(cands) < n:
-            raise DataError(f"only {len(cands)} {t}-trimester images available, {n} asked for")
+            raise DataError(f"only {len(cands)} {t}-trimester images available, {n} asked for: lower "
+                            f"the images per trimester or use a larger data source")
         out[t] = sorted(int(i) for i in rng.choice(cands, size=n, replace=False))
     return out

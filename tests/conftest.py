@@ -4,6 +4,9 @@ hc18_root     Path to ../shared/data/hc18 (real HC18 pairs), or a skip with the 
 app_url       URL of ONE running dashboard for the whole session: `python app.py` on a free port with a
               temporary --work-dir and --data-root ../shared/data (started once, stopped at the end).
 app_work_dir  that dashboard's work dir (runs/, loras/, synthetic/, uploads/ appear here).
+wait_text     wait_text(page, selector, text, timeout_s): wait for a text, fail fast on an error toast and
+              say what the page and the dashboard's log showed.
+wait_js       wait_js(page, condition_js, what, timeout_s, arg, show): the same for any JavaScript predicate.
 page          a fresh Playwright Page (Debian chromium, one browser per session, one context per test);
               an uncaught JavaScript error on the page fails the test.
 Browser tests live in tests/browser/test_<tab>.py and are marked @pytest.mark.browser.
@@ -27,6 +30,44 @@ CHROMIUM = os.environ.get("SONOSYNTH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 APP_START_TIMEOUT_S = float(os.environ.get("SONOSYNTH_APP_START_TIMEOUT", 180))
+APP_LOG: Path | None = None  # the session dashboard's log (set by app_url)
+
+
+def app_log_tail(n: int = 6000) -> str:
+    try:
+        return APP_LOG.read_text(errors="replace")[-n:] if APP_LOG else "(no app started)"
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(page, condition_js: str, what: str, timeout_s: float = 60, arg=None, show: str | None = None) -> None:
+    """Wait until the JavaScript predicate `condition_js` (a function of `arg`) is true. Fails at once when the
+    page shows an error toast, and on time-out says what `show` (a selector) and the page's toasts showed,
+    with the dashboard's log tail — so a CI failure explains itself."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+    js = """([cond, arg]) => {
+        if ((0, eval)(cond)(arg)) return 'ok';
+        const err = [...document.querySelectorAll('.toast-body')].filter(t => /error/i.test(t.className + t.innerText));
+        return err.length ? 'toast: ' + err.map(t => t.innerText.replace(/\\s+/g, ' ')).join(' | ') : false;
+    }"""
+
+    def shown() -> str:
+        if not show:
+            return ""
+        return f"\n{show} shows {page.evaluate('(s) => document.querySelector(s)?.innerText ?? null', show)!r}"
+    try:
+        got = page.wait_for_function(js, arg=[condition_js, arg], timeout=timeout_s * 1000).json_value()
+    except PwTimeout:
+        pytest.fail(f"{what}: not within {timeout_s:.0f} s{shown()}\n--- dashboard log tail ---\n{app_log_tail()}")
+    if got != "ok":
+        pytest.fail(f"{what}: an error toast appeared instead: {got}{shown()}\n"
+                    f"--- dashboard log tail ---\n{app_log_tail()}")
+
+
+def wait_for_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
+    """Wait until `selector`'s text contains `text` (see wait_until)."""
+    wait_until(page, "([s, t]) => (document.querySelector(s)?.innerText ?? '').includes(t)",
+               f"{selector} showing {text!r}", timeout_s, arg=[selector, text], show=selector)
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +99,8 @@ def app_url(app_work_dir, tmp_path_factory):
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio-tmp")))  # not the machine-wide /tmp/gradio
     cmd = [sys.executable, "app.py", "--port", str(port), "--work-dir", str(app_work_dir),
            "--data-root", str(SHARED_DATA)]
+    global APP_LOG
+    APP_LOG = log_path
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -92,6 +135,18 @@ def app_url(app_work_dir, tmp_path_factory):
             proc.kill()
             proc.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture
+def wait_text():
+    """wait_text(page, selector, text, timeout_s=60): see wait_for_text."""
+    return wait_for_text
+
+
+@pytest.fixture
+def wait_js():
+    """wait_js(page, condition_js, what, timeout_s=60, arg=None, show=None): see wait_until."""
+    return wait_until
 
 
 @pytest.fixture(scope="session")

@@ -15,16 +15,21 @@ def _set_number(page, elem_id: str, value) -> None:
     box.press("Tab")
 
 
-def test_train_generate_edit_accept(page, app_url, app_work_dir):
+def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait_js):
     page.goto(app_url)
     page.get_by_role("tab", name="LoRA training").click()
     page.get_by_text("Hyper-parameters (paper defaults)").click()  # open the accordion
     _set_number(page, "lora-n", 2)
     _set_number(page, "lora-steps", 3)
     _set_number(page, "lora-preview-every", 3)
+    for elem_id, want in (("lora-n", "2"), ("lora-steps", "3"), ("lora-preview-every", "3")):
+        assert page.locator(f"#{elem_id} input").input_value() == want, elem_id
+    # the server sees the typed values: the selection shows 2 pairs (it would train on 20 otherwise)
+    page.locator("#lora-show").click()
+    wait_js(page, "() => document.querySelectorAll('#lora-selection img').length == 2", "2 pairs selected")
     page.locator("#lora-start").click()
-    page.wait_for_function("() => document.querySelector('#lora-status').innerText.includes('saved')",
-                           timeout=240_000)
+    wait_text(page, "#lora-status", "/3", timeout_s=120)  # "step k/3": the run has the typed step count
+    wait_text(page, "#lora-status", "saved", timeout_s=420)
     assert "lora-second" in page.locator("#lora-status").inner_text()
     # the live loss curve was drawn and the preview arrived
     assert page.locator("#lora-loss .main-svg").count() > 0
@@ -42,8 +47,9 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir):
     page.wait_for_function("() => document.querySelector('#gen-lora input').value == 'lora-second'")
     _set_number(page, "gen-n", 2)
     page.locator("#gen-start").click()
-    page.wait_for_function("() => [...document.querySelectorAll('#gen-gallery img')]"
-                           ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", timeout=240_000)
+    wait_js(page, "() => [...document.querySelectorAll('#gen-gallery img')]"
+                  ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", "2 generated samples shown",
+            timeout_s=300, show="#gen-summary")
     page.locator("#gen-gallery img").first.click()
     page.wait_for_function("() => document.querySelector('#gen-info').innerText.includes('seed')")
     canvas = page.locator("#gen-editor canvas").first
@@ -65,7 +71,7 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir):
     page.wait_for_timeout(500)
 
     page.locator("#gen-accept").click()
-    page.wait_for_function("() => document.querySelector('#gen-dataset-status').innerText.includes('1 accepted')")
+    wait_text(page, "#gen-dataset-status", "1 accepted")
     ds = app_work_dir / "synthetic" / "synthetic-1"
     masks = sorted((ds / "masks").glob("*.png"))
     assert len(masks) == 1

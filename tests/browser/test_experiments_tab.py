@@ -6,7 +6,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir):
+def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir, wait_text):
     page.goto(app_url)
     page.get_by_role("tab", name="Experiments").click()
     page.locator("#sw-start").wait_for()
@@ -17,12 +17,10 @@ def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir):
     page.locator("#sw-train textarea, #sw-train input").first.fill("phantom:24")
     page.locator("#sw-start").click()
     # the first finished cell fills the table and draws the chart; the sweep then finishes
-    page.wait_for_function("() => document.querySelector('#sw-table').innerText.includes('N_real=3')",
-                           timeout=300_000)
+    wait_text(page, "#sw-table", "N_real=3", timeout_s=300)
     page.wait_for_function("() => document.querySelectorAll('#sw-chart .main-svg .scatterlayer .trace').length > 0",
                            timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#sw-status').innerText.includes('sweep finished')",
-                           timeout=300_000)
+    wait_text(page, "#sw-status", "sweep finished", timeout_s=300)
     table = page.locator("#sw-table").inner_text()
     assert "None" in table and "WA" in table and "Zero-shot" in table
     assert (app_work_dir / "sweeps" / "browser-smoke" / "results.csv").is_file()
