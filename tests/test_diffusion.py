@@ -145,6 +145,23 @@ def test_seed_reproduces_an_image(random_base):
     assert start["kind"] == "start" and isinstance(start["seeds"][0], int)  # a random seed is recorded
 
 
+def test_precision_modes(random_base):
+    """bf16 autocast (the CPU default where bf16 is native) and the weights' fp32 draw the same picture up to
+    rounding; the precision used is recorded with every sample; a bad name is refused."""
+    G.clear_pipelines()
+    runs = {}
+    for prec in ("weights", "bf16"):
+        cfg = G.GenerateConfig(trimester="second", n=1, seed=5, base=str(random_base), steps=STEPS, qc=False,
+                               precision=prec)
+        runs[prec] = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"][0]
+    assert runs["weights"].params["precision"] == "float32" and runs["bf16"].params["precision"] == "bf16"
+    diff = np.abs(runs["weights"].rgb.astype(int) - runs["bf16"].rgb.astype(int))
+    assert diff.mean() < 8 and runs["bf16"].rgb.std() > 1  # rounding, not another image
+    assert G.resolve_precision("auto", "cpu") == ("bf16" if G.cpu_has_fast_bf16() else "float32")
+    with pytest.raises(ValueError, match="precision"):
+        G.GenerateConfig(precision="fp8").validate()
+
+
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
 def test_extractor_verdicts_on_generated_samples(tmp_path):
     """The shipped base draws a head and its mask channel (without a LoRA ~1 in 4 samples gives a valid

@@ -6,6 +6,8 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
   like diffusers' train_text_to_image_lora.py;
 - gen_single_img_per_s: one pipeline call per image (the seed code's loop);
 - gen_batched_img_per_s: one call for the whole batch (per-image seeded generators).
+Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
+as generate() does by default; `--precision weights` for fp32): batching is what is compared.
 Training images are 20 phantoms (no real data needed); generation uses the LoRA trained here, scale 0.9.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ def run_bench(args) -> dict:
 
     from ..data import open_source
     from .base import base_resolution, load_pipeline, prompt_for, to_model_size
-    from .generate import clear_pipelines, get_pipeline
+    from .generate import clear_pipelines, get_pipeline, resolve_precision, run_pipeline
     from .lora import LoraTrainConfig
     torch.set_num_threads(2)
     repeats = max(int(getattr(args, "repeats", 5) or 5), 3)
@@ -59,11 +61,11 @@ def run_bench(args) -> dict:
         prompt = prompt_for("second")
         n = 8
 
-        def call(seeds):
-            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            with torch.no_grad():
-                pipe([prompt] * len(seeds), num_inference_steps=20, guidance_scale=7.5, generator=gens,
-                     output_type="np")
+        precision = getattr(args, "precision", None) or "auto"
+        fig["gen_precision"] = resolve_precision(precision, pipe.device)
+
+        def call(seeds):  # the same call generate() makes, in the same precision for both modes
+            run_pipeline(pipe, prompt, seeds, 20, 7.5, precision)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):

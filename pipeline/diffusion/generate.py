@@ -32,6 +32,40 @@ from ..fileio import atomic_save_png, atomic_write_json
 from ..masks import TRIMESTERS, Ellipse, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
 
 _G = GenerationDefaults()
+PRECISIONS = ("auto", "bf16", "weights")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX512-BF16): there, bf16 autocast makes the
+    batched UNet ~1.6x and the VAE decoder ~2.6x faster (measured on the 2-core Xeon here)."""
+    import torch
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch: no probe, no autocast
+        return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """'bf16' (CPU autocast) or the weights' dtype name ('float32', 'float16') for a pipeline's device."""
+    import torch
+    dev = torch.device(device).type
+    if dev == "cpu" and (precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16())):
+        return "bf16"
+    return "float16" if dev == "cuda" else "float32"  # load_pipeline: fp16 weights on CUDA, else fp32
+
+
+def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto"):
+    """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
+    image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]."""
+    import contextlib
+
+    import torch
+    mode = resolve_precision(precision, pipe.device)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    with torch.no_grad(), ctx:
+        return pipe([prompt] * len(seeds), num_inference_steps=int(steps), guidance_scale=float(guidance),
+                    generator=gens, output_type="np").images
 
 
 @dataclass
@@ -48,8 +82,13 @@ class GenerateConfig:
     threshold: int = _G.extractor_threshold
     qc: bool = True  # SAM QC score per sample
     sam: str | None = None  # SAM profile/back-end for QC (None: the current profile's)
+    # "auto": bf16 autocast on a CPU with native bf16 (AMX / AVX512-BF16), else the weights' dtype;
+    # "bf16": autocast anyway; "weights": compute in the weights' dtype (fp32 on CPU, fp16 on CUDA)
+    precision: str = "auto"
 
     def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.trimester not in TRIMESTERS:
             raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
         if not 1 <= int(self.n) <= 10_000:
@@ -194,8 +233,6 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    import torch
-
     from .base import prompt_for, resolve_base
     cfg.validate()
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
@@ -208,7 +245,8 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps),
               "scale": float(cfg.lora_scale) if cfg.lora else 0.0, "guidance": float(cfg.guidance),
               "scheduler": type(pipe.scheduler).__name__, "base": _describe_base(cfg.base, resolve_base),
-              "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold)}
+              "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold),
+              "precision": resolve_precision(cfg.precision, pipe.device)}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -216,10 +254,8 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
             yield {"kind": "stopped", "done": done}
             return
         batch = seeds[b:b + int(cfg.batch_size)]
-        with _LOCK, torch.no_grad():
-            gens = [torch.Generator("cpu").manual_seed(s) for s in batch]
-            images = pipe([prompt] * len(batch), num_inference_steps=int(cfg.steps),
-                          guidance_scale=float(cfg.guidance), generator=gens, output_type="np").images
+        with _LOCK:
+            images = run_pipeline(pipe, prompt, batch, cfg.steps, cfg.guidance, cfg.precision)
         for s, im in zip(batch, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
             smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)
@@ -323,6 +359,8 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--scale", type=float, default=d.lora_scale, help="LoRA scale")
     p.add_argument("--guidance", type=float, default=d.guidance)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16 autocast on CPUs with native bf16, else the weights' dtype")
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
@@ -335,7 +373,7 @@ def run_cli(args) -> int:
     cfg = GenerateConfig(trimester=args.trimester, n=args.n, lora=args.lora, base=args.base,
                          seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
-                         threshold=args.threshold, qc=not args.no_qc)
+                         threshold=args.threshold, qc=not args.no_qc, precision=args.precision)
     out = Path(args.out)
     samples, accepted = [], 0
     bar = tqdm(total=cfg.n, desc="generate", file=sys.stdout)
