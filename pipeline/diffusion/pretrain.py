@@ -276,6 +276,12 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     return " ".join(parts)
 
 
+def _took(seconds: float) -> str:
+    if seconds <= 0:
+        return "exported mid-run"
+    return f"this build took {seconds / 60:.0f} minutes on a 2-core Xeon CPU"
+
+
 def _readme(cfg: PretrainConfig, seconds: float) -> str:
     return f"""# Tiny diffusion base (SonoSynth Lab)
 
@@ -285,7 +291,7 @@ transformers `CLIPTextModel` + SD v1.5's exact CLIP tokenizer), 128², in-channe
 from `pipeline/phantom.py` — never on HC18 — so few-shot LoRA experiments on real data stay honest.
 fp16 safetensors, standard diffusers layout: `StableDiffusionPipeline.from_pretrained(this_folder)`.
 
-Rebuild exactly (about 35 CPU-minutes: VAE ~10, latents ~2, UNet ~23; bf16 autocast on a CPU with AMX):
+Rebuild exactly ({_took(seconds)}; bf16 autocast on a CPU with AMX):
 
     {rebuild_command(cfg)}
 

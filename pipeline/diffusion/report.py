@@ -21,14 +21,16 @@ from ..masks import TRIMESTERS
 
 
 def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: str | None = None,
-             qc: bool = False, batch_size: int = 16) -> tuple[dict, dict]:
+             qc: bool = False, batch_size: int = 16, base: str | None = None,
+             precision: str = "auto") -> tuple[dict, dict]:
     from .base import real_head_sizes
     from .generate import GenerateConfig, generate, summarize
     out, samples = {}, {}
     real_sizes = real_head_sizes(real) if real else {}
     for tri, lora in loras.items():
         t0 = time.time()
-        cfg = GenerateConfig(trimester=tri, n=n, lora=lora, seed=seed, qc=qc, batch_size=batch_size)
+        cfg = GenerateConfig(trimester=tri, n=n, lora=lora, seed=seed, qc=qc, batch_size=batch_size, base=base,
+                             precision=precision)
         smp = [e["sample"] for e in generate(cfg) if e["kind"] == "sample"]
         samples[tri] = smp
         s = summarize(smp)
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--qc", action="store_true", help="also compute SAM QC scores (slower)")
+    p.add_argument("--base", default=None, help="diffusion base folder (default: the profile's)")
+    p.add_argument("--precision", choices=("auto", "bf16", "weights"), default="auto")
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args(argv)
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
         loras[t] = d or None
     import torch
     torch.set_num_threads(2)
-    rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc)
+    rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision)
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)
