@@ -15,7 +15,8 @@ def add_arguments(p, command: str = "bench") -> None:
     p.add_argument("suite", choices=sorted(SUITES))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median reported)")
-    p.add_argument("--precision", choices=("auto", "bf16", "weights"), default="auto",
+    from .diffusion.generate import PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="diffusion: generation precision for both modes (auto: bf16 autocast on CPUs with native bf16)")
 
 

@@ -40,8 +40,8 @@ class PretrainConfig:
     vae_batch: int = 32
     vae_crop: int = 64
     vae_lr: float = 4e-4
-    unet_steps: int = 500
-    unet_batch: int = 12
+    unet_steps: int = 2400  # the shipped base's settings: the plain command rebuilds it
+    unet_batch: int = 16
     unet_lr: float = 3e-4
     uncond_prob: float = 0.1
     ema_decay: float = 0.998

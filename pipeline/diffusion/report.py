@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--qc", action="store_true", help="also compute SAM QC scores (slower)")
     p.add_argument("--base", default=None, help="diffusion base folder (default: the profile's)")
-    p.add_argument("--precision", choices=("auto", "bf16", "weights"), default="auto")
+    from .generate import PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args(argv)
