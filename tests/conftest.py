@@ -7,6 +7,7 @@ app_work_dir  that dashboard's work dir (runs/, loras/, synthetic/, uploads/ app
 wait_text     wait_text(page, selector, text, timeout_s): wait for a text, fail fast on an error toast and
               say what the page and the dashboard's log showed.
 wait_js       wait_js(page, condition_js, what, timeout_s, arg, show): the same for any JavaScript predicate.
+set_input     set_input(page, selector, value): type into an input and make sure the value stays (see set_input).
 page          a fresh Playwright Page (Debian chromium, one browser per session, one context per test);
               an uncaught JavaScript error on the page fails the test.
 Browser tests live in tests/browser/test_<tab>.py and are marked @pytest.mark.browser.
@@ -20,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,34 @@ def wait_for_text(page, selector: str, text: str, timeout_s: float = 60) -> None
     """Wait until `selector`'s text contains `text` (see wait_until)."""
     wait_until(page, "([s, t]) => (document.querySelector(s)?.innerText ?? '').includes(t)",
                f"{selector} showing {text!r}", timeout_s, arg=[selector, text], show=selector)
+
+
+def set_input(page, selector: str, value, commit: str = "Tab", timeout_s: float = 30) -> None:
+    """Type `value` into the input/textarea `selector`, commit it (Tab or Enter) and check it is still there a
+    moment later; retry otherwise. Why: Gradio 6 re-renders a tab's or accordion's children shortly after it is
+    opened (`render_previously_invisible_children`), and on a slow machine that re-render can land after the
+    typing and put back the default (seen in CI: lora-n read '20' right after typing '2')."""
+    want = str(value)
+    box = page.locator(selector).first
+    deadline = time.monotonic() + timeout_s
+    for attempt in range(1, 1000):
+        box.fill(want)
+        box.press(commit)
+        page.wait_for_timeout(400)
+        if box.input_value() == want:
+            page.wait_for_timeout(600)
+            if box.input_value() == want:
+                if attempt > 1:  # visible in pytest's warnings summary: tells whether the re-render race happened
+                    warnings.warn(f"set_input {selector}: the typed value held only at attempt {attempt}")
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{selector}: typed {want!r} but it reads {box.input_value()!r} after {timeout_s:.0f} s")
+
+
+@pytest.fixture(name="set_input")
+def _set_input_fixture():
+    """set_input(page, selector, value, commit='Tab'): see set_input."""
+    return set_input
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def _gallery_images_loaded(page) -> int:
         .filter(i => i.complete && i.naturalWidth > 0).length""")
 
 
-def test_data_tab_switch_source(page, app_url):
+def test_data_tab_switch_source(page, app_url, set_input):
     gallery = _open_data_tab(page, app_url)
     # the offline default: page 1 of phantom:24, with the trimester chart drawn by plotly
     page.wait_for_function("() => document.querySelectorAll('#data-gallery img').length >= 24")
@@ -37,9 +37,7 @@ def test_data_tab_switch_source(page, app_url):
         spec, n, expect = f"hc18:{hc18}", 24, "799"
     else:  # a fresh clone without the shared data: another phantom set exercises the same path
         spec, n, expect = "phantom:7:3", 7, "7"
-    box = page.locator("#data-source input")
-    box.fill(spec)
-    box.press("Enter")
+    set_input(page, "#data-source input", spec, commit="Enter")
     page.locator("#data-load").click()
     status = page.locator("#data-status")
     page.wait_for_function(f"(s) => document.querySelector('#data-status').innerText.includes(s)", arg=spec)
@@ -59,11 +57,9 @@ def test_data_tab_switch_source(page, app_url):
     assert "trimester" in page.locator("#data-headline").inner_text()
 
 
-def test_data_tab_bad_path_shows_message(page, app_url):
+def test_data_tab_bad_path_shows_message(page, app_url, set_input):
     _open_data_tab(page, app_url)
-    box = page.locator("#data-source input")
-    box.fill("folder:/etc")
-    box.press("Enter")
+    set_input(page, "#data-source input", "folder:/etc", commit="Enter")
     page.locator("#data-load").click()
     toast = page.get_by_text("outside the allowed data folders")
     toast.first.wait_for()

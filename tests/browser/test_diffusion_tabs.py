@@ -9,19 +9,13 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def _set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait_js):
+def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait_js, set_input):
     page.goto(app_url)
     page.get_by_role("tab", name="LoRA training").click()
     page.get_by_text("Hyper-parameters (paper defaults)").click()  # open the accordion
-    _set_number(page, "lora-n", 2)
-    _set_number(page, "lora-steps", 3)
-    _set_number(page, "lora-preview-every", 3)
+    set_input(page, "#lora-n input", 2)
+    set_input(page, "#lora-steps input", 3)
+    set_input(page, "#lora-preview-every input", 3)
     for elem_id, want in (("lora-n", "2"), ("lora-steps", "3"), ("lora-preview-every", "3")):
         assert page.locator(f"#{elem_id} input").input_value() == want, elem_id
     # the server sees the typed values: the selection shows 2 pairs (it would train on 20 otherwise)
@@ -45,7 +39,7 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     page.locator("#gen-lora input").click()
     page.get_by_role("option", name="lora-second").click()
     page.wait_for_function("() => document.querySelector('#gen-lora input').value == 'lora-second'")
-    _set_number(page, "gen-n", 2)
+    set_input(page, "#gen-n input", 2)
     page.locator("#gen-start").click()
     wait_js(page, "() => [...document.querySelectorAll('#gen-gallery img')]"
                   ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", "2 generated samples shown",

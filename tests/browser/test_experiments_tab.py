@@ -6,15 +6,15 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir, wait_text):
+def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir, wait_text, set_input):
     page.goto(app_url)
     page.get_by_role("tab", name="Experiments").click()
     page.locator("#sw-start").wait_for()
-    page.locator("#sw-name textarea, #sw-name input").first.fill("browser-smoke")
+    set_input(page, "#sw-name textarea, #sw-name input", "browser-smoke")
     # the smoke preset: two cells (None, WA) with N_real 3, one epoch, 4 test images
     page.locator("#sw-preset input").click()
     page.get_by_role("option", name="smoke").click()
-    page.locator("#sw-train textarea, #sw-train input").first.fill("phantom:24")
+    set_input(page, "#sw-train textarea, #sw-train input", "phantom:24")
     page.locator("#sw-start").click()
     # the first finished cell fills the table and draws the chart; the sweep then finishes
     wait_text(page, "#sw-table", "N_real=3", timeout_s=300)
