@@ -7,10 +7,30 @@ This package never imports gradio; the dashboard (`app.py`, `pages/`) is thin wi
 
 import os as _os
 
-# On a shared CPU, OpenMP threads that spin while they wait for each other lose most of their time to
-# other processes (measured here, load ~4 on 2 cores: a 1-box SAM decode 0.32 s spinning, 0.10 s
-# passive). It must be set before torch starts its OpenMP runtime, so here, where every entry point
-# (app.py, python -m pipeline) passes first; an explicit setting by the user wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def _choose_omp_wait_policy() -> str:
+    """How OpenMP threads wait between torch ops, chosen once before torch starts its OpenMP runtime (so
+    here, where every entry point — app.py, python -m pipeline — passes first).
+
+    Measured on 2 cores (`bench diffusion` / `bench sam`): on a quiet machine, spinning (libgomp's default)
+    makes the small-op-bound diffusion work ~1.8x faster than passive waits (LoRA step 0.134 vs 0.238 s,
+    batched generation 3.5 vs 2.0 img/s); on a busy machine (load ~3-4) spinning threads lose their time
+    slices and passive waits win (LoRA reference step 0.32 vs 0.63 s, SAM second box 0.09 vs 0.13 s).
+    So: passive when every core already has a runnable process at start-up, otherwise the default.
+    An OMP_WAIT_POLICY set by the user always wins."""
+    if "OMP_WAIT_POLICY" in _os.environ:
+        return f"{_os.environ['OMP_WAIT_POLICY'] or 'default'} (set by the user)"
+    try:
+        load = _os.getloadavg()[0]
+        cores = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else (_os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return "default (load unknown)"
+    if load >= cores:
+        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return f"PASSIVE (busy machine at start: load {load:.1f} on {cores} cores)"
+    return f"default, spinning (load {load:.1f} on {cores} cores at start)"
+
+
+OMP_WAIT_POLICY_CHOICE = _choose_omp_wait_policy()
 
 __version__ = "0.1.0"

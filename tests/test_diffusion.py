@@ -115,6 +115,20 @@ def test_lora_resume_equals_one_run_and_stop_keeps_last(random_base, phantom_ima
     assert one[-1]["losses"] == pytest.approx(ev2[-1]["losses"])
 
 
+def test_cached_step_is_exact_against_the_script_reference(random_base, phantom_images, tmp_path):
+    """Encoding once (cached) trains the same LoRA as the reference that decodes, transforms, tokenizes and
+    encodes every step like diffusers' example script: same losses and weights, up to float rounding."""
+    from safetensors.torch import load_file
+    runs = {}
+    for cached in (True, False):
+        ev = list(train_lora(_cfg(steps=3, cached=cached), tmp_path / str(cached),
+                             pipe=load_pipeline(random_base, device="cpu"), images=phantom_images))
+        runs[cached] = ev[-1]["losses"], load_file(tmp_path / str(cached) / WEIGHTS)
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    for k, v in runs[True][1].items():
+        torch.testing.assert_close(v, runs[False][1][k], atol=1e-5, rtol=1e-4)
+
+
 def test_lora_bad_inputs(random_base, tmp_path):
     with pytest.raises(ValueError, match="trimester"):
         list(train_lora(_cfg(trimester="fourth"), tmp_path / "x"))

@@ -2,8 +2,13 @@
 throughput (batched vs one call per image), on the profile's base (tiny: assets/tiny-base).
 
 - lora_step_cached_s: median seconds per LoRA step with latents + prompt embedding encoded once;
-- lora_step_reference_s: the same step re-encoding images (VAE) and prompt (text encoder) every step,
-  like diffusers' train_text_to_image_lora.py;
+- lora_step_reference_s: the same step done the way diffusers' train_text_to_image_lora.py does it: its
+  dataset decodes the stored image, transforms it and tokenizes the caption on every fetch, then the step
+  re-encodes images (VAE) and prompt (text encoder);
+- lora_step_reference_encode_only_s: the reference without the per-step decode/transform/tokenize (VAE +
+  text encoder only), so the speedup can be read both ways (lora_speedup, lora_speedup_encode_only);
+- omp_wait_policy: how OpenMP threads waited (chosen at start-up from the load, see pipeline/__init__.py);
+  spinning (quiet machine) vs passive (busy machine) changes these small-op-bound timings ~1.8x;
 - gen_single_img_per_s: one pipeline call per image (the seed code's loop);
 - gen_batched_img_per_s: one call for the whole batch (per-image seeded generators).
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
@@ -33,6 +38,8 @@ def _step_times(cfg, out, images, pipe) -> list[float]:
 def run_bench(args) -> dict:
     import torch
 
+    from pipeline import OMP_WAIT_POLICY_CHOICE
+
     from ..data import open_source
     from .base import base_resolution, load_pipeline, prompt_for, to_model_size
     from .generate import clear_pipelines, get_pipeline, resolve_precision, run_pipeline
@@ -45,16 +52,18 @@ def run_bench(args) -> dict:
     images = np.stack([to_model_size(s.image, s.mask, res) for s in src])
     del probe
     fig: dict = {"base": str(getattr(args, "base", None) or "profile default"), "resolution": res,
-                 "threads": torch.get_num_threads()}
+                 "threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_CHOICE}
     with tempfile.TemporaryDirectory() as tmp:
         steps = repeats * 3 + 2
-        for name, cached in (("reference", False), ("cached", True)):
-            cfg = LoraTrainConfig(steps=steps, cached=cached, save_every=10 ** 9, preview_every=0,
-                                  names=[f"phantom_{i}" for i in range(len(images))])
+        for name, cached, decodes in (("reference", False, True), ("reference_encode_only", False, False),
+                                      ("cached", True, True)):
+            cfg = LoraTrainConfig(steps=steps, cached=cached, reference_decodes=decodes, save_every=10 ** 9,
+                                  preview_every=0, names=[f"phantom_{i}" for i in range(len(images))])
             # fresh base each time: add_adapter must start from clean weights
             t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(dtype=torch.float32))
             fig[f"lora_step_{name}_s"] = float(np.median(t[1:]))  # first interval: warm-up
         fig["lora_speedup"] = fig["lora_step_reference_s"] / fig["lora_step_cached_s"]
+        fig["lora_speedup_encode_only"] = fig["lora_step_reference_encode_only_s"] / fig["lora_step_cached_s"]
 
         clear_pipelines()
         pipe = get_pipeline(None, f"{tmp}/lora_cached", 0.9)

@@ -22,6 +22,8 @@ import time
 import numpy as np
 import torch
 
+from .. import OMP_WAIT_POLICY_CHOICE
+
 
 def _images(n: int):
     from ..config import ROOT
@@ -122,4 +124,4 @@ def run_bench(args) -> dict:
             "mixed_precision": "bf16" if bf16 else "no",
             "step_cached_cpu_s": round(CPU_TIME["cached"], 4), "step_recompute_cpu_s": round(CPU_TIME["recompute"], 4),
             "load_average": round(__import__("os").getloadavg()[0], 2), "batch_size": B, "images": kind,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_CHOICE}
