@@ -73,7 +73,7 @@ def build(ctx) -> None:
 
     @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
     def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
-                   request: gr.Request, progress=gr.Progress()):
+                   empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
         """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
         from pipeline.diffusion.lora import LoraTrainConfig
         from pipeline.diffusion.lora import train_lora as run
@@ -92,7 +92,8 @@ def build(ctx) -> None:
                                   alpha=int(alpha), lr=float(lr), batch_size=int(batch_size),
                                   grad_clip=float(grad_clip), selection_seed=int(seed), seed=int(seed),
                                   preview_every=int(preview_every), base=ctx.profile.diffusion_base,
-                                  save_every=max(10, int(preview_every) or 50))
+                                  save_every=max(10, int(preview_every) or 50),
+                                  empty_prompt_prob=float(empty_prompt_prob or 0))
             losses, last_plot = [], 0.0
             progress(0, desc=f"{t}: loading the base and encoding the images once")
             yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()
@@ -152,6 +153,8 @@ def build(ctx) -> None:
             seed = gr.Number(0, label="seed (selection and training)", precision=0)
             preview_every = gr.Number(100, label="preview every N steps (0: none)", precision=0, minimum=0,
                                       elem_id="lora-preview-every")
+            empty_prompt_prob = gr.Number(0.0, label="empty-prompt share (caption dropout; 0 = paper)",
+                                          minimum=0, maximum=0.95, elem_id="lora-empty-prompt")
     with gr.Row():
         show_btn = gr.Button("Show the chosen images", elem_id="lora-show")
         start_btn = gr.Button("Start training", variant="primary", elem_id="lora-start")
@@ -172,6 +175,6 @@ def build(ctx) -> None:
     show_btn.click(show_selection, inputs=[source, trimesters, n, seed], outputs=[selection, sel_info],
                    api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(train_lora, inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip,
-                                        seed, preview_every],
+                                        seed, preview_every, empty_prompt_prob],
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

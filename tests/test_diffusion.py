@@ -115,13 +115,15 @@ def test_lora_resume_equals_one_run_and_stop_keeps_last(random_base, phantom_ima
     assert one[-1]["losses"] == pytest.approx(ev2[-1]["losses"])
 
 
-def test_cached_step_is_exact_against_the_script_reference(random_base, phantom_images, tmp_path):
+@pytest.mark.parametrize("empty_prompt_prob", [0.0, 0.5])
+def test_cached_step_is_exact_against_the_script_reference(random_base, phantom_images, tmp_path, empty_prompt_prob):
     """Encoding once (cached) trains the same LoRA as the reference that decodes, transforms, tokenizes and
-    encodes every step like diffusers' example script: same losses and weights, up to float rounding."""
+    encodes every step like diffusers' example script: same losses and weights, up to float rounding —
+    also with caption dropout (empty prompts drawn for some items)."""
     from safetensors.torch import load_file
     runs = {}
     for cached in (True, False):
-        ev = list(train_lora(_cfg(steps=3, cached=cached), tmp_path / str(cached),
+        ev = list(train_lora(_cfg(steps=3, cached=cached, empty_prompt_prob=empty_prompt_prob), tmp_path / str(cached),
                              pipe=load_pipeline(random_base, device="cpu"), images=phantom_images))
         runs[cached] = ev[-1]["losses"], load_file(tmp_path / str(cached) / WEIGHTS)
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)

@@ -62,6 +62,9 @@ class LoraTrainConfig:
     base: str | None = None  # None: the profile's base (tiny: assets/tiny-base)
     seed: int = 0
     hflip: bool = True  # mirror images: heads face either way
+    # caption dropout (not in the paper: 0 = the paper's recipe): train this share of each batch on the empty
+    # prompt too, so the unconditional branch that guidance extrapolates from also learns the real images
+    empty_prompt_prob: float = 0.0
     cached: bool = True  # encode latents + prompt once (False: re-encode every step, the reference)
     reference_decodes: bool = True  # the reference also decodes/transforms/tokenizes each step (the script)
     mixed_precision: str = "auto"  # auto: fp16 on CUDA, none on CPU
@@ -85,6 +88,8 @@ class LoraTrainConfig:
                 raise ValueError(f"{k} must be at least 1 (got {getattr(self, k)})")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive (got {self.lr})")
+        if not 0.0 <= float(self.empty_prompt_prob) < 1.0:
+            raise ValueError(f"empty prompt probability must be in [0, 1) (got {self.empty_prompt_prob})")
 
 
 # ----------------------------------------------------------------------------- data
@@ -139,7 +144,7 @@ def _script_transforms(res: int):
                                transforms.CenterCrop(res), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
 
 
-def _script_batch(pngs: list[bytes], idx, tfm, tok, prompt: str):
+def _script_batch(pngs: list[bytes], idx, tfm, tok, prompt: str, empty: list[bool] | None = None):
     """One batch the way the example script's dataset builds it on every fetch: decode the stored image
     (index >= len(pngs): its mirror), transform it, tokenize the caption. Same pixels as rgb_to_tensor."""
     import torch
@@ -148,7 +153,8 @@ def _script_batch(pngs: list[bytes], idx, tfm, tok, prompt: str):
     for i in idx.tolist():
         im = Image.open(io.BytesIO(pngs[i % len(pngs)])).convert("RGB")
         pix.append(tfm(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i >= len(pngs) else im))
-    ids = tok([prompt] * len(pix), max_length=tok.model_max_length, padding="max_length", truncation=True,
+    captions = ["" if e else prompt for e in (empty or [False] * len(pix))]
+    ids = tok(captions, max_length=tok.model_max_length, padding="max_length", truncation=True,
               return_tensors="pt").input_ids
     return torch.stack(pix), ids
 
@@ -220,14 +226,14 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     x = rgb_to_tensor(images).to(device)
     if cfg.hflip:
         x = torch.cat([x, x.flip(3)])
-    ids = tok([prompt_for(cfg.trimester)], padding="max_length", max_length=tok.model_max_length,
-              truncation=True, return_tensors="pt").input_ids.to(device)
+    ids, ids_empty = tok([prompt_for(cfg.trimester), ""], padding="max_length", max_length=tok.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids.to(device)[:, None]
     sf = vae.config.scaling_factor
     if cfg.cached:  # encode once: latent distributions of every image (and its mirror) + the prompt
         with torch.no_grad():
             dist = [vae.encode(x[i:i + 16]).latent_dist for i in range(0, len(x), 16)]
             lat_mean = torch.cat([d.mean for d in dist]); lat_std = torch.cat([d.std for d in dist])
-            emb = te(ids)[0]
+            emb, emb_empty = te(torch.cat([ids, ids_empty]))[0][:, None]
     else:  # the reference keeps the images as stored files (PNG bytes), as a dataset on disk would
         import cv2
         pngs = [cv2.imencode(".png", np.ascontiguousarray(im[..., ::-1]))[1].tobytes() for im in images]
@@ -247,14 +253,17 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
             return
         idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=g)
         eps_lat = torch.randn((len(idx), *(_latent_shape(pipe, res))), generator=g).to(device)
+        # which batch items see the empty prompt (drawn only when asked: the paper's runs keep their stream)
+        empty = (torch.rand(len(idx), generator=g) < cfg.empty_prompt_prob if cfg.empty_prompt_prob > 0
+                 else torch.zeros(len(idx), dtype=torch.bool)).to(device)
         if cfg.cached:
             z = (lat_mean[idx] + lat_std[idx] * eps_lat) * sf
-            cond = emb.expand(len(idx), -1, -1)
+            cond = torch.where(empty[:, None, None], emb_empty, emb)
         else:  # the reference: data pipeline, VAE and text encoder every step, as diffusers' example script
             if cfg.reference_decodes:
-                pix, batch_ids = _script_batch(pngs, idx, tfm, tok, prompt_for(cfg.trimester))
+                pix, batch_ids = _script_batch(pngs, idx, tfm, tok, prompt_for(cfg.trimester), empty.tolist())
             else:  # VAE + text encoder only (the benchmark's breakdown)
-                pix, batch_ids = x[idx], ids.expand(len(idx), -1)
+                pix, batch_ids = x[idx], torch.where(empty[:, None], ids_empty, ids)
             with torch.no_grad():
                 d = vae.encode(pix.to(device)).latent_dist
                 z = (d.mean + d.std * eps_lat) * sf
@@ -371,6 +380,8 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--empty-prompt-prob", type=float, default=d.empty_prompt_prob,
+                   help="caption dropout: share of training items on the empty prompt (0 = the paper's recipe)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--selection-seed", type=int, default=d.selection_seed)
@@ -390,7 +401,7 @@ def run_cli(args) -> int:
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
                           base=args.base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
-                          mixed_precision=args.mixed_precision)
+                          mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob)
     bar = None
     for ev in train_lora(cfg, args.out, resume=not args.no_resume):
         if ev["kind"] == "start":
