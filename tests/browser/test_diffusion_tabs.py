@@ -13,6 +13,8 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     page.goto(app_url)
     page.get_by_role("tab", name="LoRA training").click()
     page.get_by_text("Hyper-parameters (paper defaults)").click()  # open the accordion
+    page.locator("#lora-n input").wait_for(state="visible")
+    page.wait_for_timeout(500)  # let Gradio's re-render of the just-opened accordion land before typing
     set_input(page, "#lora-n input", 2)
     set_input(page, "#lora-steps input", 3)
     set_input(page, "#lora-preview-every input", 3)
