@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(mod.run(args) or 0)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a bad setting (validated configs raise ValueError): a message, not a traceback
+        if os.environ.get("SONOSYNTH_DEBUG"):
+            raise
+        print(f"error: {exc}  (SONOSYNTH_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)

@@ -134,6 +134,8 @@ def test_cached_step_is_exact_against_the_script_reference(random_base, phantom_
 def test_lora_bad_inputs(random_base, tmp_path):
     with pytest.raises(ValueError, match="trimester"):
         list(train_lora(_cfg(trimester="fourth"), tmp_path / "x"))
+    with pytest.raises(ValueError, match="empty prompt probability"):
+        list(train_lora(_cfg(empty_prompt_prob=1.0), tmp_path / "x"))
     from pipeline.data import DataError
     with pytest.raises(DataError, match="first-trimester"):
         list(train_lora(_cfg(data="phantom:6", trimester="first", n=20, base=str(random_base)), tmp_path / "y"))
@@ -270,3 +272,12 @@ def test_qc_score_is_dice_of_sam_vs_mask():
     mask[8:16, 8:24] = True
     assert G.qc_score(FakeSam(), np.zeros((32, 32), np.uint8), mask) == pytest.approx(1.0)
     assert G.qc_score(FakeSam(), np.zeros((32, 32), np.uint8), np.zeros((32, 32), bool)) is None
+
+
+def test_cli_bad_setting_is_a_message_not_a_traceback(tmp_path, capsys):
+    from pipeline.__main__ import main
+    rc = main(["train-lora", "--data", "phantom:6", "--trimester", "second", "--steps", "1",
+               "--empty-prompt-prob", "2", "--out", str(tmp_path / "lora")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "empty prompt probability must be in [0, 1)" in err and "Traceback" not in err
+    assert not (tmp_path / "lora").exists()  # nothing written for a refused setting

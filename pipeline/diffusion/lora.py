@@ -204,7 +204,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
         state = torch.load(state_path, weights_only=False)
         old = state.get("config", {})
         same = all(old.get(k, LoraTrainConfig.__dataclass_fields__[k].default) == asdict(cfg).get(k)
-                   for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha", "pool"))
+                   for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha", "pool",
+                             "empty_prompt_prob"))
         if same:
             from peft.utils import set_peft_model_state_dict
             from safetensors.torch import load_file
