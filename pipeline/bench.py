@@ -12,7 +12,7 @@ SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench"}
 
 
 def add_arguments(p, command: str = "bench") -> None:
-    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("suite", choices=sorted(SUITES), help="sam (SAM encoder, boxes, training step) or diffusion")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median reported)")
     from .diffusion.generate import PRECISIONS

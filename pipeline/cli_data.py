@@ -37,7 +37,7 @@ def summarize(spec: str, allowed_roots=None, progress=None) -> dict:
 
 
 def add_arguments(p, command: str = "data-summary") -> None:
-    p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N]")
+    p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

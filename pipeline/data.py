@@ -8,7 +8,7 @@ Data sources, by spec string (CLI, app and config all use the same strings):
                    ellipse outline, filled here by fitting the ellipse) + training_set_pixel_size_and_HC.csv
     folder:PATH    images/ + masks/ (mask by stem, stem_Annotation or stem_mask; outlines are detected
                    and filled) + optional meta/NAME.json; the layout of synthetic datasets too
-    phantom[:N]    N phantoms from our own generator (offline demo data, never presented as real)
+    phantom[:N[:SEED]]    N phantoms from our own generator (offline demo data, never presented as real)
 """
 from __future__ import annotations
 
@@ -341,11 +341,11 @@ def _phantom_sample(spec, seed, i, size, hc_mm) -> Sample:
 def parse_spec(spec: str) -> tuple[str, str]:
     spec = (spec or "").strip()
     if not spec:
-        raise DataError("no data source given: use hc18:PATH, folder:PATH or phantom[:N]")
+        raise DataError("no data source given: use hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
     if kind not in ("hc18", "folder", "phantom"):
-        raise DataError(f"unknown data source {spec!r}: use hc18:PATH, folder:PATH or phantom[:N]")
+        raise DataError(f"unknown data source {spec!r}: use hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
     return kind, arg.strip()
 
 

@@ -503,10 +503,10 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--train-loras", action="store_true",
                    help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
     p.add_argument("--lora-steps", type=int, help="steps per LoRA with --train-loras (default 300)")
-    p.add_argument("--augmentations", help="comma list, e.g. none,weak,strong,syn")
-    p.add_argument("--n-real", help="comma list of N_real values")
-    p.add_argument("--repeats", type=int)
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--augmentations", help="comma list of none,weak,strong,syn (WA, SA, synthetic data; default: the preset's)")
+    p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
+    p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per cell (default: the preset's)")
     p.add_argument("--report", help="write the markdown tables here when the sweep ends")
     p.add_argument("--figure", help="write the Figure-3 PNG here when the sweep ends")
 

@@ -12,8 +12,12 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--out", required=True, help="output folder (diffusers layout), e.g. assets/tiny-base")
         p.add_argument("--work", default=None, help="checkpoint folder (default: .OUT-work beside --out); "
                                                      "rerunning resumes from it")
-        for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "seed", "ckpt_every"):
-            p.add_argument(f"--{k.replace('_', '-')}", type=int, default=getattr(d, k))
+        helps = {"n_phantoms": "phantom images to pretrain on", "vae_steps": "autoencoder (VAE) training steps",
+                 "unet_steps": "UNet + text encoder training steps", "vae_batch": "VAE crops per step",
+                 "unet_batch": "UNet images per step", "seed": "seed of the phantoms, init and noise",
+                 "ckpt_every": "save a resumable checkpoint every N steps"}
+        for k, h in helps.items():
+            p.add_argument(f"--{k.replace('_', '-')}", type=int, default=getattr(d, k), help=h)
         p.add_argument("--export-only", action="store_true",
                        help="save the work folder's current checkpoint to --out and exit (look at a run mid-way)")
         p.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is ~3x faster on CPUs with AMX)")

@@ -349,16 +349,17 @@ def summarize(samples: list[GeneratedSample]) -> dict:
 # ----------------------------------------------------------------------------- CLI
 def add_generate_arguments(p) -> None:
     d = GenerateConfig()
-    p.add_argument("--trimester", required=True, choices=TRIMESTERS)
+    p.add_argument("--trimester", required=True, choices=TRIMESTERS, help="the trimester named in the prompt")
     p.add_argument("--n", type=int, default=d.n, help="how many samples")
     p.add_argument("--out", required=True, help="dataset folder (folder: layout)")
     p.add_argument("--lora", default=None, help="LoRA folder from train-lora (default: the base alone)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed; -1 for a random one (recorded)")
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="UniPC sampler steps (UniPC: a fast diffusion sampler)")
     p.add_argument("--scale", type=float, default=d.lora_scale, help="LoRA scale")
-    p.add_argument("--guidance", type=float, default=d.guidance)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--guidance", type=float, default=d.guidance,
+                   help="classifier-free guidance: how strongly the prompt is followed")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per sampler call")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 autocast on CPUs with native bf16, else the weights' dtype")
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")

@@ -371,26 +371,30 @@ def list_loras(root: str | Path) -> list[dict]:
 # ----------------------------------------------------------------------------- CLI
 def add_lora_arguments(p) -> None:
     d = LoraTrainConfig()
-    p.add_argument("--data", required=True, help="data source: hc18:PATH, folder:PATH or phantom[:N]")
-    p.add_argument("--trimester", required=True, choices=TRIMESTERS)
+    p.add_argument("--data", required=True, help="data source: hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
+    p.add_argument("--trimester", required=True, choices=TRIMESTERS, help="the trimester this LoRA learns")
     p.add_argument("--out", required=True, help="LoRA folder (rerunning resumes from it)")
     p.add_argument("--n", type=int, default=d.n, help="images per trimester (paper: 20)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--alpha", type=int, default=d.alpha)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps (one batch each)")
+    p.add_argument("--rank", type=int, default=d.rank,
+                   help="LoRA rank: size of the low-rank update per attention layer (paper: 128)")
+    p.add_argument("--alpha", type=int, default=d.alpha,
+                   help="LoRA alpha: the update is scaled by alpha/rank (paper: 128)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate, constant")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="image+mask pairs per step")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clipping")
     p.add_argument("--empty-prompt-prob", type=float, default=d.empty_prompt_prob,
                    help="caption dropout: share of training items on the empty prompt (0 = the paper's recipe)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--selection-seed", type=int, default=d.selection_seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the LoRA init, noise and batch order")
+    p.add_argument("--selection-seed", type=int, default=d.selection_seed,
+                   help="seed of the draw of the training images")
     p.add_argument("--pool", choices=["all", "train"], default=d.pool,
                    help="choose the images among all of the source, or only its train split (as the sweep does)")
-    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps (resume point)")
     p.add_argument("--preview-every", type=int, default=d.preview_every, help="0: no previews")
-    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "fp16", "bf16"])
+    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "fp16", "bf16"],
+                   help="accelerate's mixed precision (auto: fp32 on CPU, fp16 on a GPU)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
 
 

@@ -24,8 +24,21 @@ def _keep_freed_memory() -> None:
 
 _keep_freed_memory()
 
-from .models import BACKENDS, CheckpointError, SamModel, build_model, load_model  # noqa: E402
-from .predictor import SamPredictor, load_predictor, validate_box  # noqa: E402
+# The public names load lazily (PEP 562): `python -m pipeline segment --help` imports pipeline.sam.cli,
+# and importing torch for that took 4 s before argparse could print anything.
+_LAZY = {"BACKENDS": "models", "CheckpointError": "models", "SamModel": "models", "build_model": "models",
+         "load_model": "models", "SamPredictor": "predictor", "load_predictor": "predictor",
+         "validate_box": "predictor"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BACKENDS", "CheckpointError", "SamModel", "SamPredictor", "build_model", "load_model",
            "load_predictor", "validate_box"]

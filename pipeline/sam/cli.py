@@ -21,7 +21,8 @@ def _model_args(p) -> None:
                    help="a fine-tuning run folder or weights file (default: the profile's base model)")
     p.add_argument("--backend", choices=["litemedsam", "vit_b"], default=None,
                    help="SAM back-end (default: the profile's: tiny -> litemedsam, paper -> vit_b)")
-    p.add_argument("--profile", choices=["tiny", "paper"], default=None)
+    p.add_argument("--profile", choices=["tiny", "paper"], default=None,
+                   help="tiny (LiteMedSAM, CPU) or paper (SAM ViT-B) (default: SONOSYNTH_PROFILE or tiny)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
 
 
@@ -35,7 +36,7 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--ellipse-fit", action="store_true", help="write the fitted filled ellipse as the mask")
         _model_args(p)
     elif command == "evaluate":
-        p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N]")
+        p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
         p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
         p.add_argument("--seed", type=int, default=0, help="seed of the box jitter")
         p.add_argument("--jitter", type=int, default=_D.box_jitter_px, help="max px added to each box side")
@@ -44,11 +45,11 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
                        help="evaluate one part of the seeded subject-grouped split (as finetune-sam uses)")
-        p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
         p.add_argument("--per-sample", default=None, help="also write per-sample scores to this JSON file")
         _model_args(p)
     elif command == "finetune-sam":
-        p.add_argument("--data", required=True, help="real pairs: hc18:PATH, folder:PATH or phantom[:N]")
+        p.add_argument("--data", required=True, help="real pairs: hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
         p.add_argument("--n-real", type=int, required=True, help="N_real real pairs (nested seeded subsets)")
         p.add_argument("--synthetic", default=None, help="synthetic pairs: folder:PATH")
         p.add_argument("--n-synthetic", type=int, default=None, help="use N synthetic pairs (default all)")
@@ -57,22 +58,24 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--aug-views", type=int, default=4, help="cached augmented views per image")
         p.add_argument("--recompute", action="store_true",
                        help="no embedding cache: fresh augmentation and encoder pass every step (slow)")
-        p.add_argument("--epochs", type=int, default=_D.epochs)
-        p.add_argument("--batch-size", type=int, default=_D.batch_size)
-        p.add_argument("--lr", type=float, default=_D.lr)
-        p.add_argument("--weight-decay", type=float, default=_D.weight_decay)
-        p.add_argument("--jitter", type=int, default=_D.box_jitter_px)
+        p.add_argument("--epochs", type=int, default=_D.epochs, help="passes over the training pairs")
+        p.add_argument("--batch-size", type=int, default=_D.batch_size, help="pairs per step")
+        p.add_argument("--lr", type=float, default=_D.lr, help="Adam learning rate")
+        p.add_argument("--weight-decay", type=float, default=_D.weight_decay, help="Adam weight decay")
+        p.add_argument("--jitter", type=int, default=_D.box_jitter_px, help="max px added to each box side")
         p.add_argument("--n-val", type=int, default=40, help="validation pairs held out (val split)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seed of the data order, views and jitter")
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
         p.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/../../cache/embeddings)")
         p.add_argument("--out", required=True, help="the run folder (resumed when it exists)")
         p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
         p.add_argument("--json", action="store_true", help="print the final summary as JSON")
-        p.add_argument("--backend", choices=["litemedsam", "vit_b"], default=None)
+        p.add_argument("--backend", choices=["litemedsam", "vit_b"], default=None,
+                       help="SAM back-end (default: the profile's)")
         p.add_argument("--base-weights", default=None, help="base weights file (default: the back-end's)")
-        p.add_argument("--device", default=None)
-        p.add_argument("--profile", choices=["tiny", "paper"], default=None)
+        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+        p.add_argument("--profile", choices=["tiny", "paper"], default=None,
+                       help="tiny or paper (default: SONOSYNTH_PROFILE or tiny)")
 
 
 def _predictor(args):
