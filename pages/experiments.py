@@ -48,11 +48,15 @@ def _ints(text: str) -> list[int] | None:
 def _views(sweep_dir: Path):
     """(status markdown, Table-1 markdown, chart, tidy results) of a sweep folder."""
     from pipeline.experiments import Sweep, report_markdown
-    from pipeline.results import figure3, load_paper_reference
+    from pipeline.results import figure3, load_paper_reference, paper_comparison
     sw = Sweep(sweep_dir)
     df = sw.results()
     summ = sw.summary()
-    fig = figure3(summ, paper=load_paper_reference()) if not summ.empty else figure3(summ)
+    if summ.empty:
+        return report_markdown(sweep_dir), figure3(summ), df
+    # the chart draws the first test source; the paper's points are labelled by their own train/test pair
+    paper, test = load_paper_reference(), summ["test"].iloc[0]
+    fig = figure3(summ, test=test, paper=paper, comparison=paper_comparison(paper, sw.config().train, test))
     return report_markdown(sweep_dir), fig, df
 
 

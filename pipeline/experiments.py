@@ -469,13 +469,16 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
 
 
 # ----------------------------------------------------------------------------- report
-def report_markdown(sweep_dir: str | Path, command: str | None = None, paper_test: str = "ES") -> str:
-    """Table-1-shaped tables (ours, the paper beside) for every test source of a sweep."""
-    from .results import load_paper_reference, markdown_table, paper_beside, table1
+def report_markdown(sweep_dir: str | Path, command: str | None = None) -> str:
+    """Table-1-shaped tables (ours, then the paper's cells beside ours) for every test source of a sweep.
+    The paper's columns are labelled by its train/test pair, and a sentence says how alike the pairs are
+    (results.paper_comparison: a HC18 held-out run is never shown as if it were the paper's HC18→ES)."""
+    from .results import load_paper_reference, markdown_table, paper_beside, paper_comparison, table1
     sweep = Sweep(sweep_dir)
     summ = sweep.summary()
     paper = load_paper_reference()
     zs = sweep.zero_shot()
+    train = sweep.config().train if sweep.config_path.is_file() else ""
     parts = []
     if command:
         parts.append(f"Command:\n\n```\n{command}\n```\n")
@@ -485,8 +488,9 @@ def report_markdown(sweep_dir: str | Path, command: str | None = None, paper_tes
         if test in zs:
             parts.append(f"\nZero-shot (no fine-tuning): {zs[test]['dice']:.2f} % Dice on "
                          f"{zs[test]['n_test']} images.\n")
-        parts.append(f"\nThe paper's published numbers for the same cells (HC18 → {paper_test}):\n")
-        parts.append(markdown_table(paper_beside(summ, paper, test, paper_test), index=False))
+        cmp = paper_comparison(paper, train, test)
+        parts.append(f"\nBeside ours, {cmp.note} (Table 1, mean ± std as printed; — = no such cell):\n")
+        parts.append(markdown_table(paper_beside(summ, paper, test, cmp), index=False))
     return "\n".join(parts) if parts else "_no finished cells yet_"
 
 
@@ -582,8 +586,12 @@ def run(args) -> int:
     if args.report:
         atomic_write_text(args.report, md + "\n")
     if args.figure:
-        from .results import figure3_png, load_paper_reference
-        s = Sweep(args.out).summary()
+        from .results import figure3_png, load_paper_reference, paper_comparison
+        sw = Sweep(args.out)
+        s = sw.summary()
         if not s.empty:
-            figure3_png(s, args.figure, paper=load_paper_reference())
+            paper = load_paper_reference()
+            test = s["test"].iloc[0]
+            figure3_png(s, args.figure, test=test, paper=paper,
+                        comparison=paper_comparison(paper, sw.config().train, test))
     return 0

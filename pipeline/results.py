@@ -6,6 +6,7 @@ where `dice` is the mean Dice (%) over the test images of that cell.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_paper_reference(path: str | Path = PAPER_TABLE) -> pd.DataFrame:
-    return pd.read_csv(path, comment="#")
+    return pd.read_csv(path, comment="#", dtype={"n_real": int})
 
 
 def table1(summary: pd.DataFrame, test: str, markdown_bold: bool = True) -> pd.DataFrame:
@@ -70,53 +71,141 @@ def table1(summary: pd.DataFrame, test: str, markdown_bold: bool = True) -> pd.D
     return pd.DataFrame(data, index=[AUG_LABEL.get(a, a) for a in rows]).rename_axis("augmentation")
 
 
-def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, paper_test: str,
-                 paper_train: str = "HC18") -> pd.DataFrame:
-    """Ours and the paper's Dice for the same (augmentation, N_real) cells; the paper's missing cells
-    are shown as '—' (only the cells the paper states are stored)."""
+PAPER_DATASETS = ("HC18", "ES", "AF")  # the paper's three datasets, named as in its Table 1
+
+
+def dataset_label(spec: str, train_spec: str | None = None) -> str:
+    """The name a data source goes by in a Table-1 pair: `hc18:` -> HC18, a `folder:` whose last part is
+    named ES / AF / HC18 (any case) -> that name, `heldout` -> the train source's name (it is a split
+    of it), phantoms -> 'phantom', any other folder -> its folder name (never one of the paper's names)."""
+    if spec == "heldout":
+        return dataset_label(train_spec) if train_spec else "heldout"
+    kind, _, arg = (spec or "").partition(":")
+    kind = kind.lower()
+    if kind == "hc18":
+        return "HC18"
+    if kind == "phantom":
+        return "phantom"
+    name = Path(arg.rstrip("/\\")).name if kind == "folder" else spec
+    return name.upper() if name.upper() in PAPER_DATASETS else name
+
+
+@dataclass(frozen=True)
+class PaperComparison:
+    """Which of the paper's train/test pairs stand beside one of our (train, test) pairs, and how alike
+    they are: 'same' (the paper's own pair), 'other test set' (same train data, the paper tested
+    elsewhere) or 'other data' (nothing of ours is in the paper)."""
+    ours: tuple[str, str]
+    pairs: tuple[tuple[str, str], ...]
+    relation: str
+
+    @property
+    def note(self) -> str:
+        ours = f"{self.ours[0]}→{self.ours[1]}"
+        shown = ", ".join(f"{a}→{b}" for a, b in self.pairs)
+        if self.relation == "same":
+            return f"the paper's numbers for the same train/test pair ({shown})"
+        if self.relation == "other test set":
+            return (f"the paper has no {ours} numbers; shown: its {shown} (same train data, another test "
+                    f"set: not like with like)")
+        return f"the paper has no {ours} numbers; shown: all its pairs ({shown}), on other data than ours"
+
+
+def paper_pairs(paper: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(paper["train"], paper["test"])))
+
+
+def paper_comparison(paper: pd.DataFrame, train_spec: str, test: str) -> PaperComparison:
+    """The paper's pairs to show beside our train source and one test source (a results.csv `test`)."""
+    ours = (dataset_label(train_spec), dataset_label(test, train_spec))
+    pairs = paper_pairs(paper)
+    if ours in pairs:
+        return PaperComparison(ours, (ours,), "same")
+    same_train = tuple(p for p in pairs if p[0] == ours[0])
+    if same_train:
+        return PaperComparison(ours, same_train, "other test set")
+    return PaperComparison(ours, tuple(pairs), "other data")
+
+
+def paper_cell(paper: pd.DataFrame, pair: tuple[str, str], augmentation: str, n_real: int) -> str:
+    """One Table-1 cell 'mean ± std' as printed, or '—' where the paper has none (the arms at 500, or an
+    N_real it did not run)."""
+    hit = paper[(paper["train"] == pair[0]) & (paper["test"] == pair[1]) & (paper["augmentation"] == augmentation)
+                & (paper["n_real"] == int(n_real))]
+    if hit.empty:
+        return "—"
+    m, sd = hit["dice_mean"].iloc[0], hit["dice_std"].iloc[0]
+    return f"{m:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{m:.2f}"
+
+
+def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparison: PaperComparison) -> pd.DataFrame:
+    """Every cell of ours for one test source, and beside it the paper's same (augmentation, N_real) cell
+    for each pair of the comparison, in its own column labelled by the paper's train/test pair."""
     s = summary[summary["test"] == test]
-    p = paper[(paper["test"] == paper_test) & (paper["train"] == paper_train)]
     rows = []
     for _, r in s.iterrows():
-        hit = p[(p["augmentation"] == r["augmentation"]) & (p["n_real"] == r["n_real"])]
-        rows.append({"augmentation": AUG_LABEL.get(r["augmentation"], r["augmentation"]),
-                     "n_real": int(r["n_real"]),
-                     "ours": f"{r['dice_mean']:.2f} ± {r['dice_std']:.2f}",
-                     f"paper ({paper_train}→{paper_test})": f"{float(hit['dice_mean'].iloc[0]):.2f}"
-                     if not hit.empty else "—"})
+        row = {"augmentation": AUG_LABEL.get(r["augmentation"], r["augmentation"]), "n_real": int(r["n_real"]),
+               f"ours ({comparison.ours[0]}→{comparison.ours[1]})": f"{r['dice_mean']:.2f} ± {r['dice_std']:.2f}"}
+        for pair in comparison.pairs:
+            row[f"paper ({pair[0]}→{pair[1]})"] = paper_cell(paper, pair, r["augmentation"], r["n_real"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
+_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b"}
+_PLOTLY_SYMBOLS = ["diamond-open", "square-open", "triangle-up-open", "circle-open"]
+_MPL_MARKERS = ["D", "s", "^", "o"]
+
+
+def _paper_points(paper: pd.DataFrame, pair: tuple[str, str], augmentation: str, n_reals) -> pd.DataFrame:
+    """The paper's points of one arm and pair at the N_real values our sweep has (like with like)."""
+    p = paper[(paper["train"] == pair[0]) & (paper["test"] == pair[1]) & (paper["augmentation"] == augmentation)]
+    return p[p["n_real"].isin([int(n) for n in n_reals])].sort_values("n_real")
+
+
+def _title(test, comparison: PaperComparison | None) -> str:
+    t = f"Dice vs number of real images (ours: {comparison.ours[0]}→{comparison.ours[1]})" if comparison \
+        else f"Dice vs number of real images (test: {test})"
+    if comparison is not None and comparison.relation != "same":
+        t += (f"<br><sup>paper's points: {', '.join(a + '→' + b for a, b in comparison.pairs)} "
+              f"({comparison.relation} than ours)</sup>")
+    return t
+
+
 def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame | None = None,
-            paper_test: str = "ES"):
-    """Figure-3 shape (plotly): mean Dice ± std vs N_real, one line per augmentation; the paper's
-    published points as hollow markers where stored."""
+            comparison: PaperComparison | None = None):
+    """Figure-3 shape (plotly): our mean Dice ± std vs N_real, one line per augmentation; with `paper`
+    and `comparison`, the paper's published points at our N_real values as hollow markers, one symbol
+    per paper train/test pair, each named by its pair (and the title says when it is not our pair)."""
     import plotly.graph_objects as go
     fig = go.Figure()
     if test is None and not summary.empty:
         test = summary["test"].iloc[0]
     s = summary[summary["test"] == test] if test is not None else summary
-    colors = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b"}
     for a in AUG_ORDER:
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
         fig.add_trace(go.Scatter(x=d["n_real"], y=d["dice_mean"], error_y=dict(type="data", array=d["dice_std"]),
-                                 mode="lines+markers", name=AUG_LABEL[a], line=dict(color=colors[a])))
-        if paper is not None:
-            p = paper[(paper["augmentation"] == a) & (paper["test"] == paper_test)]
-            if not p.empty:
-                fig.add_trace(go.Scatter(x=p["n_real"], y=p["dice_mean"], mode="markers",
-                                         name=f"{AUG_LABEL[a]} (paper, →{paper_test})",
-                                         marker=dict(symbol="diamond-open", size=11, color=colors[a])))
-    fig.update_layout(title=f"Dice vs number of real images (test: {test})", xaxis_title="N_real (log)",
-                      yaxis_title="Dice (%)", xaxis_type="log", template="plotly_white", height=420,
+                                 mode="lines+markers", name=f"{AUG_LABEL[a]} (ours)", line=dict(color=_COLORS[a])))
+        if paper is None or comparison is None:
+            continue
+        for k, pair in enumerate(comparison.pairs):
+            p = _paper_points(paper, pair, a, d["n_real"])
+            if p.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=p["n_real"], y=p["dice_mean"], error_y=dict(type="data", array=p["dice_std"].fillna(0)),
+                mode="markers", name=f"{AUG_LABEL[a]} (paper {pair[0]}→{pair[1]})",
+                marker=dict(symbol=_PLOTLY_SYMBOLS[k % len(_PLOTLY_SYMBOLS)], size=11, color=_COLORS[a])))
+    fig.update_layout(title=_title(test, comparison), xaxis_title="N_real (log)",
+                      yaxis_title="Dice (%)", xaxis_type="log", template="plotly_white", height=440,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
 
 def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None,
-                paper: pd.DataFrame | None = None, paper_test: str = "ES") -> Path:
+                paper: pd.DataFrame | None = None, comparison: PaperComparison | None = None) -> Path:
     """The same chart as a static PNG (matplotlib, no browser needed) for docs/results.md."""
     import matplotlib
     matplotlib.use("Agg")
@@ -126,19 +215,21 @@ def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None
     if test is None and not summary.empty:
         test = summary["test"].iloc[0]
     s = summary[summary["test"] == test]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    colors = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b"}
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=120)
     for a in AUG_ORDER:
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
         ax.errorbar(d["n_real"], d["dice_mean"], yerr=d["dice_std"], marker="o", capsize=3,
-                    label=AUG_LABEL[a], color=colors[a])
-        if paper is not None:
-            p = paper[(paper["augmentation"] == a) & (paper["test"] == paper_test)]
+                    label=f"{AUG_LABEL[a]} (ours)", color=_COLORS[a])
+        if paper is None or comparison is None:
+            continue
+        for k, pair in enumerate(comparison.pairs):
+            p = _paper_points(paper, pair, a, d["n_real"])
             if not p.empty:
-                ax.scatter(p["n_real"], p["dice_mean"], marker="D", facecolors="none", edgecolors=colors[a],
-                           s=60, label=f"{AUG_LABEL[a]} (paper, HC18→{paper_test})")
+                ax.scatter(p["n_real"], p["dice_mean"], marker=_MPL_MARKERS[k % len(_MPL_MARKERS)],
+                           facecolors="none", edgecolors=_COLORS[a], s=60,
+                           label=f"{AUG_LABEL[a]} (paper {pair[0]}→{pair[1]})")
     ax.set_xscale("log")
     ns = sorted(s["n_real"].unique())
     ax.set_xticks(ns)
@@ -146,9 +237,9 @@ def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None
     ax.minorticks_off()
     ax.set_xlabel("N_real (real training images)")
     ax.set_ylabel("Dice (%)")
-    ax.set_title(f"Dice vs N_real (test: {test})")
+    ax.set_title(_title(test, comparison).replace("<br><sup>", "\n").replace("</sup>", ""), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -23,5 +23,7 @@ def test_experiments_tab_runs_a_tiny_sweep(page, app_url, app_work_dir, wait_tex
     wait_text(page, "#sw-status", "sweep finished", timeout_s=300)
     table = page.locator("#sw-table").inner_text()
     assert "None" in table and "WA" in table and "Zero-shot" in table
+    # the paper's cells stand beside ours, each column named by the paper's own train/test pair
+    assert "ours (phantom→phantom)" in table and "paper (HC18→ES)" in table and "paper (ES→AF)" in table
     assert (app_work_dir / "sweeps" / "browser-smoke" / "results.csv").is_file()
     assert "Traceback" not in page.content()
