@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from pipeline.masks import overlay
 
 from pipeline.gpu import gpu_task
 
+from pipeline.eta import eta_text
+
 from .common import guarded
 
 TITLE = "Playground"
@@ -25,11 +28,22 @@ BASE = "base model"
 _PREDICTORS: "OrderedDict[tuple[str, str], object]" = OrderedDict()  # (session, model) -> SamPredictor
 _LOCK = threading.Lock()
 MAX_SESSIONS = 8
+MIN_BOX_PX = 4  # the annotator's box_min_size
+
+# gradio_image_annotation switches to "Drag boxes" after a box is drawn, so a second drag panned the image
+# instead of drawing (issue 11): after every pointer-up on its canvas, go back to "Create box".
+HEAD = """<script>
+document.addEventListener('pointerup', (e) => {
+  const root = e.target && e.target.closest ? e.target.closest('#pg-ann') : null;
+  if (!root || e.target.tagName !== 'CANVAS') return;
+  setTimeout(() => root.querySelector('button[aria-label="Create box"]')?.click(), 0);
+}, true);
+</script>"""
 
 INTRO = """### Playground — box-prompted fetal head segmentation
-Pick an image from the Data tab's source (or upload one), **draw a box around the head** (drag on the
-image, then OK), and get the mask. Draw again for a new mask: the image is encoded once, a redraw runs the
-mask decoder only. Model: the base `{backend}` or any fine-tuned run from the *Fine-tune SAM* tab. Head
+Pick an image from the Data tab's source (or upload one) and **drag a box tightly around the skull** on
+the left image: the mask appears on the right. Drag again for a new box (it replaces the old one): the
+image is encoded once, a redraw runs the mask decoder only. Model: the base `{backend}` or any fine-tuned run from the *Fine-tune SAM* tab. Head
 circumference (HC) comes from the ellipse fitted to the mask and the pixel size; gestational age (GA)
 from HC by Hadlock's formula."""
 
@@ -43,11 +57,10 @@ def model_choices(work_dir: Path) -> list[str]:
 
 def _predictor(ctx, session: str, model_name: str):
     from pipeline.sam import SamPredictor, load_model
+    from pipeline.validate import resolve_run
     checkpoint = None
-    if model_name and model_name != BASE:
-        checkpoint = ctx.work_dir / "runs" / model_name
-        if not (checkpoint / "config.json").is_file():
-            raise ValueError(f"fine-tuned run {model_name!r} not found (refresh the model list)")
+    if model_name and model_name != BASE:  # a run NAME inside runs/, never a path
+        checkpoint = resolve_run(ctx.work_dir / "runs", model_name)
     key = (session, str(checkpoint))
     with _LOCK:
         pred = _PREDICTORS.get(key)
@@ -60,6 +73,17 @@ def _predictor(ctx, session: str, model_name: str):
         while len(_PREDICTORS) > MAX_SESSIONS:
             _PREDICTORS.popitem(last=False)
     return pred
+
+
+def _pixel_size(value, gt) -> float | None:
+    """The pixel size typed in the field, or the sample's exact one when the field shows it rounded
+    (HC18 stores 0.0691358041432; the field shows 0.069136)."""
+    if value in (None, "") or float(value) <= 0:
+        return None
+    exact = (gt or {}).get("pixel_size_mm")
+    if exact and abs(float(value) - round(exact, 6)) < 1e-9:
+        return float(exact)
+    return float(value)
 
 
 def _box_from_annotation(annot) -> tuple[float, float, float, float] | None:
@@ -76,7 +100,10 @@ def build(ctx) -> None:
     from pipeline.data import DataError, open_source, read_gray, to_gray_uint8
     from pipeline.fileio import atomic_save_png, atomic_write_json
     from pipeline.metrics import dice
+    from pipeline.measure import (GA_FORMULA, biometry, box_fit, dice_verdict, draw_measurements, ellipse_record,
+                                  fmt_mm, hc_verdict, loose_box_warning)
     from pipeline.sam.evaluate import segment as run_segment
+    from pipeline.validate import check_array_size, check_float
 
     export_dir = ctx.work_dir / "exports"
 
@@ -92,12 +119,13 @@ def build(ctx) -> None:
             raise ValueError("pick an image first")
         src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
         s = src[src.index_of(name)]
-        gt = {"name": s.name, "mask": s.mask, "hc_mm": s.meta.hc_mm}
+        gt = {"name": s.name, "mask": s.mask, "hc_mm": s.meta.hc_mm, "pixel_size_mm": s.meta.pixel_size_mm}
         info = f"**{s.name}** · {s.image.shape[1]}×{s.image.shape[0]} px"
         if s.meta.hc_mm:
             info += f" · reference HC {s.meta.hc_mm:.1f} mm"
         return ({"image": np.repeat(s.image[..., None], 3, axis=2), "boxes": []}, s.image, gt,
-                s.meta.pixel_size_mm, info + " — now draw a box around the head", None, None)
+                None if s.meta.pixel_size_mm is None else round(s.meta.pixel_size_mm, 6),
+                info + " — now drag a box tightly around the skull on the left image", None, None)
 
     @guarded
     def load_upload(path):
@@ -123,36 +151,42 @@ def build(ctx) -> None:
         session = getattr(request, "session_hash", None) or "api"
         pred = _predictor(ctx, session, model_name)
         t0 = time.perf_counter()
-        px = float(pixel_size) if pixel_size not in (None, "") and float(pixel_size) > 0 else None
+        px = _pixel_size(pixel_size, gt)
         seg = run_segment(pred, image, box, px)
         dt = time.perf_counter() - t0
         shown = seg.ellipse_mask if (ellipse_fit and seg.ellipse_mask is not None) else seg.mask
-        over = overlay(image, shown, float(alpha), ellipse=seg.ellipse)
-        lines = [f"mask from box ({', '.join(f'{v:.0f}' for v in seg.box)}) in {dt:.2f} s "
+        over = draw_measurements(overlay(image, shown, float(alpha), ellipse=seg.ellipse), seg.ellipse, px)
+        model_label = (f"base model ({ctx.profile.sam_backend})" if model_name in (None, "", BASE)
+                       else f"fine-tuned run `{model_name}`")
+        lines = [f"**Model: {model_label}** · box ({', '.join(f'{v:.0f}' for v in seg.box)}) · {dt:.2f} s "
                  f"({pred.encoder_calls} image encodings this session for this model)"]
+        warn = loose_box_warning(box_fit(seg.box, seg.mask))
+        if warn:
+            lines.append(warn)
         if gt and gt.get("mask") is not None:
             d_raw = dice(seg.mask, gt["mask"])
             d_fit = dice(seg.ellipse_mask, gt["mask"]) if seg.ellipse_mask is not None else None
-            lines.append(f"**Dice vs ground truth: {d_raw:.4f}** (raw mask)"
-                         + (f" · {d_fit:.4f} (fitted ellipse)" if d_fit is not None else ""))
+            lines.append(f"**Dice vs ground truth: {d_raw:.3f}** (raw mask)"
+                         + (f" · {d_fit:.3f} (fitted ellipse)" if d_fit is not None else "")
+                         + f" — {dice_verdict(d_raw)}")
         if seg.ellipse is None:
             lines.append("no ellipse: the mask is empty — draw the box around the head")
         else:
-            e = seg.ellipse
-            lines.append(f"ellipse: centre ({e.cx:.1f}, {e.cy:.1f}) px, axes {e.width:.1f} × {e.height:.1f} px, "
-                         f"angle {e.angle:.1f}°")
-            if seg.hc_mm is not None:
+            m = biometry(seg.ellipse, px)
+            if m["hc_mm"] is not None:
                 ref = gt.get("hc_mm") if gt else None
-                lines.append(f"**HC {seg.hc_mm:.1f} mm · GA {seg.ga_weeks:.1f} weeks**"
-                             + (f" (reference HC {ref:.1f} mm, |error| {abs(seg.hc_mm - ref):.1f} mm)" if ref else ""))
+                lines.append(f"**HC {fmt_mm(m['hc_mm'])}** · BPD {fmt_mm(m['bpd_mm'])} · OFD {fmt_mm(m['ofd_mm'])} · "
+                             f"**GA {m['ga_weeks']:.1f} weeks** ({GA_FORMULA})")
+                lines.append((f"reference HC {ref:.1f} mm · " if ref else "") + hc_verdict(m["hc_mm"], ref))
             else:
-                lines.append("HC and GA need the pixel size (mm per pixel): type it above")
+                lines.append("HC, BPD, OFD and GA need the pixel size (mm per pixel): type it above")
         stem = Path((gt or {}).get("name") or "image").stem
         out = export_dir / session[:16]
         png = atomic_save_png(out / f"{stem}_mask.png", shown)
-        js = atomic_write_json(out / f"{stem}_segmentation.json",
-                               {"image": (gt or {}).get("name"), "model": model_name, "ellipse_fit": bool(ellipse_fit),
-                                "pixel_size_mm": px, **seg.as_dict()})
+        js = atomic_write_json(out / f"{stem}_ellipse.json",
+                               {**seg.as_dict(), **ellipse_record(seg.ellipse, px, image=(gt or {}).get("name"),
+                                                                  model=model_name or BASE,
+                                                                  ellipse_fit=bool(ellipse_fit))})
         return over, "\n\n".join(lines), [str(png), str(js)]
 
     @guarded
@@ -164,13 +198,45 @@ def build(ctx) -> None:
         box, ellipse, HC (mm) and GA (weeks)."""
         if image is None:
             raise ValueError("no image given")
-        img = read_gray(image) if isinstance(image, (str, Path)) else to_gray_uint8(np.asarray(image))
+        if isinstance(image, (str, Path)):
+            img = read_gray(image, "the image")  # header checked against the pixel limit before decoding
+        else:
+            check_array_size(image, "the image")
+            img = to_gray_uint8(np.asarray(image))
         pred = _predictor(ctx, "api", model or BASE)
-        px = float(pixel_size_mm) if pixel_size_mm else None
+        px = None if pixel_size_mm in (None, "") else check_float(pixel_size_mm, "pixel_size_mm", 0, 10, lo_open=True)
         seg = run_segment(pred, img, (x0, y0, x1, y1), px)
         shown = seg.ellipse_mask if (ellipse_fit and seg.ellipse_mask is not None) else seg.mask
-        png = atomic_save_png(export_dir / "api" / f"mask_{int(time.time() * 1000)}.png", shown)
-        return str(png), {**seg.as_dict(), "model": model or BASE, "ellipse_fit": bool(ellipse_fit)}
+        # time + a random part: two calls in the same millisecond never share (and overwrite) a file
+        png = atomic_save_png(export_dir / "api" / f"mask_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}.png",
+                              shown)
+        return str(png), {**seg.as_dict(), **ellipse_record(seg.ellipse, px, model=model or BASE,
+                                                            ellipse_fit=bool(ellipse_fit))}
+
+    @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+    def export_hc18(spec, model_name, pixel_size, request: gr.Request, progress=gr.Progress()):
+        """Segment every image of a data source (box: its reference mask's, else the whole image) and write
+        the HC18 challenge CSV (filename, centre, semi-axes in mm, angle in rad). Returns (CSV, message)."""
+        from pipeline.measure import export_folder_hc18
+        spec = (spec or "").strip() or ctx.default_source
+        px = None if pixel_size in (None, "") else float(pixel_size)
+        if px is not None and not 0 < px < 10:
+            raise ValueError(f"pixel size must be a positive number of mm below 10 (e.g. 0.15), got {pixel_size}")
+        session = getattr(request, "session_hash", None) or "api"
+        pred = _predictor(ctx, session, model_name)
+        started = time.monotonic()
+
+        def tick(i, n):
+            progress((i + 1, n), desc=f"segmenting · {eta_text(started, i + 1, n)}", unit="images")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.split(":", 1)[0])
+        out = export_dir / session[:16] / f"hc18_{safe}_{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        res = export_folder_hc18(pred, spec, out, px, allowed_roots=ctx.allowed_roots, progress=tick)
+        msg = f"HC18 CSV: **{res['rows']}** images segmented with the {model_name or BASE}"
+        if res["skipped"]:
+            msg += f"; {len(res['skipped'])} skipped (e.g. {res['skipped'][0]})"
+        return res["csv"], msg
 
     def refresh_models(current):
         ch = model_choices(ctx.work_dir)
@@ -199,15 +265,28 @@ def build(ctx) -> None:
         ellipse_fit = gr.Checkbox(False, label="show fitted ellipse as the mask", scale=2, elem_id="pg-ellipse")
     info = gr.Markdown("Pick an image and press *Load image*.", elem_id="pg-info")
     with gr.Row():
-        annot = image_annotator(None, label="Draw a box around the head", label_list=["head"],
+        # disable_edit_boxes: no label dialog after every box (one label only); HEAD below keeps the
+        # annotator in "Create box" mode, so every drag draws a new box (single_box replaces the old one)
+        annot = image_annotator(None, label="Drag a box tightly around the skull", label_list=["head"],
                                 label_colors=["#00c8ff"], single_box=True, sources=[], image_type="numpy",
-                                elem_id="pg-ann", box_min_size=4, height=480)
-        result_img = gr.Image(label="Mask overlay", type="numpy", interactive=False, elem_id="pg-result",
-                              height=480)
+                                elem_id="pg-ann", box_min_size=4, height=480, disable_edit_boxes=True,
+                                show_remove_button=False, scale=1, min_width=300)
+        result_img = gr.Image(label="Mask overlay · HC / BPD / OFD drawn on it", type="numpy", interactive=False,
+                              elem_id="pg-result", height=480, scale=1, min_width=300)
     with gr.Row():
         segment_btn = gr.Button("Segment the box", variant="primary", elem_id="pg-segment")
     result = gr.Markdown("", elem_id="pg-metrics")
-    files = gr.File(label="Export: mask PNG + JSON (box, ellipse, HC)", file_count="multiple", elem_id="pg-files")
+    files = gr.File(label="Export: mask PNG + ellipse JSON (centre, axes, angle in px and mm; HC, BPD, OFD, GA)",
+                    file_count="multiple", elem_id="pg-files")
+    with gr.Accordion("Export the HC18 challenge CSV for the whole data source", open=False):
+        gr.Markdown("Segments every image of the source above with the chosen model (box: the reference mask's "
+                    "bounding box, or the whole image) and writes `filename,center_x_mm,center_y_mm,"
+                    "semi_axes_a_mm,semi_axes_b_mm,angle_rad`. The pixel size comes from the source (HC18's CSV) "
+                    "or the pixel size field above.")
+        with gr.Row(equal_height=True):
+            hc18_btn = gr.Button("Write the HC18 CSV", elem_id="pg-hc18")
+            hc18_file = gr.File(label="HC18 CSV", elem_id="pg-hc18-file")
+        hc18_msg = gr.Markdown("", elem_id="pg-hc18-msg")
     image_state = gr.State(None)  # the grayscale image being segmented
     gt_state = gr.State(None)  # {"name", "mask" (or None), "hc_mm"}
 
@@ -229,9 +308,12 @@ def build(ctx) -> None:
     seg_outputs = [result_img, result, files]
 
     def on_draw(annot_v, image, gt, pixel_size, model_name, alpha_v, fit, request: gr.Request):
-        # the annotator fires on mouse-down/up too; only a labelled box (after OK) is a request
+        # the annotator fires on mouse-down too, with a zero-size box: only a finished box is a request
         boxes = (annot_v or {}).get("boxes") or []
-        if image is None or not boxes or not boxes[-1].get("label"):
+        if image is None or not boxes:
+            return gr.skip(), gr.skip(), gr.skip()
+        b = boxes[-1]
+        if min(b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]) < MIN_BOX_PX:
             return gr.skip(), gr.skip(), gr.skip()
         return segment_ui(annot_v, image, gt, pixel_size, model_name, alpha_v, fit, request)
 
@@ -252,6 +334,8 @@ def build(ctx) -> None:
         api_mask = gr.Image(type="filepath", label="mask")
         api_json = gr.JSON(label="segmentation")
         api_btn = gr.Button("segment")
+    hc18_btn.click(export_hc18, inputs=[source, model, pixel], outputs=[hc18_file, hc18_msg], api_name="export_hc18",
+                   concurrency_limit=1, concurrency_id="heavy")
     api_btn.click(segment_api, inputs=[api_image, *api_box, api_pixel, api_model, api_fit],
                   outputs=[api_mask, api_json], api_name="segment", concurrency_limit=4,
                   concurrency_id="playground")

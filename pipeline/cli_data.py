@@ -14,25 +14,24 @@ def summarize(spec: str, allowed_roots=None, progress=None) -> dict:
     """Counts per trimester and the HC check: HC from each loaded mask (fitted ellipse x pixel size)
     against the reference HC (HC18's CSV), where both exist. Unreadable samples are listed, not fatal."""
     src = open_source(spec, allowed_roots)
-    errors, problems = [], list(src.warnings)
+    errors, problems, unreadable = [], list(src.warnings), 0
     for i, meta in enumerate(src.metas):
         if progress:
             progress(i, len(src))
-        if meta.hc_mm is None or not meta.pixel_size_mm:
-            continue
-        try:
+        try:  # every sample is read, even those without a reference HC: an unreadable one is counted
             sample = src[i]
         except DataError as exc:
             problems.append(str(exc))
+            unreadable += 1
             continue
-        if sample.mask is None:
+        if meta.hc_mm is None or not meta.pixel_size_mm or sample.mask is None:
             continue
         ex = refit(sample.mask, allow_border=True, min_fit_iou=0.0)
         if ex.ellipse is not None:
             errors.append(abs(ex.ellipse.head_circumference_mm(meta.pixel_size_mm) - meta.hc_mm))
     hc = {"median_abs_error": float(np.median(errors)) if errors else None,
           "max_abs_error": float(np.max(errors)) if errors else None}
-    return {"n": len(src), "trimesters": trimester_counts(src.metas), "hc_mm": hc,
+    return {"n": len(src), "unreadable": unreadable, "trimesters": trimester_counts(src.metas), "hc_mm": hc,
             "problems": problems}
 
 

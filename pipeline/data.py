@@ -70,17 +70,41 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- reading files
-def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 grayscale; DataError with the file name when it cannot be read."""
+def read_image(path: str | os.PathLike, what: str | None = None) -> np.ndarray:
+    """Decode an image file as OpenCV does (any depth/channels), after checking the size its header states
+    against the one pixel limit (pipeline.validate.MAX_IMAGE_PIXELS): OpenCV would decode a bomb in full."""
     import cv2
+
+    from .validate import image_header_size
     path = Path(path)
+    what = what or path.name
     if not path.is_file():
-        raise DataError(f"image file not found: {path.name}")
+        raise DataError(f"image file not found: {what}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if not data.size:
+        raise DataError(f"cannot read {what}: the file is empty")
+    image_header_size(data.tobytes(), what)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise DataError(f"cannot read {path.name}: the file is corrupt or not an image")
-    return to_gray_uint8(img, path.name)
+        raise DataError(f"cannot read {what}: the file is corrupt or not an image")
+    return img
+
+
+def read_gray(path: str | os.PathLike, what: str | None = None) -> np.ndarray:
+    """Read an image file as uint8 grayscale; DataError with the file name when it cannot be read."""
+    return to_gray_uint8(read_image(path, what), what or Path(path).name)
+
+
+def check_inside(path: Path, allowed_roots: Sequence[str | os.PathLike] | None, what: str) -> Path:
+    """Refuse a file that a link takes outside the allowed data folders (a dataset root being allowed
+    does not make every file under it so: images/ may be a symlink to anywhere)."""
+    if allowed_roots is None:
+        return path
+    real = path.resolve()
+    roots = [Path(r).resolve() for r in allowed_roots]
+    if not any(real == r or r in real.parents for r in roots):
+        raise DataError(f"{what} links outside the allowed data folders: refused")
+    return real
 
 
 def to_gray_uint8(img: np.ndarray, what: str = "image") -> np.ndarray:
@@ -178,12 +202,16 @@ class SubsetSource(DataSource):
 class HC18Source(DataSource):
     CSV = "training_set_pixel_size_and_HC.csv"
 
-    def __init__(self, spec: str, root: Path, strict: bool = False):
+    def __init__(self, spec: str, root: Path, strict: bool = False, allowed_roots=None):
         root = Path(root)
         img_dir = root / "training_set" if (root / "training_set").is_dir() else root
         csv_path = root / self.CSV if (root / self.CSV).is_file() else img_dir / self.CSV
         if not img_dir.is_dir():
             raise DataError(f"HC18 folder not found: {root}")
+        self.allowed_roots = allowed_roots
+        img_dir = check_inside(img_dir, allowed_roots, "training_set/")
+        if csv_path.is_file():
+            check_inside(csv_path, allowed_roots, self.CSV)
         images = sorted(p for p in img_dir.iterdir()
                         if p.suffix.lower() == ".png" and not p.stem.endswith("_Annotation"))
         if not images:
@@ -214,10 +242,10 @@ class HC18Source(DataSource):
         meta = self.metas[i]
         img_path = self.img_dir / meta.name
         ann_path = img_path.with_name(img_path.stem + "_Annotation.png")
-        image = read_gray(img_path)
+        image = read_gray(check_inside(img_path, self.allowed_roots, meta.name), meta.name)
         if not ann_path.is_file():
             raise DataError(f"annotation missing for {meta.name}: expected {ann_path.name}")
-        outline = read_gray(ann_path)
+        outline = read_gray(check_inside(ann_path, self.allowed_roots, ann_path.name), ann_path.name)
         if outline.shape != image.shape:
             raise DataError(f"{ann_path.name}: mask size {outline.shape[1]}x{outline.shape[0]} does not "
                             f"match image size {image.shape[1]}x{image.shape[0]}")
@@ -240,7 +268,9 @@ def _read_hc18_csv(path: Path) -> dict[str, tuple[float, float]]:
                 if not row or not row[0].strip():
                     continue
                 try:
-                    rows[row[0].strip()] = (float(row[1]), float(row[2]))
+                    px, hc = float(row[1]), float(row[2])
+                    # a pixel size or HC <= 0 or non-finite is unknown (never a "-1.000 mm" shown as known)
+                    rows[row[0].strip()] = (_positive_or_none(px), _positive_or_none(hc))
                 except (IndexError, ValueError):
                     raise DataError(f"{path.name} line {line_no}: expected 'filename, pixel size, HC', "
                                     f"got {row!r}") from None
@@ -254,13 +284,19 @@ def _read_hc18_csv(path: Path) -> dict[str, tuple[float, float]]:
 class FolderSource(DataSource):
     """images/ + masks/ (+ meta/NAME.json). Synthetic datasets are written in this layout."""
 
-    def __init__(self, spec: str, root: Path, strict: bool = False):
+    def __init__(self, spec: str, root: Path, strict: bool = False, allowed_roots=None):
         root = Path(root)
         img_dir, mask_dir, meta_dir = root / "images", root / "masks", root / "meta"
         if not root.is_dir():
             raise DataError(f"folder not found: {root}")
         if not img_dir.is_dir():
             raise DataError(f"{root} has no images/ folder (expected images/ and masks/)")
+        self.allowed_roots = allowed_roots
+        img_dir = check_inside(img_dir, allowed_roots, "images/")
+        if mask_dir.is_dir():
+            mask_dir = check_inside(mask_dir, allowed_roots, "masks/")
+        if meta_dir.is_dir():
+            meta_dir = check_inside(meta_dir, allowed_roots, "meta/")
         images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
         if not images:
             raise DataError(f"no images (.png/.jpg/.bmp/.tif) in {img_dir}")
@@ -283,11 +319,19 @@ class FolderSource(DataSource):
             jpath = meta_dir / f"{p.stem}.json"
             if jpath.is_file():
                 try:
+                    check_inside(jpath, allowed_roots, f"meta/{jpath.name}")
                     info = json.loads(jpath.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    warnings.append(f"meta/{jpath.name} is not valid JSON: ignored")
-            px = _float_or_none(info.get("pixel_size_mm"))
-            hc = _float_or_none(info.get("hc_mm"))
+                    if not isinstance(info, dict):
+                        raise ValueError
+                except (ValueError, UnicodeDecodeError, OSError):
+                    warnings.append(f"meta/{jpath.name} is not valid JSON (one object expected): ignored")
+                    info = {}
+                except DataError as exc:
+                    warnings.append(f"{exc}: ignored")
+                    info = {}
+            # a pixel size or HC that is not a positive finite number is unknown, never shown as "-1.000 mm"
+            px = _positive_or_none(info.get("pixel_size_mm"))
+            hc = _positive_or_none(info.get("hc_mm"))
             tri = info.get("trimester") if info.get("trimester") in TRIMESTERS else trimester_from_hc(hc)
             extra = {k: info[k] for k in ("synthetic", "qc", "verdict", "edited") if k in info}
             metas.append(SampleMeta(spec, p.name, px, hc, tri, extra))
@@ -296,14 +340,10 @@ class FolderSource(DataSource):
 
     def _load(self, i: int) -> Sample:
         ipath, mpath = self.paths[i]
-        image = read_gray(ipath)
+        image = read_gray(check_inside(ipath, self.allowed_roots, f"images/{ipath.name}"), f"images/{ipath.name}")
         if mpath is None:
             return Sample(image, None, self.metas[i])
-        import cv2
-        data = np.fromfile(str(mpath), dtype=np.uint8)
-        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if raw is None:
-            raise DataError(f"cannot read masks/{mpath.name}: the file is corrupt or not an image")
+        raw = read_image(check_inside(mpath, self.allowed_roots, f"masks/{mpath.name}"), f"masks/{mpath.name}")
         mask, e = mask_from_array(raw, image.shape, f"masks/{mpath.name}")
         return Sample(image, mask, self.metas[i], e)
 
@@ -314,6 +354,11 @@ def _float_or_none(v) -> float | None:
         return f if np.isfinite(f) else None
     except (TypeError, ValueError):
         return None
+
+
+def _positive_or_none(v) -> float | None:
+    f = _float_or_none(v)
+    return f if f is not None and f > 0 else None
 
 
 class PhantomSource(DataSource):
@@ -369,8 +414,8 @@ def open_source(spec: str, allowed_roots: Sequence[str | os.PathLike] | None = N
         raise DataError(f"{kind}: needs a path, e.g. {kind}:/data/hc18")
     path = resolve_path(arg, allowed_roots)
     if kind == "hc18":
-        return HC18Source(f"hc18:{arg}", path, strict)
-    return FolderSource(f"folder:{arg}", path, strict)
+        return HC18Source(f"hc18:{arg}", path, strict, allowed_roots)
+    return FolderSource(f"folder:{arg}", path, strict, allowed_roots)
 
 
 def resolve_path(path: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] | None = None) -> Path:

@@ -134,7 +134,7 @@ def test_cached_step_is_exact_against_the_script_reference(random_base, phantom_
 def test_lora_bad_inputs(random_base, tmp_path):
     with pytest.raises(ValueError, match="trimester"):
         list(train_lora(_cfg(trimester="fourth"), tmp_path / "x"))
-    with pytest.raises(ValueError, match="empty prompt probability"):
+    with pytest.raises(ValueError, match="empty_prompt_prob"):
         list(train_lora(_cfg(empty_prompt_prob=1.0), tmp_path / "x"))
     from pipeline.data import DataError
     with pytest.raises(DataError, match="first-trimester"):

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -81,15 +81,25 @@ class LoraTrainConfig:
         return cls(**d)
 
     def validate(self) -> None:
+        from ..validate import check_float, check_int, check_seed
         if self.trimester not in TRIMESTERS:
             raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
-        for k in ("n", "steps", "rank", "alpha", "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise ValueError(f"{k} must be at least 1 (got {getattr(self, k)})")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive (got {self.lr})")
-        if not 0.0 <= float(self.empty_prompt_prob) < 1.0:
-            raise ValueError(f"empty prompt probability must be in [0, 1) (got {self.empty_prompt_prob})")
+        # every numeric setting has a checked range, refused with the field's name (never clamped): lr 1e30
+        # once trained to NaN weights and reported "saved"; grad_clip NaN or -1 silently disabled clipping
+        self.n = check_int(self.n, "images per trimester (n)", 1, 10_000)
+        self.steps = check_int(self.steps, "steps", 1, 1_000_000)
+        self.rank = check_int(self.rank, "rank", 1, 1024)
+        self.alpha = check_int(self.alpha, "alpha", 1, 4096)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1, 256)
+        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.grad_clip = check_float(self.grad_clip, "gradient clipping (grad_clip; 0 = off)", 0, 1e6)
+        self.seed = check_seed(self.seed, "seed")
+        self.selection_seed = check_seed(self.selection_seed, "selection seed")
+        self.split_seed = check_seed(self.split_seed, "split_seed")
+        self.save_every = check_int(self.save_every, "save_every", 1, 1_000_000)
+        self.preview_every = check_int(self.preview_every, "preview_every (0 = none)", 0, 1_000_000)
+        self.empty_prompt_prob = check_float(self.empty_prompt_prob, "empty-prompt share (empty_prompt_prob)",
+                                             0, 0.95)
 
 
 # ----------------------------------------------------------------------------- data
@@ -200,23 +210,29 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     sched = _noise_scheduler(pipe)
 
     step, losses, rng_state, opt_state = 0, [], None, None
-    if resume and state_path.is_file() and (out / WEIGHTS).is_file():
-        state = torch.load(state_path, weights_only=False)
-        old = state.get("config", {})
-        same = all(old.get(k, LoraTrainConfig.__dataclass_fields__[k].default) == asdict(cfg).get(k)
-                   for k in ("data", "trimester", "n", "selection_seed", "rank", "alpha", "pool",
-                             "empty_prompt_prob"))
-        if same:
-            from peft.utils import set_peft_model_state_dict
-            from safetensors.torch import load_file
-            sd = load_file(out / WEIGHTS)
-            sd = {k.removeprefix("unet."): v for k, v in sd.items()}
+    if resume and state_path.is_file():
+        from ..data import DataError
+        try:
+            state = torch.load(state_path, weights_only=False)
+        except Exception as exc:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+            raise DataError(f"LoRA {out.name}: train_state.pt cannot be read ({type(exc).__name__}); delete "
+                            f"the folder or choose another name") from None
+        changed = changed_settings(state.get("config", {}), cfg)
+        if changed:  # never silently start over (and overwrite) a run asked for with other settings
+            raise DataError(f"LoRA {out.name} already exists with other settings ({', '.join(changed[:4])}); "
+                            f"choose another name, or the same settings to resume it")
+        from peft.utils import set_peft_model_state_dict
+        sd = state.get("lora")  # the weights of the saved step, inside the state (its commit point)
+        if sd is None:  # a state saved before the weights moved into it: the weights file beside it
             from diffusers.utils import convert_unet_state_dict_to_peft
-            set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(sd), adapter_name="default")
-            opt_state = state["opt"]
-            step = int(state["step"])
-            losses = _read_losses(out / "loss.csv")[:step]
-            rng_state = state.get("rng")
+            from safetensors.torch import load_file
+            sd = convert_unet_state_dict_to_peft(
+                {k.removeprefix("unet."): v for k, v in load_file(out / WEIGHTS).items()})
+        set_peft_model_state_dict(unet, sd, adapter_name="default")
+        opt_state = state["opt"]
+        step = int(state["step"])
+        losses = list(state["losses"]) if "losses" in state else _read_losses(out / "loss.csv")[:step]
+        rng_state = state.get("rng")
     # the optimizer is made AFTER loading a resumed LoRA: loading may replace the parameter tensors
     params = [p for p in unet.parameters() if p.requires_grad]
     # fused: one kernel for all LoRA tensors instead of a loop of small ops (7.6 -> 2.3 ms per step on CPU)
@@ -242,58 +258,72 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     if rng_state is not None:  # resume continues the same random stream: same result as one run
         g.set_state(rng_state)
+    if step:  # a kill may have come between the state and the files made from it: bring them in step
+        _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, "training")
     atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, "training"))
     yield {"kind": "start", "step": step, "total": cfg.steps, "n_images": len(images), "names": cfg.names,
            "losses": list(losses)}
     t0 = time.time()
     unet.train()
-    while step < cfg.steps:
-        if stop is not None and stop():
+    saved_step = step  # the step whose LoRA is on disk
+    try:
+        while step < cfg.steps:
+            if stop is not None and stop():
+                _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses, "stopped", g)
+                saved_step = step
+                yield {"kind": "stopped", "step": step, "path": str(out)}
+                return
+            idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=g)
+            eps_lat = torch.randn((len(idx), *(_latent_shape(pipe, res))), generator=g).to(device)
+            # which batch items see the empty prompt (drawn only when asked: the paper's runs keep their stream)
+            empty = (torch.rand(len(idx), generator=g) < cfg.empty_prompt_prob if cfg.empty_prompt_prob > 0
+                     else torch.zeros(len(idx), dtype=torch.bool)).to(device)
+            if cfg.cached:
+                z = (lat_mean[idx] + lat_std[idx] * eps_lat) * sf
+                cond = torch.where(empty[:, None, None], emb_empty, emb)
+            else:  # the reference: data pipeline, VAE and text encoder every step, as diffusers' example script
+                if cfg.reference_decodes:
+                    pix, batch_ids = _script_batch(pngs, idx, tfm, tok, prompt_for(cfg.trimester), empty.tolist())
+                else:  # VAE + text encoder only (the benchmark's breakdown)
+                    pix, batch_ids = x[idx], torch.where(empty[:, None], ids_empty, ids)
+                with torch.no_grad():
+                    d = vae.encode(pix.to(device)).latent_dist
+                    z = (d.mean + d.std * eps_lat) * sf
+                    cond = te(batch_ids.to(device))[0]
+            noise = torch.randn(z.shape, generator=g).to(device)
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(device)
+            noisy = sched.add_noise(z, noise, t)
+            with accelerator.autocast():
+                pred = unet(noisy, t, encoder_hidden_states=cond).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+            if not torch.isfinite(loss):  # stop: a diverged LoRA must never be saved or reported as saved
+                _diverged(out, cfg, pipe, step, saved_step, f"the loss is {float(loss)}")
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            lv = float(loss.detach())
+            losses.append(lv)
+            yield {"kind": "step", "step": step, "total": cfg.steps, "loss": lv, "elapsed_s": time.time() - t0}
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    _diverged(out, cfg, pipe, step, saved_step, "a LoRA weight is not finite")
+                saved_step = step
+                _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses,
+                          "done" if step == cfg.steps else "training", g)
+                yield {"kind": "saved", "step": step, "path": str(out / WEIGHTS)}
+            if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps):
+                unet.eval()
+                imgs = preview(pipe, cfg)
+                unet.train()
+                path = atomic_save_png(out / "previews" / f"step_{step:06d}.png", _grid(imgs))
+                yield {"kind": "preview", "step": step, "images": imgs, "path": str(path)}
+    except GeneratorExit:  # the client went away (closed stream): keep the last completed step, as Stop does
+        if step > saved_step:
             _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses, "stopped", g)
-            yield {"kind": "stopped", "step": step, "path": str(out)}
-            return
-        idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=g)
-        eps_lat = torch.randn((len(idx), *(_latent_shape(pipe, res))), generator=g).to(device)
-        # which batch items see the empty prompt (drawn only when asked: the paper's runs keep their stream)
-        empty = (torch.rand(len(idx), generator=g) < cfg.empty_prompt_prob if cfg.empty_prompt_prob > 0
-                 else torch.zeros(len(idx), dtype=torch.bool)).to(device)
-        if cfg.cached:
-            z = (lat_mean[idx] + lat_std[idx] * eps_lat) * sf
-            cond = torch.where(empty[:, None, None], emb_empty, emb)
-        else:  # the reference: data pipeline, VAE and text encoder every step, as diffusers' example script
-            if cfg.reference_decodes:
-                pix, batch_ids = _script_batch(pngs, idx, tfm, tok, prompt_for(cfg.trimester), empty.tolist())
-            else:  # VAE + text encoder only (the benchmark's breakdown)
-                pix, batch_ids = x[idx], torch.where(empty[:, None], ids_empty, ids)
-            with torch.no_grad():
-                d = vae.encode(pix.to(device)).latent_dist
-                z = (d.mean + d.std * eps_lat) * sf
-                cond = te(batch_ids.to(device))[0]
-        noise = torch.randn(z.shape, generator=g).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(device)
-        noisy = sched.add_noise(z, noise, t)
-        with accelerator.autocast():
-            pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if accelerator.sync_gradients and cfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        step += 1
-        lv = float(loss.detach())
-        losses.append(lv)
-        yield {"kind": "step", "step": step, "total": cfg.steps, "loss": lv, "elapsed_s": time.time() - t0}
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses,
-                      "done" if step == cfg.steps else "training", g)
-            yield {"kind": "saved", "step": step, "path": str(out / WEIGHTS)}
-        if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps):
-            unet.eval()
-            imgs = preview(pipe, cfg)
-            unet.train()
-            path = atomic_save_png(out / "previews" / f"step_{step:06d}.png", _grid(imgs))
-            yield {"kind": "preview", "step": step, "images": imgs, "path": str(path)}
+        raise
     unet.eval()
     yield {"kind": "done", "step": step, "path": str(out), "losses": list(losses)}
 
@@ -327,12 +357,54 @@ def _config_record(cfg: LoraTrainConfig, pipe, step: int, status: str) -> dict:
             "weights": WEIGHTS, "format": "diffusers LoRA (save_lora_weights), UNet only"}
 
 
+# settings that may differ between a run and its resume: they do not change the LoRA of a given step
+RESUMABLE_CHANGES = {"steps", "save_every", "preview_every", "preview_seeds", "preview_scale", "mixed_precision",
+                     "names"}
+
+
+def changed_settings(old: dict, cfg: LoraTrainConfig) -> list[str]:
+    """'field: old -> new' for every setting of a saved run that `cfg` asks differently (resume refuses)."""
+    new = asdict(cfg)
+    out = []
+    for f in fields(LoraTrainConfig):
+        if f.name in RESUMABLE_CHANGES:
+            continue
+        default = None if f.default is MISSING else f.default
+        was = old.get(f.name, default)
+        now = new.get(f.name)
+        norm = (lambda v: list(v) if isinstance(v, (tuple, list)) else v)
+        if norm(was) != norm(now):
+            out.append(f"{f.name}: {was!r} -> {now!r}")
+    return out
+
+
+def _diverged(out: Path, cfg, pipe, step: int, saved_step: int, why: str):
+    from ..data import DataError
+    msg = (f"LoRA training stopped at step {step + 1}: {why} (learning rate {cfg.lr:g} too high?). Nothing "
+           f"from this step on is saved" + (f"; the LoRA of step {saved_step} is kept" if saved_step else ""))
+    if saved_step:
+        atomic_write_json(out / "lora_config.json", {**_config_record(cfg, pipe, saved_step, "failed"),
+                                                     "failure": msg})
+    raise DataError(msg)
+
+
 def _save_all(accelerator, unet, opt, out: Path, cfg, pipe, step, losses, status, g) -> None:
+    """train_state.pt is the commit point and holds everything a resume needs (LoRA weights, optimizer, RNG,
+    losses); the weights file, loss.csv and lora_config.json are made from it afterwards, and a resume
+    re-makes them, so a kill between two of these writes cannot leave them out of step."""
     import torch
-    save_lora(accelerator.unwrap_model(unet), out)
+    from peft.utils import get_peft_model_state_dict
+    u = accelerator.unwrap_model(unet)
     buf = io.BytesIO()
-    torch.save({"opt": opt.state_dict(), "step": step, "config": asdict(cfg), "rng": g.get_state()}, buf)
+    torch.save({"opt": opt.state_dict(), "step": step, "config": asdict(cfg), "rng": g.get_state(),
+                "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(u).items()},
+                "losses": list(losses)}, buf)
     atomic_write(out / "train_state.pt", lambda tmp: open(tmp, "wb").write(buf.getvalue()), suffix=".pt")
+    _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, status)
+
+
+def _write_outputs(accelerator, unet, out: Path, cfg, pipe, step, losses, status) -> None:
+    save_lora(accelerator.unwrap_model(unet), out)
     s = io.StringIO()
     w = csv.writer(s)
     w.writerow(["step", "loss"])

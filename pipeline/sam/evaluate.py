@@ -40,9 +40,8 @@ def segment(predictor: SamPredictor, image: np.ndarray, box, pixel_size_mm: floa
     """Mask, fitted ellipse, HC (mm) and GA (weeks, Hadlock) for one image and one box."""
     if pixel_size_mm is not None and not (np.isfinite(pixel_size_mm) and 0 < pixel_size_mm < 10):
         raise DataError(f"pixel size must be a positive number of mm (e.g. 0.15), got {pixel_size_mm}")
-    predictor.set_image(image)
     b = validate_box(box, np.asarray(image).shape[:2])
-    mask = predictor.predict(box=b)
+    mask = predictor.predict_image(image, b)  # embedding + image size as one pair (shared predictors)
     e, emask, hc, ga = None, None, None, None
     if mask.any():
         ex = refit(mask, allow_border=True, min_fit_iou=0.0)

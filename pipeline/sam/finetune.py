@@ -25,7 +25,8 @@ augmentation family coarsely, which is the price of a ~15x faster step.
 the dashboard's live curves:
     {"kind": "prepare", "done", "total", "message"}        embeddings being computed / loaded
     {"kind": "step", "step", "epoch", "loss"}              one optimizer step
-    {"kind": "epoch", "epoch", "val_dice", "best", "train_loss"}   epoch 0 = the zero-shot model
+    {"kind": "epoch", "epoch", "val_dice", "best", "train_loss", "val_scores"}   epoch 0 = the zero-shot model;
+                                                           val_scores: Dice per validation image
     {"kind": "done", "best_val_dice", "best_epoch", "zero_shot_val_dice", "stopped", "run_dir"}
 Stop (a `stop` callable/Event, Ctrl-C, or closing the generator) saves the last position and keeps the
 best checkpoint; calling again with resume=True continues from the saved position.
@@ -85,15 +86,23 @@ class FinetuneConfig:
         return d
 
     def validate(self) -> None:
+        from ..validate import check_float, check_int, check_seed
         if self.aug not in AUGMENTATIONS:
             raise DataError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.aug!r}")
-        for name, lo in (("n_real", 0), ("epochs", 1), ("batch_size", 1), ("aug_views", 1), ("n_val", 1)):
-            if int(getattr(self, name)) < lo:
-                raise DataError(f"{name} must be at least {lo}, got {getattr(self, name)}")
-        if not (0 < self.lr < 1):
-            raise DataError(f"learning rate must be in (0, 1), got {self.lr}")
-        if self.weight_decay < 0 or self.box_jitter_px < 0:
-            raise DataError("weight decay and box jitter must not be negative")
+        # every numeric setting has a checked range, refused with the field's name (never clamped)
+        self.n_real = check_int(self.n_real, "n_real", 0, 100_000)
+        if self.n_synthetic is not None:
+            self.n_synthetic = check_int(self.n_synthetic, "n_synthetic", 0, 1_000_000)
+        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
+        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
+        self.n_val = check_int(self.n_val, "n_val", 1, 100_000)
+        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.weight_decay = check_float(self.weight_decay, "weight_decay", 0, 1)
+        # the paper jitters each side by 0-20 px; beyond a few hundred px the box is no longer a prompt
+        self.box_jitter_px = check_int(self.box_jitter_px, "box jitter (box_jitter_px)", 0, 256)
+        self.seed = check_seed(self.seed, "seed")
+        self.split_seed = check_seed(self.split_seed, "split_seed")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise DataError(f"mixed precision must be auto, no or bf16, got {self.mixed_precision!r}")
         if self.n_real == 0 and not self.synthetic:
@@ -127,9 +136,12 @@ def hybrid_items(cfg: FinetuneConfig, allowed_roots=None) -> tuple[list[Item], l
         raise DataError(f"asked for {cfg.n_real} real pairs but the train part of {cfg.data} holds "
                         f"only {len(parts['train'])}")
     real = nested_subsets(parts["train"], [cfg.n_real], cfg.seed)[cfg.n_real] if cfg.n_real else []
-    val_pool = parts["val"] or parts["test"]
+    # never the test part, even when the val part is empty: choosing a checkpoint on test images would
+    # leak them into every result measured on that test part
+    val_pool = parts["val"]
     if not val_pool:
-        raise DataError(f"{cfg.data} is too small to hold out a validation split")
+        raise DataError(f"{cfg.data} is too small to hold out a validation part ({len(src)} images, split "
+                        f"{'/'.join(f'{f:g}' for f in cfg.split)}): use a larger source")
     val = nested_subsets(val_pool, [min(cfg.n_val, len(val_pool))], cfg.split_seed)[min(cfg.n_val, len(val_pool))]
     train = [Item(src.metas[i].name, "real", (lambda i=i: src[i])) for i in real]
     if cfg.synthetic:
@@ -190,6 +202,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
              allowed_roots=None) -> Iterator[dict]:
     cfg.validate()
     should_stop = _stopper(stop)
+    # every check on the data (sources, sizes, N_real against the train part) BEFORE the first file is
+    # written: a refused start leaves no run folder behind to block the name
+    train, val, warnings = hybrid_items(cfg, allowed_roots)
     from accelerate import Accelerator
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     acc = Accelerator(cpu=(device == "cpu"))
@@ -208,7 +223,6 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     model.image_encoder.eval()
     model.prompt_encoder.eval()
 
-    train, val, warnings = hybrid_items(cfg, allowed_roots)
     for w in warnings[:5]:
         yield {"kind": "warning", "message": w}
     augmentation = build_augmentation(cfg.aug)
@@ -257,10 +271,13 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
         from ..masks import mask_bbox
         val_boxes.append(jitter_box(mask_bbox(it.gt), it.gt.shape, _box_rng(VAL_JITTER_SEED, k), cfg.box_jitter_px))
 
+    val_scores: list[float] = []  # per image, of the latest validation: pages test a gain against noise
+
     @torch.no_grad()
     def validate() -> float:
         model.mask_decoder.eval()
-        scores = []
+        scores = val_scores
+        scores.clear()
         for s in range(0, len(val), 8):
             chunk = val[s:s + 8]
             emb = torch.stack([it.views[0].embedding for it in chunk]).to(acc.device, torch.float32)
@@ -299,7 +316,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
         # best starts as the zero-shot decoder: a run never hands back something worse on val
         run.save_weights("best", acc.unwrap_model(decoder).state_dict(), {"epoch": 0, "val_dice": zero_shot})
         run.log({"kind": "epoch", "epoch": 0, "step": 0, "val_dice": round(zero_shot, 5), "best": 1})
-        yield {"kind": "epoch", "epoch": 0, "val_dice": zero_shot, "best": True, "train_loss": None}
+        yield {"kind": "epoch", "epoch": 0, "val_dice": zero_shot, "best": True, "train_loss": None,
+               "val_scores": list(val_scores)}
 
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": gstep}
     pending: list[dict] = []
@@ -317,7 +335,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                         "reason": reason, "config": cfg.as_dict()})
 
     run.set_status("running", f"training: {len(train)} pairs, {steps_per_epoch} steps per epoch")
-    stopped = False
+    stopped, failed = False, ""
     decoder.train()
     try:
         while epoch < cfg.epochs:
@@ -356,6 +374,11 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                     logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
                 target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
                 loss = loss_fn(logits.float(), target.to(acc.device))
+                if not torch.isfinite(loss):  # stop: a diverged decoder must never be saved or reported done
+                    raise TrainingDiverged(
+                        f"training stopped at epoch {epoch + 1}, step {gstep + 1}: the loss is "
+                        f"{float(loss.detach())} (learning rate {cfg.lr:g} too high?); the best checkpoint so far "
+                        f"(epoch {best_epoch}, val Dice {best:.4f}) is kept")
                 acc.backward(loss)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -381,12 +404,18 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                             "train_loss": None if tl is None else round(tl, 6), "best": int(is_best)})
             position.update(epoch=epoch, step_in_epoch=0, global_step=gstep)
             save_last("epoch")
-            yield {"kind": "epoch", "epoch": epoch, "val_dice": vd, "best": is_best, "train_loss": tl}
+            yield {"kind": "epoch", "epoch": epoch, "val_dice": vd, "best": is_best, "train_loss": tl,
+                   "val_scores": list(val_scores)}
+    except TrainingDiverged as exc:
+        stopped, failed = True, str(exc)
+        raise
     except BaseException:
         stopped = True
         raise
     finally:
-        if stopped or epoch < cfg.epochs:
+        if failed:
+            run.set_status("failed", failed)
+        elif stopped or epoch < cfg.epochs:
             if clean:  # never save weights caught half-way through an optimizer step
                 save_last("stopped")
             run.set_status("stopped", f"stopped at epoch {position['epoch']} step {position['global_step']}; "
@@ -398,6 +427,10 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     yield {"kind": "done", "best_val_dice": best, "best_epoch": best_epoch, "zero_shot_val_dice": zero_shot,
            "stopped": stopped, "run_dir": str(run.path), "global_step": gstep,
            "encoder_runs": cache.misses, "cache_hits": cache.hits}
+
+
+class TrainingDiverged(DataError):
+    """The loss became NaN or infinite: the job stops with this message instead of saving a broken model."""
 
 
 class _ReadOnlyRun(RunDir):

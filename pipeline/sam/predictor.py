@@ -71,8 +71,8 @@ class SamPredictor:
         return self.embedding is not None
 
     @torch.no_grad()
-    def set_image(self, image: np.ndarray) -> "SamPredictor":
-        """Encode `image` (uint8 gray (H, W) or RGB (H, W, 3)) unless its embedding is cached."""
+    def _embed(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], str]:
+        """(embedding, (H, W), key) of `image`, from the cache or the encoder, found under the lock."""
         img = np.asarray(image)
         if img.ndim not in (2, 3) or img.size == 0:
             raise DataError(f"expected a grayscale or RGB image, got shape {img.shape}")
@@ -88,20 +88,41 @@ class SamPredictor:
                 self._cache[key] = emb
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-            self.embedding, self.original_size, self.image_hash = emb, img.shape[:2], key
+        return emb, tuple(img.shape[:2]), key
+
+    def set_image(self, image: np.ndarray) -> "SamPredictor":
+        """Encode `image` (uint8 gray (H, W) or RGB (H, W, 3)) unless its embedding is cached."""
+        emb, hw, key = self._embed(image)
+        with self._lock:
+            self.embedding, self.original_size, self.image_hash = emb, hw, key
         return self
 
     @torch.no_grad()
+    def _decode(self, emb: torch.Tensor, hw: tuple[int, int], box) -> torch.Tensor:
+        b = validate_box(box, hw)
+        return self.model.decode(emb, self.model.box_to_input(b, hw), crop=self.model.crop_cells([hw]))
+
     def predict_logits(self, box) -> torch.Tensor:
-        if self.embedding is None or self.original_size is None:
+        with self._lock:  # the embedding and its image size are read together
+            emb, hw = self.embedding, self.original_size
+        if emb is None or hw is None:
             raise DataError("no image set: call set_image(image) before predict(box=...)")
-        b = validate_box(box, self.original_size)
-        return self.model.decode(self.embedding, self.model.box_to_input(b, self.original_size),
-                                 crop=self.model.crop_cells([self.original_size]))
+        return self._decode(emb, hw, box)
+
+    def predict_image(self, image: np.ndarray, box) -> np.ndarray:
+        """bool mask (H, W) of `image` for one box, safe when several threads share this predictor: the
+        embedding is an argument of the decode, never the shared `self.embedding` another thread may have
+        replaced between set_image and predict."""
+        emb, hw, _ = self._embed(image)
+        return self.model.logits_to_mask(self._decode(emb, hw, box), hw)
 
     def predict(self, box=None) -> np.ndarray:
         """bool mask (H, W) at the original size for one box (x0, y0, x1, y1) in image pixels."""
-        return self.model.logits_to_mask(self.predict_logits(box), self.original_size)
+        with self._lock:
+            emb, hw = self.embedding, self.original_size
+        if emb is None or hw is None:
+            raise DataError("no image set: call set_image(image) before predict(box=...)")
+        return self.model.logits_to_mask(self._decode(emb, hw, box), hw)
 
 
 def load_predictor(profile_or_backend: str | None = None, checkpoint=None, device: str | None = None) -> SamPredictor:
