@@ -29,10 +29,8 @@ Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats
 
 
 def _safe_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ValueError("sweep name: use letters, digits, '-', '_' or '.' only")
-    return name[:60]
+    from pipeline.validate import check_name
+    return check_name(name, "sweep name")  # refused when too long, never cut (a cut name may match another)
 
 
 def _ints(text: str) -> list[int] | None:

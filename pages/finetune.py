@@ -51,10 +51,9 @@ def curves_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]
 
 
 def _run_name(name: str) -> str:
-    name = (name or "").strip() or "sam-run"
-    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ValueError("run name: use letters, digits, '-', '_' or '.' only")
-    return name[:60]
+    from pipeline.validate import check_name
+    # refused when too long, never cut: a cut name once matched another run and returned its result
+    return check_name(name, "run name", default="sam-run")
 
 
 def synthetic_choices(work_dir) -> list[str]:
@@ -78,13 +77,14 @@ def build(ctx) -> None:
         name = _run_name(run_name)
         spec = (spec or "").strip() or ctx.default_source
         syn = None if not synthetic or synthetic == "(none)" else synthetic.strip()
-        cfg = FinetuneConfig(data=spec, n_real=int(n_real), synthetic=syn,
+        cfg = FinetuneConfig(data=spec, n_real=n_real, synthetic=syn,
                              n_synthetic=int(n_synthetic) if syn and n_synthetic else None, aug=aug,
-                             aug_views=int(aug_views), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                             weight_decay=float(weight_decay), box_jitter_px=int(jitter), seed=int(seed),
-                             n_val=int(n_val), backend=ctx.profile.sam_backend,
+                             aug_views=aug_views, epochs=epochs, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, box_jitter_px=jitter, seed=seed,
+                             n_val=n_val, backend=ctx.profile.sam_backend,
                              base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
                              cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
+        cfg.validate()  # raw values above: each one's range is checked here, the message names the field
         stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
         stop.clear()
         out = runs_root / name

@@ -65,10 +65,8 @@ def build(ctx) -> None:
         return [NO_LORA] + [r["name"] for r in list_loras(lora_root)]
 
     def dataset_dir(name: str) -> Path:
-        name = (name or "").strip()
-        if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-            raise ValueError("dataset name: use letters, digits, '-', '_' or '.' only")
-        return syn_root / name
+        from pipeline.validate import check_name
+        return syn_root / check_name(name, "dataset name")
 
     def items(samples, decisions):
         out = []
@@ -90,10 +88,13 @@ def build(ctx) -> None:
         """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
         folder = dataset_dir(dataset)
         lora_path = None if (not lora or lora == NO_LORA) else str(lora_root / Path(lora).name)
-        seed = None if seed is None or int(seed) < 0 else int(seed)
-        cfg = G.GenerateConfig(trimester=trimester, n=int(n), lora=lora_path, base=ctx.profile.diffusion_base,
-                               seed=seed, steps=int(steps), lora_scale=float(scale), guidance=float(guidance),
-                               batch_size=int(batch_size), threshold=int(threshold), qc=bool(qc))
+        from pipeline.validate import check_int
+        seed = None if seed in (None, "") else check_int(seed, "seed (-1: random)", -1, 2**32 - 1)
+        # raw values: the config checks each one's range and names the field when it refuses
+        cfg = G.GenerateConfig(trimester=trimester, n=n, lora=lora_path, base=ctx.profile.diffusion_base,
+                               seed=None if seed == -1 else seed, steps=steps, lora_scale=scale, guidance=guidance,
+                               batch_size=batch_size, threshold=threshold, qc=bool(qc))
+        cfg.validate()
         progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
         samples = []
         for ev in G.generate(cfg):

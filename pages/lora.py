@@ -31,10 +31,8 @@ source. Base model: `{base}`. LoRAs are saved to `loras/NAME-TRIMESTER` and appe
 
 
 def _safe_name(name: str) -> str:
-    name = (name or "").strip() or "lora"
-    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ValueError("LoRA name: use letters, digits, '-', '_' or '.' only")
-    return name[:60]
+    from pipeline.validate import check_name
+    return check_name(name, "LoRA name", default="lora")  # refused when too long, never cut
 
 
 def loss_figure(losses: list[float], title: str = "LoRA loss"):
@@ -53,6 +51,7 @@ def loss_figure(losses: list[float], title: str = "LoRA loss"):
 
 def build(ctx) -> None:
     from pipeline.data import open_source, select_per_trimester
+    from pipeline.validate import check_int, check_seed
     lora_root = ctx.work_dir / "loras"
 
     @guarded
@@ -61,7 +60,8 @@ def build(ctx) -> None:
         if not trimesters:
             raise ValueError("pick at least one trimester")
         src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
-        sel = select_per_trimester(src.metas, int(n), int(seed), trimesters=list(trimesters))
+        sel = select_per_trimester(src.metas, check_int(n, "images per trimester", 1, 10_000), check_seed(seed),
+                                   trimesters=list(trimesters))
         items = []
         for t in trimesters:
             for i in sel[t]:
@@ -81,6 +81,7 @@ def build(ctx) -> None:
             raise ValueError("pick at least one trimester")
         name = _safe_name(name)
         spec = (spec or "").strip() or ctx.default_source
+        preview_every = check_int(preview_every, "preview every N steps", 0, 1_000_000)
         stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
         stop.clear()
         previews, saved = [], []
@@ -88,12 +89,13 @@ def build(ctx) -> None:
             if t not in TRIMESTERS:
                 raise ValueError(f"unknown trimester {t!r}")
             out = lora_root / f"{name}-{t}"
-            cfg = LoraTrainConfig(data=spec, trimester=t, n=int(n), steps=int(steps), rank=int(rank),
-                                  alpha=int(alpha), lr=float(lr), batch_size=int(batch_size),
-                                  grad_clip=float(grad_clip), selection_seed=int(seed), seed=int(seed),
-                                  preview_every=int(preview_every), base=ctx.profile.diffusion_base,
-                                  save_every=max(10, int(preview_every) or 50),
-                                  empty_prompt_prob=float(empty_prompt_prob or 0))
+            # raw values: the config checks each one's range and names the field when it refuses
+            cfg = LoraTrainConfig(data=spec, trimester=t, n=n, steps=steps, rank=rank, alpha=alpha, lr=lr,
+                                  batch_size=batch_size, grad_clip=grad_clip, selection_seed=seed, seed=seed,
+                                  preview_every=preview_every, base=ctx.profile.diffusion_base,
+                                  save_every=max(10, preview_every or 50),
+                                  empty_prompt_prob=0.0 if empty_prompt_prob in (None, "") else empty_prompt_prob)
+            cfg.validate()
             losses, last_plot = [], 0.0
             progress(0, desc=f"{t}: loading the base and encoding the images once")
             yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()

@@ -279,5 +279,5 @@ def test_cli_bad_setting_is_a_message_not_a_traceback(tmp_path, capsys):
     rc = main(["train-lora", "--data", "phantom:6", "--trimester", "second", "--steps", "1",
                "--empty-prompt-prob", "2", "--out", str(tmp_path / "lora")])
     err = capsys.readouterr().err
-    assert rc == 2 and "empty prompt probability must be in [0, 1)" in err and "Traceback" not in err
+    assert rc == 2 and "empty-prompt share (empty_prompt_prob) must be in [0, 0.95]" in err and "Traceback" not in err
     assert not (tmp_path / "lora").exists()  # nothing written for a refused setting

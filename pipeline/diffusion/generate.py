@@ -91,16 +91,16 @@ class GenerateConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.trimester not in TRIMESTERS:
             raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
-        if not 1 <= int(self.n) <= 10_000:
-            raise ValueError(f"count must be between 1 and 10000 (got {self.n})")
-        if not 1 <= int(self.steps) <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000 (got {self.steps})")
-        if int(self.batch_size) < 1:
-            raise ValueError("batch size must be at least 1")
-        if not 0 <= int(self.threshold) <= 255:
-            raise ValueError("the extractor threshold is a gray level 0-255")
-        if self.seed is not None and not 0 <= int(self.seed) < 2 ** 32:
-            raise ValueError("seed must be between 0 and 2^32 - 1")
+        from ..validate import check_float, check_int
+        # every numeric setting has a checked range, refused with the field's name (NaN / inf included)
+        self.n = check_int(self.n, "count (n)", 1, 10_000)
+        self.steps = check_int(self.steps, "steps", 1, 1000)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1, 256)
+        self.threshold = check_int(self.threshold, "the extractor threshold (a gray level)", 0, 255)
+        self.lora_scale = check_float(self.lora_scale, "LoRA scale", 0, 4)
+        self.guidance = check_float(self.guidance, "guidance", 0, 50)
+        if self.seed is not None:
+            self.seed = check_int(self.seed, "seed", 0, 2**32 - 1)
 
 
 @dataclass

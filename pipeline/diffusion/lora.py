@@ -210,6 +210,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     sched = _noise_scheduler(pipe)
 
     step, losses, rng_state, opt_state = 0, [], None, None
+    _remove_leftovers(out)
     if resume and state_path.is_file():
         from ..data import DataError
         try:
@@ -401,6 +402,19 @@ def _save_all(accelerator, unet, opt, out: Path, cfg, pipe, step, losses, status
                 "losses": list(losses)}, buf)
     atomic_write(out / "train_state.pt", lambda tmp: open(tmp, "wb").write(buf.getvalue()), suffix=".pt")
     _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, status)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary files and folders a killed save left behind (.lora-XXXX/, .loss.csv.XXXX, ...): the
+    finished files are always whole (written atomically), these half-written ones are never read."""
+    if not out.is_dir():
+        return
+    names = (WEIGHTS, "train_state.pt", "loss.csv", "lora_config.json")
+    for p in out.iterdir():
+        if p.is_dir() and p.name.startswith(".lora-"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file() and any(p.name.startswith(f".{n}.") for n in names):
+            p.unlink(missing_ok=True)
 
 
 def _write_outputs(accelerator, unet, out: Path, cfg, pipe, step, losses, status) -> None:
