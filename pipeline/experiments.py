@@ -33,6 +33,7 @@ import numpy as np
 from .config import SamFinetuneDefaults
 from .data import DataError, open_source, split_indices, trimester_counts
 from .fileio import atomic_write_json, atomic_write_text
+from .locks import FileLock
 from .masks import TRIMESTERS
 from .results import AUG_ORDER, RESULT_COLUMNS, load_results, summarize
 
@@ -198,9 +199,23 @@ class Sweep:
         return rows
 
     def rebuild_results(self) -> None:
+        """results.csv from every cell's result.json. Under a lock: with several workers, a rebuild that read
+        the cells before another worker's newest result could otherwise be written after that worker's."""
         import pandas as pd
-        df = pd.DataFrame(self.result_rows(), columns=RESULT_COLUMNS)
-        atomic_write_text(self.results_path, df.to_csv(index=False))
+        with FileLock(self.lock_path("results")):
+            df = pd.DataFrame(self.result_rows(), columns=RESULT_COLUMNS)
+            atomic_write_text(self.results_path, df.to_csv(index=False))
+
+    def lock_path(self, name: str) -> Path:
+        return self.path / "locks" / f"{name}.lock"
+
+    @property
+    def synthetic_marker(self) -> Path:
+        return self.path / "synthetic" / "complete.json"
+
+    def synthetic_ready(self) -> str | None:
+        """The SYN arm's generated set as a source spec once it is complete (its marker written), else None."""
+        return f"folder:{self.path / 'synthetic'}" if self.synthetic_marker.is_file() else None
 
     def is_done(self, cell: Cell) -> bool:
         p = self.cell_dir(cell) / "result.json"
@@ -365,14 +380,39 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
             atomic_write_json(state_path, state)
 
 
+def _prepare_synthetic(cfg: SweepConfig, sweep: Sweep, stop, allowed_roots, cell_name: str):
+    """Train the trimester LoRAs (with train_loras) and generate the SYN set, then mark it complete; returns
+    its source spec, or None when stopped. The caller holds the sweep's `synthetic` lock; both steps are
+    resumable, so a worker that died half-way is continued, not restarted."""
+    if cfg.train_loras and not cfg.loras:
+        for ev in train_trimester_loras(cfg, sweep.path / "loras", stop, allowed_roots):
+            yield {**ev, "cell": cell_name}
+        if stop():
+            return None
+    syn_dir = sweep.path / "synthetic"
+    for ev in generate_synthetic(cfg, syn_dir, stop, allowed_roots):
+        yield {**ev, "cell": cell_name}
+    if stop():
+        return None
+    atomic_write_json(sweep.synthetic_marker, {"plan": synthetic_plan(cfg, allowed_roots), "time": time.time()})
+    return sweep.synthetic_ready()
+
+
 # ----------------------------------------------------------------------------- running the sweep
-def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=None) -> Iterator[dict]:
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=None,
+              shard: tuple[int, int] | None = None) -> Iterator[dict]:
     """Generator of progress events:
         {"kind": "plan", "cells": [...], "done": [...]}
         {"kind": "cell_start", "cell", "index", "total"}
         {"kind": "train", "cell", ...finetune event...}
         {"kind": "cell_done", "cell", "rows"}      (the summary can be re-read after this)
+        {"kind": "cell_busy", "cell", "owner"}     (another live worker holds the cell: left to it)
+        {"kind": "waiting", "cell", "for", "owner"} (the SYN set is being made by another worker)
         {"kind": "done", "stopped": bool}
+
+    Several workers may fill one folder at once (a job array, one process per GPU): a cell is run only
+    under its lock file (pipeline/locks.py), so no cell runs twice and a killed worker's cell is taken
+    over by the next run. `shard=(i, n)` further restricts this worker to cells i, i+n, i+2n, ... of the grid.
     """
     from .sam.cache import EmbeddingCache
     from .sam.finetune import FinetuneConfig, finetune
@@ -384,7 +424,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
     should_stop = stop if callable(stop) else (stop.is_set if stop is not None else (lambda: False))
     grid = cells(cfg)
     done = [c.name for c in grid if sweep.is_done(c)]
-    yield {"kind": "plan", "cells": [c.name for c in grid], "done": done}
+    mine = [c.name for k, c in enumerate(grid) if shard is None or k % shard[1] == shard[0]]
+    yield {"kind": "plan", "cells": [c.name for c in grid], "done": done, "mine": mine}
 
     model = build_model(cfg.backend, cfg.base_weights)
     base_decoder = {k: v.clone() for k, v in model.mask_decoder.state_dict().items()}
@@ -410,58 +451,96 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
 
     synthetic = cfg.synthetic
     stopped = False
-    for k, cell in enumerate(grid):
-        if sweep.is_done(cell):
-            continue
-        if should_stop():
-            stopped = True
-            break
-        yield {"kind": "cell_start", "cell": cell.name, "index": k, "total": len(grid)}
-        if cell.augmentation == "syn" and synthetic is None:
-            if cfg.train_loras and not cfg.loras:
-                for ev in train_trimester_loras(cfg, sweep.path / "loras", should_stop, allowed_roots):
-                    yield {**ev, "cell": cell.name}
-                if should_stop():
-                    stopped = True
-                    break
-            syn_dir = sweep.path / "synthetic"
-            for ev in generate_synthetic(cfg, syn_dir, should_stop, allowed_roots):
-                yield {**ev, "cell": cell.name}
+    # this worker's cells in grid order; a SYN cell whose synthetic set another worker is still making is
+    # put back at the end once (the other cells go first), and waited for on its second visit
+    queue = [(k, c) for k, c in enumerate(grid) if c.name in mine]
+    deferred: set[str] = set()
+    started: set[str] = set()
+    lock: FileLock | None = None
+    try:
+        while queue:
+            if lock is not None:
+                lock.release()
+                lock = None
+            k, cell = queue.pop(0)
+            if sweep.is_done(cell):
+                continue
             if should_stop():
                 stopped = True
                 break
-            synthetic = f"folder:{syn_dir}"
-        ft = FinetuneConfig(
-            data=cfg.train, n_real=cell.n_real, aug=AUG_TO_FINETUNE[cell.augmentation],
-            synthetic=synthetic if cell.augmentation == "syn" else None,
-            n_synthetic=(cfg.total - cell.n_real) if cell.augmentation == "syn" else None,
-            aug_views=cfg.aug_views, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-            seed=cfg.seed + cell.repeat, split_seed=cfg.split_seed, split=tuple(cfg.split), n_val=cfg.n_val,
-            backend=cfg.backend, base_weights=cfg.base_weights, cache_dir=str(sweep.path / "cache" / "embeddings"))
-        run_dir = sweep.cell_dir(cell) / "run"
-        last = None
-        for ev in finetune(ft, run_dir, resume=True, stop=should_stop, allowed_roots=allowed_roots):
-            last = ev
-            yield {**ev, "kind": "train", "event": ev["kind"], "cell": cell.name}
-        if last is None or last.get("kind") != "done" or last.get("stopped"):
-            stopped = True
-            break
-        # evaluate the cell's best checkpoint on every test source
-        model.mask_decoder.load_state_dict(base_decoder)
-        _apply_state(model, _load_state_file(run_dir / "best.safetensors"), f"{cell.name}/best.safetensors")
-        rows = []
-        for ts in ensure_tests():
-            r = ts.evaluate()
-            rows.append({"augmentation": cell.augmentation, "n_real": cell.n_real, "repeat": cell.repeat,
-                         "test": ts.name, "n_test": r["n_test"], "dice": round(r["dice"], 4),
-                         "dice_std": round(r["dice_std"], 4),
-                         "hc_abs_error_mm": None if r["hc_abs_error_mm"] is None else round(r["hc_abs_error_mm"], 4),
-                         "run": str(run_dir.relative_to(sweep.path))})
-        atomic_write_json(sweep.cell_dir(cell) / "result.json",
-                          {"cell": cell.name, "rows": rows, "best_val_dice": last.get("best_val_dice"),
-                           "zero_shot_val_dice": last.get("zero_shot_val_dice"), "time": time.time()})
-        sweep.rebuild_results()
-        yield {"kind": "cell_done", "cell": cell.name, "index": k, "total": len(grid), "rows": rows}
+            if cell.augmentation == "syn" and synthetic is None:
+                synthetic = sweep.synthetic_ready()
+            if cell.augmentation == "syn" and synthetic is None:
+                syn_lock = FileLock(sweep.lock_path("synthetic"))
+                if not syn_lock.acquire(wait_s=0 if cell.name not in deferred else float("inf"), poll_s=5,
+                                        stop=should_stop):
+                    if should_stop():
+                        stopped = True
+                        break
+                    yield {"kind": "waiting", "cell": cell.name, "for": "the synthetic set", "owner": syn_lock.owner()}
+                    deferred.add(cell.name)
+                    queue.append((k, cell))
+                    continue
+                try:
+                    synthetic = sweep.synthetic_ready()  # made by the worker that held the lock before us
+                    if synthetic is None:
+                        started.add(cell.name)
+                        yield {"kind": "cell_start", "cell": cell.name, "index": k, "total": len(grid)}
+                        synthetic = yield from _prepare_synthetic(cfg, sweep, should_stop, allowed_roots, cell.name)
+                finally:
+                    syn_lock.release()
+                if synthetic is None:
+                    stopped = True
+                    break
+            lock = FileLock(sweep.lock_path(cell.name))
+            if not lock.acquire():
+                yield {"kind": "cell_busy", "cell": cell.name, "owner": lock.owner()}
+                lock = None
+                continue
+            if sweep.is_done(cell):  # finished by another worker between our check and our lock
+                continue
+            cell_lock = lock
+            cell_stop = lambda: should_stop() or cell_lock.lost  # noqa: E731 -- a lost lock: stop, write nothing
+            if cell.name not in started:
+                yield {"kind": "cell_start", "cell": cell.name, "index": k, "total": len(grid)}
+            ft = FinetuneConfig(
+                data=cfg.train, n_real=cell.n_real, aug=AUG_TO_FINETUNE[cell.augmentation],
+                synthetic=synthetic if cell.augmentation == "syn" else None,
+                n_synthetic=(cfg.total - cell.n_real) if cell.augmentation == "syn" else None,
+                aug_views=cfg.aug_views, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                seed=cfg.seed + cell.repeat, split_seed=cfg.split_seed, split=tuple(cfg.split), n_val=cfg.n_val,
+                backend=cfg.backend, base_weights=cfg.base_weights, cache_dir=str(sweep.path / "cache" / "embeddings"))
+            run_dir = sweep.cell_dir(cell) / "run"
+            last = None
+            for ev in finetune(ft, run_dir, resume=True, stop=cell_stop, allowed_roots=allowed_roots):
+                last = ev
+                yield {**ev, "kind": "train", "event": ev["kind"], "cell": cell.name}
+            if cell_lock.lost:
+                yield {"kind": "cell_busy", "cell": cell.name, "owner": cell_lock.owner()}
+                continue
+            if last is None or last.get("kind") != "done" or last.get("stopped"):
+                stopped = True
+                break
+            # evaluate the cell's best checkpoint on every test source
+            model.mask_decoder.load_state_dict(base_decoder)
+            _apply_state(model, _load_state_file(run_dir / "best.safetensors"), f"{cell.name}/best.safetensors")
+            rows = []
+            for ts in ensure_tests():
+                r = ts.evaluate()
+                rows.append({"augmentation": cell.augmentation, "n_real": cell.n_real, "repeat": cell.repeat,
+                             "test": ts.name, "n_test": r["n_test"], "dice": round(r["dice"], 4),
+                             "dice_std": round(r["dice_std"], 4),
+                             "hc_abs_error_mm": None if r["hc_abs_error_mm"] is None else round(r["hc_abs_error_mm"], 4),
+                             "run": str(run_dir.relative_to(sweep.path))})
+            atomic_write_json(sweep.cell_dir(cell) / "result.json",
+                              {"cell": cell.name, "rows": rows, "best_val_dice": last.get("best_val_dice"),
+                               "zero_shot_val_dice": last.get("zero_shot_val_dice"), "time": time.time(),
+                               "worker": {"host": cell_lock.info["host"], "pid": cell_lock.info["pid"]}})
+            sweep.rebuild_results()
+            yield {"kind": "cell_done", "cell": cell.name, "index": k, "total": len(grid), "rows": rows}
+    finally:
+        if lock is not None:
+            lock.release()
     if not stopped:
         ensure_tests()  # zero-shot reference even when every cell was already done
     sweep.rebuild_results()
@@ -511,6 +590,8 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
     p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per cell (default: the preset's)")
+    p.add_argument("--shard", help="i/n: this worker runs only cells i, i+n, i+2n, ... (0 <= i < n); auto: from a "
+                   "SLURM job array. Without it, several workers on one --out share the cells by lock files")
     p.add_argument("--report", help="write the markdown tables here when the sweep ends")
     p.add_argument("--figure", help="write the Figure-3 PNG here when the sweep ends")
 
@@ -558,12 +639,22 @@ def config_from_args(args) -> SweepConfig:
 
 def run(args) -> int:
     from tqdm import tqdm
+    from .locks import detach_from_launcher, parse_shard
     cfg = config_from_args(args)
+    shard = parse_shard(getattr(args, "shard", None))  # before detaching: 'auto' may read RANK / WORLD_SIZE
+    detach_from_launcher()
     bar = None
-    for ev in run_sweep(cfg, args.out):
+    busy: dict[str, dict | None] = {}
+    for ev in run_sweep(cfg, args.out, shard=shard):
         k = ev["kind"]
         if k == "plan":
-            bar = tqdm(total=len(ev["cells"]), initial=len(ev["done"]), desc="cells", unit="cell", file=sys.stderr)
+            mine = set(ev["mine"])
+            bar = tqdm(total=len(mine), initial=len(mine & set(ev["done"])), unit="cell", file=sys.stderr,
+                       desc="cells" if shard is None else f"cells of shard {shard[0]}/{shard[1]}")
+        elif k == "cell_busy":
+            busy[ev["cell"]] = ev["owner"]
+        elif k == "waiting" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: waiting for {ev['for']} (another worker makes it)")
         elif k == "cell_start" and bar is not None:
             bar.set_postfix_str(ev["cell"])
         elif k == "lora" and bar is not None:
@@ -581,6 +672,13 @@ def run(args) -> int:
                 bar.close()
             if ev["stopped"]:
                 print("stopped: re-run the same command to resume", file=sys.stderr)
+    by_name = {c.name: c for c in cells(cfg)}
+    busy = {c: o for c, o in busy.items() if not Sweep(args.out).is_done(by_name[c])}
+    if busy:
+        who = ", ".join(f"{c} ({(o or {}).get('host', '?')}:{(o or {}).get('pid', '?')})" for c, o in sorted(busy.items()))
+        print(f"{len(busy)} cell(s) were running in other workers and are left to them: {who}. The report below "
+              "has what is finished; re-run this command after they end (a dead worker's cell is taken over "
+              "then).", file=sys.stderr)
     md = report_markdown(args.out, command=" ".join(["python -m pipeline sweep", *sys.argv[2:]]))
     print(md)
     if args.report:
