@@ -108,6 +108,36 @@ class SweepConfig:
                                 "train_loras: true to train them on the train pool first")
         if not self.tests:
             raise DataError("give at least one test source (heldout = the train source's test split)")
+        from .validate import check_float, check_int, check_seed
+        # every numeric setting has a checked range, refused with the field's name (never clamped)
+        self.n_real = [check_int(v, "N_real", 1, 100_000) for v in self.n_real]
+        self.repeats = check_int(self.repeats, "repeats", 1, 1000)
+        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
+        self.total = check_int(self.total, "total (SYN)", 1, 1_000_000)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
+        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
+        self.n_val = check_int(self.n_val, "n_val", 1, 100_000)
+        self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
+        self.lora_n = check_int(self.lora_n, "lora_n", 1, 10_000)
+        self.generate_min_qc = check_float(self.generate_min_qc, "generate_min_qc", 0, 1)
+        if self.test_limit is not None:
+            self.test_limit = check_int(self.test_limit, "test_limit", 1, 1_000_000)
+        for k in ("seed", "split_seed", "eval_seed", "generate_seed"):
+            setattr(self, k, check_seed(getattr(self, k), k))
+
+    def check_sources(self, allowed_roots=None) -> None:
+        """Open every source the sweep names (train, tests, synthetic) and check the LoRAs it is given, so a
+        bad one is refused BEFORE the sweep folder is created (a test folder outside the allowed roots was
+        once refused only after a whole cell had trained, and the folder stayed listed)."""
+        open_source(self.train, allowed_roots)
+        for spec in self.tests:
+            if spec != HELDOUT:
+                open_source(spec, allowed_roots)
+        if self.synthetic:
+            open_source(self.synthetic, allowed_roots)
+        for tri, d in (self.loras or {}).items():
+            _check_lora_pool(self, tri, d)
 
 
 PRESETS: dict[str, dict] = {
@@ -281,6 +311,25 @@ class TestSet:
                 "hc_abs_error_mm": float(np.median(hc)) if hc else None}
 
 
+def _check_lora_pool(cfg: SweepConfig, trimester: str, lora_dir: str) -> None:
+    """A LoRA trained on the sweep's own train source must have chosen its images from the train part of
+    the same split: one chosen among all images (the LoRA tab's default) may have seen test images, and
+    synthetic pairs made from it would leak them into the result."""
+    p = Path(lora_dir) / "lora_config.json"
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{trimester}-trimester LoRA {lora_dir}: no readable lora_config.json") from None
+    if rec.get("data") != cfg.train:
+        return  # trained on another source: it cannot have seen this source's test part
+    if rec.get("pool") != "train" or list(rec.get("split") or []) != list(cfg.split) \
+            or rec.get("split_seed") != cfg.split_seed:
+        raise DataError(f"{trimester}-trimester LoRA {Path(lora_dir).name} chose its images among "
+                        f"{'all images' if rec.get('pool') != 'train' else 'another split'} of {cfg.train}, so it "
+                        f"may have seen test images: train it on the train pool (train-lora --pool train) or "
+                        f"let the sweep train the LoRAs (train_loras)")
+
+
 def _test_sets(cfg: SweepConfig, model, cache, allowed_roots=None) -> list[TestSet]:
     out = []
     for spec in cfg.tests:
@@ -419,6 +468,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
     from .sam.models import _apply_state, _load_state_file, build_model
 
     cfg.validate()
+    cfg.check_sources(allowed_roots)
     sweep = Sweep(out_dir)
     sweep.start(cfg)
     should_stop = stop if callable(stop) else (stop.is_set if stop is not None else (lambda: False))
@@ -521,11 +571,14 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, stop=None, allowed_roots=No
             if last is None or last.get("kind") != "done" or last.get("stopped"):
                 stopped = True
                 break
-            # evaluate the cell's best checkpoint on every test source
+            # evaluate the cell's best checkpoint on every test source. The test sets come FIRST: their first
+            # preparation scores the zero-shot reference by loading the BASE decoder into the model, which once
+            # replaced the cell's decoder loaded before it (the first cell of each process got zero-shot rows)
+            test_sets = ensure_tests()
             model.mask_decoder.load_state_dict(base_decoder)
             _apply_state(model, _load_state_file(run_dir / "best.safetensors"), f"{cell.name}/best.safetensors")
             rows = []
-            for ts in ensure_tests():
+            for ts in test_sets:
                 r = ts.evaluate()
                 rows.append({"augmentation": cell.augmentation, "n_real": cell.n_real, "repeat": cell.repeat,
                              "test": ts.name, "n_test": r["n_test"], "dice": round(r["dice"], 4),

@@ -140,6 +140,7 @@ def test_a_closed_client_stream_saves_like_stop_and_resumes_exactly(random_base,
     assert _same(_weights(out), uninterrupted[1])
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_uninterrupted_lora(random_base, tmp_path, uninterrupted):
     out = tmp_path / "lora"
     cmd = [sys.executable, "-m", "pipeline", "train-lora", "--data", "phantom:12", "--trimester", "second",
