@@ -18,21 +18,36 @@ from pages.common import AppContext
 from pipeline.config import ROOT, get_profile
 
 DEFAULT_DATA_ROOTS = [ROOT.parent / "shared" / "data", ROOT / "data"]
+# Gallery captions wrap instead of being cut: the verdict and QC of a generated sample and the pair names
+# of the LoRA tab sit at the end of their captions (issue 11)
+CSS = """
+.gallery-item .caption-label, .thumbnail-item .caption-label, .preview .caption {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  max-width: calc(100% - 8px) !important; line-height: 1.25;
+}
+"""
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     # delete_cache: thumbnails and results Gradio caches per request are removed after a day
+    pages = {name: importlib.import_module(f"pages.{name}") for name in PAGES}
     with gr.Blocks(title="SonoSynth Lab", delete_cache=(3600, 86400)) as demo:
+        ctx.demo = demo  # pages may run something when a page opens (demo.load)
         gr.Markdown(f"# SonoSynth Lab · profile `{ctx.profile.name}`")
         with gr.Tabs():
-            for name in PAGES:
-                page = importlib.import_module(f"pages.{name}")
-                with gr.Tab(page.TITLE, id=name):
+            for name, page in pages.items():
+                with gr.Tab(page.TITLE, id=name) as tab:
+                    ctx.tab = tab  # a page may refresh its lists when its tab is opened (tab.select)
                     page.build(ctx)
     # every event goes through the queue: heavy ones share one worker (pages.common.HEAVY), so a second
     # user waits and sees their queue position; light ones run at most two at a time
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
+
+
+def page_head() -> str:
+    """The pages' small browser scripts (a page module's HEAD), for launch(head=...) (Gradio 6)."""
+    return "\n".join(getattr(importlib.import_module(f"pages.{name}"), "HEAD", "") for name in PAGES)
 
 
 def make_context(profile: str | None = None, data_roots: list[str] | None = None,
@@ -66,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
               "read data under the folders above (choose them with --data-root)", flush=True)
     demo = build_app(ctx)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{ctx.max_upload_mb}mb",
-                allowed_paths=[str(ctx.work_dir)], theme=gr.themes.Soft())
+                allowed_paths=[str(ctx.work_dir)], theme=gr.themes.Soft(), css=CSS, head=page_head())
 
 
 if __name__ == "__main__":

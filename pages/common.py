@@ -35,6 +35,8 @@ class AppContext:
     max_upload_mb: int = 200
     # components a page shares with later pages (e.g. "data_spec": the Data tab's current source)
     shared: dict[str, Any] = field(default_factory=dict)
+    tab: Any = None  # the gr.Tab being built (app.py sets it before each page's build): tab.select events
+    demo: Any = None  # the gr.Blocks being built: demo.load events (when a browser page opens)
 
     @property
     def allowed_roots(self) -> list[Path]:

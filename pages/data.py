@@ -12,6 +12,7 @@ import gradio as gr
 from pipeline import browse
 from pipeline.cli_data import summarize
 from pipeline.data import DataError, open_source
+from pipeline.readable import data_summary_markdown, hc_check_markdown
 
 from .common import HEAVY, guarded
 
@@ -84,6 +85,13 @@ def build(ctx) -> None:
         return i + 1, img, browse.headline(info), info
 
     @guarded
+    def first_shown_detail(spec, shown, alpha, trimester):
+        if not shown:
+            return None, None, f"no {trimester} trimester sample in this source", None
+        img, info = browse.sample_detail(open_(spec), shown[0], alpha)
+        return shown[0] + 1, img, browse.headline(info), info
+
+    @guarded
     def data_summary(spec, progress=gr.Progress()):
         """The data-summary CLI command: loads every sample to check HC from the masks against the CSV."""
         def tick(i, n):
@@ -100,6 +108,8 @@ def build(ctx) -> None:
     page_state = gr.State(0)
     shown_state = gr.State(initial["shown"])  # source indices of the thumbnails on screen
     ctx.shared["data_spec"] = spec_state
+    # a new browser tab starts a new session at the default source: it says so and offers the last one
+    last_spec = gr.BrowserState("", storage_key="sonosynth-last-data-source")
 
     gr.Markdown(INTRO.format(roots=", ".join(f"`{r}`" for r in roots), max_mb=ctx.max_upload_mb))
     with gr.Row(equal_height=True):
@@ -132,9 +142,12 @@ def build(ctx) -> None:
             with gr.Accordion("All metadata", open=False):
                 info = gr.JSON(initial["info"], label="Metadata", elem_id="data-info")
     with gr.Accordion("Summary and HC check", open=False):
-        summary_json = gr.JSON(initial["summary"], label="Summary (from the metadata)")
-        check_btn = gr.Button("Check HC against the masks (loads every sample)")
-        check_json = gr.JSON(label="data-summary: HC from each mask (fitted ellipse × pixel size) vs reference")
+        summary_md = gr.Markdown(data_summary_markdown(initial["summary"]), elem_id="data-summary-text")
+        check_btn = gr.Button("Check HC against the masks (loads every sample)", elem_id="data-check")
+        check_md = gr.Markdown("", elem_id="data-check-text")
+        with gr.Accordion("The same as JSON (for scripts)", open=False):
+            summary_json = gr.JSON(initial["summary"], label="Summary (from the metadata)")
+            check_json = gr.JSON(label="data-summary: HC from each mask (fitted ellipse × pixel size) vs reference")
 
     # ------------------------------------------------------------------ events
     # errors: a toast, and one "Error" badge on the status line (not on every output, which keep their view)
@@ -144,11 +157,16 @@ def build(ctx) -> None:
                    number, detail, headline, info],
           api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
           show_progress_on=[status, gallery]) \
-        .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden")  # even on error
+        .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden") \
+        .then(lambda s: s, inputs=[spec_state], outputs=[last_spec], api_visibility="private",
+              show_progress="hidden")  # remembered in this browser (localStorage) for the next page it opens
     page_io = dict(outputs=[page_state, shown_state, gallery, page_md], concurrency_limit=2,
                    concurrency_id="data", show_progress="minimal", show_progress_on=[gallery])
+    # the detail panel follows the filter: it shows the first sample still on screen, never one filtered out
     trimester.change(lambda s, a, t: data_page(s, 0, a, t), inputs=[spec_state, alpha, trimester],
-                     api_visibility="private", **page_io)
+                     api_visibility="private", **page_io) \
+        .then(first_shown_detail, inputs=[spec_state, shown_state, alpha, trimester],
+              outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
     prev_btn.click(lambda s, p, a, t: data_page(s, (p or 0) - 1, a, t),
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
     next_btn.click(lambda s, p, a, t: data_page(s, (p or 0) + 1, a, t),
@@ -161,7 +179,20 @@ def build(ctx) -> None:
               api_visibility="private", show_progress_on=[detail])
     gallery.select(select_sample, inputs=[spec_state, shown_state, alpha],
                    outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
-    check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY)
+    def offer_last(saved):
+        if not saved or saved == ctx.default_source:
+            return gr.skip(), gr.skip()
+        return (gr.update(value=saved),
+                f"This page started with the default source `{ctx.default_source}`. Your last source in this "
+                f"browser was `{saved}`: it is in the box above — press **Load** to open it again.")
+    if getattr(ctx, "demo", None) is not None:
+        ctx.demo.load(offer_last, inputs=[last_spec], outputs=[source, status], api_visibility="private",
+                      show_progress="hidden")
+    check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY) \
+        .then(hc_check_markdown, inputs=[check_json], outputs=[check_md], api_visibility="private",
+              show_progress="hidden")
+    summary_json.change(data_summary_markdown, inputs=[summary_json], outputs=[summary_md], api_visibility="private",
+                        show_progress="hidden")
 
 
 def _status(src, s: dict, problems=()) -> str:

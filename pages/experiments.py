@@ -13,6 +13,8 @@ import gradio as gr
 
 from pipeline.gpu import gpu_task
 
+from pipeline.eta import eta_text
+
 from .common import HEAVY, guarded
 
 TITLE = "Experiments"
@@ -38,9 +40,29 @@ def _ints(text: str) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise ValueError(f"N_real: expected a comma list of integers, got {text!r}") from None
+        raise ValueError(f"N_real values: expected a comma list of whole numbers such as 5,20,50, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ValueError(f"N_real values: every value must be at least 1, got {text!r}")
+    return values
+
+
+def _optional_int(text, field: str, minimum: int = 1) -> int | None:
+    """An optional whole-number field: empty means "the preset's value". These are text boxes, not
+    gr.Number: a Number with no value became 0 when its accordion opened, and Start then failed with
+    "Value 0 is less than minimum value 1." without naming the field."""
+    text = "" if text is None else str(text).strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{field}: expected a whole number or nothing (the preset's value), got {text!r}") from None
+    if value != int(value) or value < minimum:
+        raise ValueError(f"{field}: expected a whole number of at least {minimum}, got {text!r} "
+                         "(leave it empty for the preset's value)")
+    return int(value)
 
 
 def _views(sweep_dir: Path):
@@ -90,7 +112,7 @@ def build(ctx) -> None:
                     tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
                     synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
                     loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
-                    repeats=int(repeats) if repeats else None, epochs=int(epochs) if epochs else None,
+                    repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
                     augmentations=list(augmentations) if augmentations else None)
         cfg = preset(preset_name, **over)
         out = sweeps_root / name
@@ -98,15 +120,18 @@ def build(ctx) -> None:
         stop.clear()
         status, last = "", 0.0
         total, done = 1, 0
+        started, done_at_start = time.monotonic(), 0  # the estimate: mean time per cell finished in this start
         for ev in run_sweep(cfg, out, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
             k = ev["kind"]
             if k == "plan":
                 total, done = len(ev["cells"]), len(ev["done"])
+                started, done_at_start = time.monotonic(), done
                 status = f"**{name}**: {done}/{total} cells finished before this start"
                 yield (status, *_views(out), gr.update(choices=list_sweeps(), value=name))
             elif k == "cell_start":
-                status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}`"
-                progress((done, total), desc=f"cell {ev['cell']}", unit="cells")
+                eta = eta_text(started, done - done_at_start, total - done_at_start)
+                status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}` · {eta}"
+                progress((done, total), desc=f"cell {ev['cell']} · {eta}", unit="cells")
             elif k == "lora":
                 progress((ev["step"], ev["total"]), desc=f"SYN arm: {ev['trimester']}-trimester LoRA")
                 if time.monotonic() - last > 2:
@@ -128,9 +153,11 @@ def build(ctx) -> None:
                     yield f"{status} · {ev['message']}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             elif k == "cell_done":
                 done += 1
-                progress((done, total), desc=f"{done}/{total} cells", unit="cells")
+                eta = eta_text(started, done - done_at_start, total - done_at_start)
+                progress((done, total), desc=f"{done}/{total} cells · {eta}", unit="cells")
                 r = ev["rows"][0]
-                status = f"**{name}**: {done}/{total} cells · `{ev['cell']}`: Dice {r['dice']:.2f} % on {r['test']}"
+                status = (f"**{name}**: {done}/{total} cells · {eta} · `{ev['cell']}`: Dice {r['dice']:.2f} % "
+                          f"on {r['test']}")
                 yield (status, *_views(out), gr.skip())
             elif k == "done":
                 msg = ("⏹ stopped — press Start with the same name to resume" if ev["stopped"]
@@ -152,8 +179,13 @@ def build(ctx) -> None:
         cfg = Sweep(out).config()
         grid = cells(cfg)
         n_done = sum(Sweep(out).is_done(c) for c in grid)
+        # the form takes the opened sweep's settings, so Start resumes it instead of mixing the old name
+        # and source with this sweep's results
+        form = (name, cfg.train, ", ".join(cfg.tests), ",".join(str(v) for v in cfg.n_real), str(cfg.repeats),
+                str(cfg.epochs), list(cfg.augmentations))
         return (f"**{name}**: {n_done}/{len(grid)} cells finished (train `{cfg.train}`, "
-                f"{cfg.epochs} epochs, SYN total {cfg.total})", *_views(out))
+                f"{cfg.epochs} epochs, SYN total {cfg.total}) — the form above now holds its settings; "
+                "Start resumes it", *_views(out), *form)
 
     # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO)
@@ -180,8 +212,10 @@ def build(ctx) -> None:
             augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn"], value=None,
                                              label="Augmentations (empty: the preset's)", elem_id="sw-augs")
             n_real = gr.Textbox("", label="N_real values (empty: the preset's), e.g. 5,20,50", elem_id="sw-nreal")
-            repeats = gr.Number(None, label="repeats (empty: preset)", precision=0, minimum=1, elem_id="sw-repeats")
-            epochs = gr.Number(None, label="epochs (empty: preset)", precision=0, minimum=1, elem_id="sw-epochs")
+            repeats = gr.Textbox("", label="repeats (empty: the preset's)", placeholder="e.g. 3",
+                                 info="runs per cell, each with its own seed", elem_id="sw-repeats")
+            epochs = gr.Textbox("", label="epochs (empty: the preset's)", placeholder="e.g. 8",
+                                info="fine-tuning passes over the training pairs", elem_id="sw-epochs")
     with gr.Row():
         start_btn = gr.Button("Start / resume sweep", variant="primary", elem_id="sw-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="sw-stop")
@@ -198,11 +232,15 @@ def build(ctx) -> None:
     spec_state = ctx.shared.get("data_spec")
     if spec_state is not None:
         spec_state.change(lambda s: s, inputs=[spec_state], outputs=[train], api_visibility="private")
-    refresh.click(lambda: (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
-                           gr.update(choices=list_sweeps())),
-                  outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    def fresh_lists():
+        return (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
+                gr.update(choices=list_sweeps()))
+    refresh.click(fresh_lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    if ctx.tab is not None:  # LoRAs, datasets and sweeps made in other tabs are listed when this tab opens
+        ctx.tab.select(fresh_lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
     start_btn.click(start, inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real,
                                    repeats, epochs, augmentations],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
-    open_btn.click(open_sweep, inputs=[past], outputs=[status, table, chart, results], api_name="open_sweep")
+    open_btn.click(open_sweep, inputs=[past], outputs=[status, table, chart, results, name, train, tests, n_real,
+                                                     repeats, epochs, augmentations], api_name="open_sweep")

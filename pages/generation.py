@@ -8,6 +8,7 @@ API endpoint: generate.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +18,9 @@ from pipeline.config import GenerationDefaults
 from pipeline.masks import TRIMESTERS, refit
 
 from pipeline.gpu import gpu_task
+
+from pipeline.eta import eta_text
+from pipeline.readable import ellipse_markdown, generation_markdown, lora_label, lora_state, lora_warning, short_path
 
 from .common import HEAVY, guarded
 
@@ -62,7 +66,8 @@ def build(ctx) -> None:
     syn_root = ctx.work_dir / "synthetic"
 
     def lora_choices():
-        return [NO_LORA] + [r["name"] for r in list_loras(lora_root)]
+        # (label, value): the label says when a LoRA is unfinished (stopped at step 2 of 300)
+        return [NO_LORA] + [(lora_label(r["name"], lora_state(r["path"])), r["name"]) for r in list_loras(lora_root)]
 
     def dataset_dir(name: str) -> Path:
         from pipeline.validate import check_name
@@ -72,13 +77,17 @@ def build(ctx) -> None:
         out = []
         for s in samples:
             d = decisions.get(s.name)
-            out.append((s.picture(), s.caption() + (f" · {d.upper()}" if d else "")))
+            # the verdict and QC first: a long caption wraps, and what matters must come before the name
+            verdict = "✅ valid" if s.valid else f"✗ {s.extraction.reason}"
+            qc = "QC n/a" if s.qc is None else f"QC {s.qc:.2f}"
+            out.append((s.picture(), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
         return out
 
     def dataset_status(folder: Path) -> str:
         n_acc = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
         n_rej = len(list((folder / "rejected" / "images").glob("*.png"))) if (folder / "rejected").is_dir() else 0
-        return f"`{folder}`: **{n_acc}** accepted, {n_rej} rejected · open it as `folder:{folder}`"
+        return (f"`{short_path(folder, ctx.work_dir)}`: **{n_acc}** accepted, {n_rej} rejected · train on it in "
+                "Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
 
     @guarded
 
@@ -95,21 +104,29 @@ def build(ctx) -> None:
                                seed=None if seed == -1 else seed, steps=steps, lora_scale=scale, guidance=guidance,
                                batch_size=batch_size, threshold=threshold, qc=bool(qc))
         cfg.validate()
+        if lora_path is not None:
+            warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
+            if warn:
+                gr.Warning(warn)
         progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
-        samples = []
+        samples, started = [], time.monotonic()
         for ev in G.generate(cfg):
             if ev["kind"] == "start":
                 progress((0, ev["total"]), desc="generating", unit="images")
+                started = time.monotonic()  # the estimate counts sampling, not the model loading before it
             elif ev["kind"] == "sample":
                 s = ev["sample"]
                 samples.append(s)
                 G.save_raw(folder, s)  # provenance: every raw sample, kept or not
-                progress((ev["index"] + 1, ev["total"]), desc="generating", unit="images")
+                eta = eta_text(started, ev["index"] + 1, ev["total"])
+                progress((ev["index"] + 1, ev["total"]), desc=f"generating · {eta}", unit="images")
                 if len(samples) % int(batch_size) == 0 or len(samples) == ev["total"]:
                     summ = G.summarize(samples)
-                    yield items(samples, {}), {**summ, "seeds": [x.seed for x in samples]}, samples, {}
+                    yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], total=ev["total"])
+                           + f"\n\n{eta}", samples, {})
         summ = G.summarize(samples)
-        yield items(samples, {}), {**summ, "seeds": [x.seed for x in samples], "dataset": str(folder)}, samples, {}
+        yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], folder, ctx.work_dir),
+               samples, {})
 
     def select(samples, evt: gr.SelectData):
         if not samples or evt.index is None or evt.index >= len(samples):
@@ -117,7 +134,7 @@ def build(ctx) -> None:
         s = samples[evt.index]
         ex = s.extraction
         qc = "n/a" if s.qc is None else f"{s.qc:.3f}"
-        ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.1f} px"
+        ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.0f} px"
         info = (f"**{s.name}** (seed {s.seed}) · extractor: **{'valid' if ex.valid else 'refused'}** "
                 f"({ex.reason}) · QC {qc}{ell}")
         return evt.index, editor_value(s.gray, ex.mask), info
@@ -131,7 +148,7 @@ def build(ctx) -> None:
         ex = refit(m, allow_border=True)
         if ex.ellipse is None:
             raise ValueError(f"cannot fit an ellipse: {ex.reason}")
-        return editor_value(s.gray, ex.mask), f"re-fitted: {ex.ellipse.as_dict()}"
+        return editor_value(s.gray, ex.mask), f"re-fitted ellipse: {ellipse_markdown(ex.ellipse)}"
 
     @guarded
     def accept_one(samples, decisions, index, value, dataset):
@@ -197,7 +214,7 @@ def build(ctx) -> None:
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="Samples · ellipse in yellow · verdict · QC", columns=4, height=560,
                                  object_fit="contain", allow_preview=False, elem_id="gen-gallery")
-            summary = gr.JSON(label="Summary", elem_id="gen-summary")
+            summary = gr.Markdown("", elem_id="gen-summary")
         with gr.Column(scale=2):
             info = gr.Markdown("Select a sample to edit its mask.", elem_id="gen-info")
             editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head)",
@@ -218,12 +235,17 @@ def build(ctx) -> None:
     index = gr.State(None)
 
     refresh.click(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private")
+    if ctx.tab is not None:  # the list is fresh whenever the tab is opened: no manual refresh needed
+        ctx.tab.select(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private",
+                       queue=False)
     trained = ctx.shared.get("lora_trained")
     if trained is not None:
         def newest(s):
             names = [Path(p).name for p in (s or "").split(";") if p]
             ch = lora_choices()
-            return gr.Dropdown(choices=ch, value=names[-1] if names and names[-1] in ch else gr.skip())
+            # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
+            ok = names and names[-1] in [c[1] for c in ch[1:]] and lora_state(lora_root / names[-1])["finished"]
+            return gr.Dropdown(choices=ch, value=names[-1] if ok else gr.skip())
         trained.change(newest, inputs=[trained], outputs=[lora], api_visibility="private")
     gen_btn.click(generate, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
                                     dataset],

@@ -24,6 +24,40 @@ image–mask pairs, and those pairs help SAM segment fetal heads when real label
 | **Playground** | Draw a box on an image and see the head SAM segments, with HC and gestational age. |
 | **Experiments** | Run the paper's Table 1 comparison (none / weak / strong augmentation / synthetic) on your data. |
 
+### Quick start — three steps, about 5 minutes on a CPU
+
+1. **Playground** → *Load image* → drag a box around the head on the left image. The head mask appears on
+   the right with its head circumference (HC), gestational age (GA) and a verdict on how far it is from the
+   reference. *Export* saves the mask PNG, the ellipse (JSON) and, for a whole folder, the HC18 challenge CSV.
+2. **Fine-tune SAM** → keep the defaults, press *Start fine-tuning*. The curves show SAM's mask decoder
+   learning from 20 real pairs; the result says whether it beats the base model by more than chance.
+3. **Playground** again → choose your new run in *Model* and draw the same box: compare.
+
+Then, for the paper's method: **LoRA training** (one LoRA per trimester, ~20 real pairs) → **Generation**
+(new image + mask pairs with that LoRA; accept the good ones into a synthetic dataset) → **Fine-tune SAM**
+with that dataset as *Synthetic pairs* → **Experiments** (the whole comparison as a table).
+Use the **Data** tab first to pick your own data (an HC18 folder, or `images/` + `masks/`).
+
+### Words used on the tabs
+
+| Word | Meaning |
+|---|---|
+| **in-channel image** | the training image of the diffusion model: the ultrasound in red and green, the head mask in **blue**. That is why LoRA previews and raw samples look **yellow** (image, R = G) with a **blue** head (mask, B). |
+| **LoRA** | a small add-on to the diffusion model that teaches it one trimester from a few real pairs, leaving the base model unchanged. |
+| **rank** | the size of the LoRA (how many directions it may change per layer); the paper uses 128. |
+| **alpha** | the LoRA's strength: its update is scaled by alpha / rank (paper: 128 / 128 = 1). |
+| **UniPC** | the sampler that turns noise into an image in few steps (20 here, as in the paper). |
+| **guidance** | how strongly a sample follows its trimester prompt (classifier-free guidance, 7.5). |
+| **Ellipse Extractor** | reads the blue channel of a generated sample, thresholds it and fits an ellipse: that is the sample's head mask. |
+| **QC** | quality check of a generated pair: the Dice between SAM's mask and the extracted ellipse (1 = identical). |
+| **Dice** | overlap of two masks, from 0 (none) to 1 (identical). |
+| **HC / BPD / OFD** | head circumference, biparietal diameter (short axis), occipito-frontal diameter (long axis), in mm. |
+| **GA** | gestational age in weeks, from HC by Hadlock's formula (1984). |
+| **N_real** | how many real labelled pairs a fine-tuning run uses. |
+| **heldout** | the test part of the training source's seeded split: never trained on, never used to choose a checkpoint. |
+| **None / WA / SA / SYN** | no augmentation / weak classic augmentation (flips, ±15° rotation, brightness/contrast, blur, noise) / strong (±45° rotation, elastic warps, colour shifts, cut-out holes) / synthetic pairs from the diffusion model added to the real ones (the paper's method). |
+| **epoch** | one pass over all training pairs. |
+
 **Profile in use: `{profile}`** — {profile_help}
 
 The phantom images are made by our own generator for demonstration. They are not real patient data.

@@ -18,16 +18,26 @@ from pipeline.masks import TRIMESTERS, overlay
 
 from pipeline.gpu import gpu_task
 
+from pipeline.eta import eta_text, estimate_text
+from pipeline.readable import short_path
+
 from .common import HEAVY, guarded
 
 TITLE = "LoRA training"
 _D = LoraDefaults()
 _STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
+# seconds per LoRA step on a 2-core CPU, tiny base (README, Diffusion: 0.126 s quiet, ~0.3 s busy) plus
+# loading and encoding: what the estimate beside Start assumes before a run has measured its own rate
+LORA_STEP_S = 0.3
 
 INTRO = """### LoRA training — one LoRA per trimester on a few real image + mask pairs
-In-channel images (R = G = image, B = filled head mask), the paper's recipe: rank 128, alpha 128, lr 1e-4
-constant, batch 4, AdamW, clipping 1.0, 20 images per trimester chosen by a seeded draw from the Data tab's
-source. Base model: `{base}`. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the Generation tab."""
+The diffusion model learns *in-channel* images: the ultrasound in red and green, the head mask in blue — so
+previews look **yellow with a blue head** (R = G = image, B = mask). A *LoRA* is a small add-on trained on
+~20 real pairs of one trimester; the base model stays unchanged. The paper's recipe: *rank* 128 (the LoRA's
+size), *alpha* 128 (its strength: alpha / rank = 1), learning rate 1e-4 constant, batch 4, AdamW, clipping 1.0,
+20 images per trimester chosen by a seeded draw from the Data tab's source. Base model: `{base}`.
+300 steps take about {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
+Generation tab."""
 
 
 def _safe_name(name: str) -> str:
@@ -46,6 +56,12 @@ def loss_figure(losses: list[float], title: str = "LoRA loss"):
         fig.add_scatter(x=x[k - 1:], y=smooth, mode="lines", name=f"mean of {k}", line=dict(width=2.5, color="#d62"))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="MSE (noise)", height=320,
                       margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=1.12))
+    fig.update_xaxes(rangemode="nonnegative", tickformat="d")  # steps are whole numbers from 0
+    if not losses:  # an empty plot says what will appear, instead of showing axes from -1 to 6
+        fig.update_xaxes(range=[0, 1], showticklabels=False)
+        fig.update_yaxes(range=[0, 1], showticklabels=False)
+        fig.add_annotation(text="the loss curve appears here when training starts", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
     return fig
 
 
@@ -96,7 +112,7 @@ def build(ctx) -> None:
                                   save_every=max(10, preview_every or 50),
                                   empty_prompt_prob=0.0 if empty_prompt_prob in (None, "") else empty_prompt_prob)
             cfg.validate()
-            losses, last_plot = [], 0.0
+            losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
             progress(0, desc=f"{t}: loading the base and encoding the images once")
             yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()
             for ev in run(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
@@ -107,10 +123,13 @@ def build(ctx) -> None:
                         gr.Info(f"{t}: resuming {out.name} at step {ev['step']}")
                 elif k == "step":
                     losses.append(ev["loss"])
-                    progress((ev["step"], ev["total"]), desc=f"{t} trimester LoRA", unit="steps")
+                    if first_step is None:  # the rate is measured from the first step on (after loading/encoding)
+                        first_step, started = ev["step"], time.monotonic()
+                    eta = eta_text(started, ev["step"] - first_step, ev["total"] - first_step)
+                    progress((ev["step"], ev["total"]), desc=f"{t} trimester LoRA · {eta}", unit="steps")
                     if time.monotonic() - last_plot > 1.0 or ev["step"] == ev["total"]:
                         last_plot = time.monotonic()
-                        yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f}",
+                        yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f} · {eta}",
                                loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
                 elif k == "preview":
                     previews = [(im, f"{t} · step {ev['step']} · seed {s}")
@@ -118,8 +137,9 @@ def build(ctx) -> None:
                     yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
                            loss_figure(losses, f"{out.name} loss"), previews, str(out))
                 elif k == "stopped":
-                    yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in `{out}` "
-                           f"(press Start again to resume)", loss_figure(losses, f"{out.name} loss"), previews,
+                    yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in "
+                           f"`{short_path(out, ctx.work_dir)}` — it is **unfinished**; press Start again with the "
+                           f"same name to resume", loss_figure(losses, f"{out.name} loss"), previews,
                            str(out))
                     return
                 elif k == "done":
@@ -134,7 +154,7 @@ def build(ctx) -> None:
         return "⏹ stopping after the current step…"
 
     # ------------------------------------------------------------------ widgets
-    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base))
+    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(300 * LORA_STEP_S)))
     spec_state = ctx.shared.get("data_spec")
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
@@ -146,8 +166,10 @@ def build(ctx) -> None:
         with gr.Row():
             n = gr.Number(_D.n_per_trimester, label="images per trimester", precision=0, minimum=1, elem_id="lora-n")
             steps = gr.Number(300, label="steps", precision=0, minimum=1, elem_id="lora-steps")
-            rank = gr.Number(_D.rank, label="rank", precision=0, minimum=1)
-            alpha = gr.Number(_D.alpha, label="alpha", precision=0, minimum=1)
+            rank = gr.Number(_D.rank, label="rank", precision=0, minimum=1,
+                             info="the LoRA's size: directions it may change per layer (paper: 128)")
+            alpha = gr.Number(_D.alpha, label="alpha", precision=0, minimum=1,
+                              info="the LoRA's strength: its update is scaled by alpha / rank")
         with gr.Row():
             lr = gr.Number(_D.lr, label="learning rate (constant)")
             batch_size = gr.Number(_D.batch_size, label="batch size", precision=0, minimum=1, elem_id="lora-batch")
@@ -164,7 +186,8 @@ def build(ctx) -> None:
     status = gr.Markdown("", elem_id="lora-status")
     with gr.Row():
         plot = gr.Plot(loss_figure([]), label="Live loss", elem_id="lora-loss")
-        previews = gr.Gallery(label="Previews at fixed seeds (newest first)", columns=4, height=320,
+        previews = gr.Gallery(label="Previews at fixed seeds, newest first (yellow = image in R+G, blue = head mask in B)",
+                              columns=4, height=320,
                               object_fit="contain", elem_id="lora-previews")
     selection = gr.Gallery(label="Training pairs (mask tinted)", columns=10, height=260, object_fit="contain",
                            elem_id="lora-selection")

@@ -78,8 +78,10 @@ def _predictor(ctx, session: str, model_name: str):
 def _pixel_size(value, gt) -> float | None:
     """The pixel size typed in the field, or the sample's exact one when the field shows it rounded
     (HC18 stores 0.0691358041432; the field shows 0.069136)."""
-    if value in (None, "") or float(value) <= 0:
+    if value in (None, "") or float(value) == 0:  # 0: what an empty gr.Number can turn into in the browser
         return None
+    if not 0 < float(value) < 10:  # named here: gr.Number's own minimum check does not name the field
+        raise ValueError(f"pixel size must be a positive number of mm per pixel below 10 (e.g. 0.15), got {value}")
     exact = (gt or {}).get("pixel_size_mm")
     if exact and abs(float(value) - round(exact, 6)) < 1e-9:
         return float(exact)
@@ -97,7 +99,7 @@ def _box_from_annotation(annot) -> tuple[float, float, float, float] | None:
 def build(ctx) -> None:
     from gradio_image_annotation import image_annotator
 
-    from pipeline.data import DataError, open_source, read_gray, to_gray_uint8
+    from pipeline.data import DataError, open_source, read_upload_gray, to_gray_uint8
     from pipeline.fileio import atomic_save_png, atomic_write_json
     from pipeline.metrics import dice
     from pipeline.measure import (GA_FORMULA, biometry, box_fit, dice_verdict, draw_measurements, ellipse_record,
@@ -131,7 +133,7 @@ def build(ctx) -> None:
     def load_upload(path):
         if not path:
             raise ValueError("no file uploaded")
-        img = read_gray(path)  # DataError for a corrupt / non-image file
+        img = read_upload_gray(path, Path(path).name)  # DataError for a corrupt / non-image / too large file
         name = Path(path).name
         return ({"image": np.repeat(img[..., None], 3, axis=2), "boxes": []}, img,
                 {"name": name, "mask": None, "hc_mm": None}, None,
@@ -160,7 +162,7 @@ def build(ctx) -> None:
                        else f"fine-tuned run `{model_name}`")
         lines = [f"**Model: {model_label}** · box ({', '.join(f'{v:.0f}' for v in seg.box)}) · {dt:.2f} s "
                  f"({pred.encoder_calls} image encodings this session for this model)"]
-        warn = loose_box_warning(box_fit(seg.box, seg.mask))
+        warn = loose_box_warning(box_fit(seg.box, seg.mask, seg.ellipse_mask))
         if warn:
             lines.append(warn)
         if gt and gt.get("mask") is not None:
@@ -199,7 +201,7 @@ def build(ctx) -> None:
         if image is None:
             raise ValueError("no image given")
         if isinstance(image, (str, Path)):
-            img = read_gray(image, "the image")  # header checked against the pixel limit before decoding
+            img = read_upload_gray(image, "the image")  # header checked against the pixel limit first
         else:
             check_array_size(image, "the image")
             img = to_gray_uint8(np.asarray(image))
@@ -221,9 +223,7 @@ def build(ctx) -> None:
         the HC18 challenge CSV (filename, centre, semi-axes in mm, angle in rad). Returns (CSV, message)."""
         from pipeline.measure import export_folder_hc18
         spec = (spec or "").strip() or ctx.default_source
-        px = None if pixel_size in (None, "") else float(pixel_size)
-        if px is not None and not 0 < px < 10:
-            raise ValueError(f"pixel size must be a positive number of mm below 10 (e.g. 0.15), got {pixel_size}")
+        px = _pixel_size(pixel_size, None)
         session = getattr(request, "session_hash", None) or "api"
         pred = _predictor(ctx, session, model_name)
         started = time.monotonic()
@@ -260,19 +260,23 @@ def build(ctx) -> None:
         model = gr.Dropdown(model_choices(ctx.work_dir), value=BASE, label="Model (base or a fine-tuned run)",
                             scale=3, elem_id="pg-model")
         refresh = gr.Button("↻ runs", scale=0, min_width=80)
-        pixel = gr.Number(None, label="pixel size (mm per pixel)", minimum=0, scale=2, elem_id="pg-pixel")
+        pixel = gr.Number(None, label="pixel size (mm per pixel)", scale=2, elem_id="pg-pixel",
+                          info="needed for HC, BPD, OFD and GA; HC18 images bring their own")
         alpha = gr.Slider(0, 1, 0.45, step=0.05, label="mask opacity", scale=2, elem_id="pg-alpha")
         ellipse_fit = gr.Checkbox(False, label="show fitted ellipse as the mask", scale=2, elem_id="pg-ellipse")
     info = gr.Markdown("Pick an image and press *Load image*.", elem_id="pg-info")
     with gr.Row():
         # disable_edit_boxes: no label dialog after every box (one label only); HEAD below keeps the
         # annotator in "Create box" mode, so every drag draws a new box (single_box replaces the old one)
-        annot = image_annotator(None, label="Drag a box tightly around the skull", label_list=["head"],
-                                label_colors=["#00c8ff"], single_box=True, sources=[], image_type="numpy",
-                                elem_id="pg-ann", box_min_size=4, height=480, disable_edit_boxes=True,
-                                show_remove_button=False, scale=1, min_width=300)
-        result_img = gr.Image(label="Mask overlay · HC / BPD / OFD drawn on it", type="numpy", interactive=False,
-                              elem_id="pg-result", height=480, scale=1, min_width=300)
+        # side by side (each in a column: the annotator alone takes the whole row and pushed the overlay below)
+        with gr.Column(scale=1, min_width=320):
+            annot = image_annotator(None, label="Drag a box tightly around the skull", label_list=["head"],
+                                    label_colors=["#00c8ff"], single_box=True, sources=[], image_type="numpy",
+                                    elem_id="pg-ann", box_min_size=MIN_BOX_PX, height=480, disable_edit_boxes=True,
+                                    show_remove_button=False)
+        with gr.Column(scale=1, min_width=320):
+            result_img = gr.Image(label="Mask overlay · HC / BPD / OFD drawn on it", type="numpy",
+                                  interactive=False, elem_id="pg-result", height=480)
     with gr.Row():
         segment_btn = gr.Button("Segment the box", variant="primary", elem_id="pg-segment")
     result = gr.Markdown("", elem_id="pg-metrics")
@@ -301,6 +305,8 @@ def build(ctx) -> None:
     upload.upload(load_upload, inputs=[upload], outputs=[annot, image_state, gt_state, pixel, info, result_img, files],
                   api_visibility="private")
     refresh.click(refresh_models, inputs=[model], outputs=[model], api_visibility="private")
+    if ctx.tab is not None:  # runs fine-tuned meanwhile are listed whenever the tab is opened
+        ctx.tab.select(refresh_models, inputs=[model], outputs=[model], api_visibility="private", queue=False)
     finished = ctx.shared.get("sam_run_finished")  # the Fine-tune tab's finished run: list it at once
     if finished is not None:
         finished.change(refresh_models, inputs=[model], outputs=[model], api_visibility="private")
@@ -326,7 +332,9 @@ def build(ctx) -> None:
                  concurrency_limit=4, concurrency_id="playground", trigger_mode="always_last")
     # the named API endpoint: image + box in, mask + JSON out (components hidden from the page)
     with gr.Row(visible=False):
-        api_image = gr.Image(type="filepath", label="image")
+        # a File, not an Image: gr.Image opens (and may decode) the upload with PIL before the handler runs,
+        # so a corrupt or oversized image got Gradio's generic error instead of a message saying what is wrong
+        api_image = gr.File(type="filepath", label="image")
         api_box = [gr.Number(label=n) for n in ("x0", "y0", "x1", "y1")]
         api_pixel = gr.Number(None, label="pixel_size_mm")
         api_model = gr.Textbox(BASE, label="model")

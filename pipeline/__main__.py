@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "data-summary": ("pipeline.cli_data", "counts, trimesters and HC check of a data source"),
     "segment": ("pipeline.sam.cli", "segment one image from a box prompt"),
+    "export-hc18": ("pipeline.sam.cli", "HC18 challenge CSV (ellipse centre, semi-axes in mm, angle) for a data source"),
     "evaluate": ("pipeline.sam.cli", "Dice / HC error of a SAM model on a data source (jittered boxes)"),
     "finetune-sam": ("pipeline.sam.cli", "fine-tune SAM's mask decoder on real (+ synthetic) pairs"),
     "pretrain-base": ("pipeline.diffusion.cli", "pretrain the tiny diffusion base on phantoms"),

@@ -35,6 +35,12 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--out", required=True, help="mask PNG to write (a JSON with box, ellipse, HC beside it)")
         p.add_argument("--ellipse-fit", action="store_true", help="write the fitted filled ellipse as the mask")
         _model_args(p)
+    elif command == "export-hc18":
+        p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
+        p.add_argument("--out", required=True, help="the CSV to write")
+        p.add_argument("--pixel-size", type=float, default=None,
+                       help="mm per pixel for images whose source gives none (default: skip them)")
+        _model_args(p)
     elif command == "evaluate":
         p.add_argument("--data", required=True, help="hc18:PATH, folder:PATH or phantom[:N[:SEED]]")
         p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
@@ -86,7 +92,24 @@ def _predictor(args):
 
 
 def run(args) -> int:
-    return {"segment": _segment, "evaluate": _evaluate, "finetune-sam": _finetune}[args.command](args)
+    return {"segment": _segment, "evaluate": _evaluate, "finetune-sam": _finetune,
+            "export-hc18": _export_hc18}[args.command](args)
+
+
+def _export_hc18(args) -> int:
+    from tqdm import tqdm
+    from ..measure import export_folder_hc18
+    bar = tqdm(total=None, desc="segment", unit="img", file=sys.stderr, disable=None)
+
+    def progress(i, n):
+        bar.total = n
+        bar.update(i + 1 - bar.n)
+    res = export_folder_hc18(_predictor(args), args.data, args.out, args.pixel_size, progress=progress)
+    bar.close()
+    for s in res["skipped"][:20]:
+        print(f"skipped {s}", file=sys.stderr)
+    print(f"wrote {res['rows']} rows to {res['csv']} ({len(res['skipped'])} skipped)")
+    return 0
 
 
 def _segment(args) -> int:
@@ -98,8 +121,10 @@ def _segment(args) -> int:
     out = Path(args.out)
     mask = seg.ellipse_mask if (args.ellipse_fit and seg.ellipse_mask is not None) else seg.mask
     atomic_save_png(out, mask)
+    from ..measure import ellipse_record
     info = {"image": str(args.image), "checkpoint": args.checkpoint, **seg.as_dict(),
-            "ellipse_fit": bool(args.ellipse_fit)}
+            "ellipse_fit": bool(args.ellipse_fit),
+            **ellipse_record(seg.ellipse, args.pixel_size)}  # px and mm, BPD / OFD, the GA formula
     atomic_write_json(out.with_suffix(".json"), info)
     print(json.dumps(info))
     return 0
