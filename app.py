@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"note: listening on {args.host}: anyone who can reach this address can use the dashboard and "
               "read data under the folders above (choose them with --data-root)", flush=True)
     demo = build_app(ctx)
+    # serve only what a page hands out: files a handler returns are copied into Gradio's cache and served
+    # from there; of the work dir only exports/ (per-session, unguessable names) may be read by URL, never
+    # runs/, checkpoints, other users' uploads (Gradio serves allowed_paths + its cache, not the cwd)
+    (ctx.work_dir / "exports").mkdir(parents=True, exist_ok=True)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{ctx.max_upload_mb}mb",
-                allowed_paths=[str(ctx.work_dir)], theme=gr.themes.Soft(), css=CSS, head=page_head())
+                allowed_paths=[str(ctx.work_dir / "exports")], theme=gr.themes.Soft(), css=CSS, head=page_head())
 
 
 if __name__ == "__main__":

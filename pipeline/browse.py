@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -240,6 +241,19 @@ def open_upload(zip_path: str | os.PathLike, uploads_dir: Path, max_bytes: int =
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise DataError("the uploaded file is missing (upload it again)")
+    # identical uploads share one server path that a second client may be rewriting right now: retry a
+    # refused zip a few times before reporting it (a really broken one is reported after ~1 s)
+    for attempt in range(4):
+        try:
+            return _open_upload(zip_path, uploads_dir, max_bytes)
+        except DataError:
+            if attempt == 3:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+def _open_upload(zip_path: Path, uploads_dir: Path, max_bytes: int) -> str:
     h = hashlib.sha256()
     with open(zip_path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -95,6 +95,23 @@ def read_gray(path: str | os.PathLike, what: str | None = None) -> np.ndarray:
     return to_gray_uint8(read_image(path, what), what or Path(path).name)
 
 
+def read_upload_gray(path: str | os.PathLike, what: str = "the uploaded image", tries: int = 4,
+                     wait_s: float = 0.25) -> np.ndarray:
+    """read_gray for a file a web server just received. Identical uploads share one cache path, and a second
+    client's upload of the same file may be rewriting it while the first reads it (seen: 4 of 160 parallel
+    requests read a half-written file as corrupt), so a failed read is retried a few times before it is
+    reported. A file that is really broken is reported after ~1 s."""
+    import time
+    for attempt in range(tries):
+        try:
+            return read_gray(path, what)
+        except DataError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
 def check_inside(path: Path, allowed_roots: Sequence[str | os.PathLike] | None, what: str) -> Path:
     """Refuse a file that a link takes outside the allowed data folders (a dataset root being allowed
     does not make every file under it so: images/ may be a symlink to anywhere)."""

@@ -33,5 +33,5 @@ def test_segment_endpoint(client, tmp_path):
     with pytest.raises(AppError, match="outside"):
         client.predict(handle_file(str(path)), 5000, 5000, 6000, 6000, None, "base model", False,
                        api_name="/segment")
-    with pytest.raises(AppError, match="not found"):
+    with pytest.raises(AppError, match="no fine-tuned run named 'no-such-run'"):
         client.predict(handle_file(str(path)), *box, None, "no-such-run", False, api_name="/segment")
