@@ -44,20 +44,48 @@ class AppContext:
 
 
 def user_error(exc: BaseException) -> gr.Error:
-    """A clear message for the page, never a stack trace."""
+    """A clear message for the page, never a stack trace (print_exception=False: Gradio would otherwise
+    print a full traceback in the server log for every refused input)."""
     if isinstance(exc, (DataError, ValueError, FileNotFoundError)):
-        return gr.Error(str(exc))
-    return gr.Error(f"{type(exc).__name__}: {exc}")
+        return gr.Error(str(exc), print_exception=False)
+    return gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False)
+
+
+def _name_the_field(preprocess):
+    """Gradio checks a Number's / Slider's minimum and maximum itself, before any handler runs, with a message
+    that does not say which field ("Value 0 is less than minimum value 1.") and a traceback in the server
+    log. This puts the field's label in front and logs one warning line instead."""
+    @functools.wraps(preprocess)
+    def checked(self, payload):
+        try:
+            return preprocess(self, payload)
+        except gr.Error as exc:
+            msg = f"{self.label or 'a number field'}: {getattr(exc, 'message', exc)}"
+            logging.getLogger(__name__).warning("refused input: %s", msg)
+            raise gr.Error(msg, print_exception=False) from None
+    checked._names_field = True  # type: ignore[attr-defined]
+    return checked
+
+
+for _cls in (gr.Number, gr.Slider):
+    if not getattr(_cls.preprocess, "_names_field", False):
+        _cls.preprocess = _name_the_field(_cls.preprocess)
 
 
 def guarded(fn):
     """Wrap an event handler so that any failure reaches the page as a clear gr.Error (a toast for a
     person, an error message for gradio_client), never a stack trace; unexpected ones are logged."""
     def translate(exc: Exception) -> gr.Error:
+        log = logging.getLogger(fn.__module__)
         if isinstance(exc, gr.Error):
+            log.warning("refused input to %s: %s", fn.__name__, getattr(exc, "message", exc))
+            exc.print_exception = False
             return exc
-        if not isinstance(exc, (DataError, ValueError, FileNotFoundError)):
-            logging.getLogger(fn.__module__).exception("%s failed", fn.__name__)
+        if isinstance(exc, (DataError, ValueError, FileNotFoundError)):
+            # the server log: one warning line for a refused input; a traceback only for a bug (below)
+            log.warning("refused input to %s: %s", fn.__name__, exc)
+        else:
+            log.exception("%s failed", fn.__name__)
         return user_error(exc)
 
     if inspect.isgeneratorfunction(fn):  # streaming handlers (progress, live plots)

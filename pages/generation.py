@@ -175,9 +175,9 @@ def build(ctx) -> None:
     @guarded
     def accept_all(samples, decisions, min_qc, dataset):
         """Accept every valid pair whose QC is at least min_qc (pairs a person already decided are kept)."""
+        folder = dataset_dir(dataset)  # the name first: a bad one is refused whatever else is wrong
         if not samples:
             raise ValueError("generate some samples first")
-        folder = dataset_dir(dataset)
         decisions = dict(decisions)
         n = 0
         for s in samples:
