@@ -179,15 +179,17 @@ def build(ctx) -> None:
               api_visibility="private", show_progress_on=[detail])
     gallery.select(select_sample, inputs=[spec_state, shown_state, alpha],
                    outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
-    def offer_last(saved):
-        if not saved or saved == ctx.default_source:
+    def offer_last(saved, current):
+        if not saved or saved == ctx.default_source or saved == current:
             return gr.skip(), gr.skip()
         return (gr.update(value=saved),
                 f"This page started with the default source `{ctx.default_source}`. Your last source in this "
                 f"browser was `{saved}`: it is in the box above — press **Load** to open it again.")
-    if getattr(ctx, "demo", None) is not None:
-        ctx.demo.load(offer_last, inputs=[last_spec], outputs=[source, status], api_visibility="private",
-                      show_progress="hidden")
+    # the browser hands the stored value over after the page loaded: its change event is the moment
+    # (demo.load alone saw it still empty); saving a newly loaded source changes it too, hence `current`
+    triggers = [last_spec.change] + ([ctx.demo.load] if getattr(ctx, "demo", None) is not None else [])
+    gr.on(triggers, offer_last, inputs=[last_spec, spec_state], outputs=[source, status], api_visibility="private",
+          show_progress="hidden")
     check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY) \
         .then(hc_check_markdown, inputs=[check_json], outputs=[check_md], api_visibility="private",
               show_progress="hidden")
