@@ -256,3 +256,29 @@ def test_only_what_a_page_hands_out_is_served(app_url, app_work_dir, files):
     mask_path, _ = Client(app_url, verbose=False).predict(handle_file(files["head"]), *BOX, None, "base model", False,
                                                           api_name="/segment")
     assert Path(mask_path).stat().st_size > 0  # downloaded by the client from the server
+
+
+def test_segment_under_contention_on_two_images(app_url, tmp_path):
+    """Many /segment calls at once on two different images (the API's callers share one predictor, up to 4
+    at a time): every answer is the mask of its own image, equal to the one a lone call gets."""
+    from concurrent.futures import ThreadPoolExecutor
+    phs = [make_phantom(21), make_phantom(22)]
+    paths, boxes = [], []
+    for i, ph in enumerate(phs):
+        p = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(p), ph.image)
+        ys, xs = np.nonzero(ph.mask)
+        paths.append(str(p))
+        boxes.append((float(xs.min() - 6), float(ys.min() - 6), float(xs.max() + 6), float(ys.max() + 6)))
+
+    def call(i):
+        client = Client(app_url, verbose=False)
+        mask_path, info = client.predict(handle_file(paths[i % 2]), *boxes[i % 2], None, "base model", False,
+                                         api_name="/segment")
+        return i % 2, cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE) > 127, Path(mask_path).name
+    alone = [call(0)[1], call(1)[1]]
+    assert (alone[0] != alone[1]).any()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(24)))
+    assert all((mask == alone[k]).all() for k, mask, _ in results)
+    assert len({name for _, _, name in results}) == 24  # no two answers share (and overwrite) a file

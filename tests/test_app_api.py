@@ -163,7 +163,7 @@ def test_corrupt_image_in_an_upload_is_reported_not_fatal(client, tmp_path):
     z = _phantom_zip(tmp_path / "broken.zip", n=2, extra={"mydata/images/a_broken.png": b"garbage"})
     r = load(client, upload=z)
     assert r["summary"]["n"] == 3 and len(r["gallery"]) == 3
-    assert "cannot read a_broken.png" in r["status"]
+    assert "cannot read images/a_broken.png" in r["status"]
     assert r["gallery"][0]["caption"] == "#1 · unreadable"
     assert r["headline"].startswith("⚠️") and r["info"] is None
     _, _, info = client.predict(2, 0.4, api_name="/sample_detail")  # the readable ones still open
