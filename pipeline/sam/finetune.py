@@ -34,6 +34,7 @@ best checkpoint; calling again with resume=True continues from the saved positio
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -166,6 +167,9 @@ def _box_rng(seed: int, *parts: int) -> np.random.Generator:
 
 
 VAL_JITTER_SEED = 12345  # one fixed jittered box per val image: epochs and runs are comparable
+# a checkpoint (last.safetensors + last_state.pt) at least this often inside an epoch, besides every epoch end
+# and every Stop: a SIGKILL loses at most this much work (0: after every step, for tests)
+SAVE_EVERY_S = float(os.environ.get("SONOSYNTH_SAVE_EVERY_S", 60))
 
 
 # ----------------------------------------------------------------------------- training
@@ -304,6 +308,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
         opt.load_state_dict(state["optimizer"])
         epoch, step_in_epoch, gstep = state["epoch"], state["step_in_epoch"], state["global_step"]
         best, best_epoch, zero_shot = state["best_val_dice"], state["best_epoch"], state["zero_shot_val_dice"]
+        epoch_losses = list(state.get("epoch_losses", []))  # the resumed epoch's losses so far (its mean)
         run.truncate_metrics(gstep)
         yield {"kind": "resume", "epoch": epoch, "step": gstep,
                "message": f"resumed at epoch {epoch + 1}, step {gstep}"}
@@ -322,6 +327,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": gstep}
     pending: list[dict] = []
     clean = True
+    losses: list[float] = list(epoch_losses) if state is not None and step_in_epoch else []
+    last_save = time.monotonic()
 
     def save_last(reason: str) -> None:
         # order matters: last_state.pt is the commit point. Metric rows go first (a kill before the state
@@ -332,7 +339,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
         run.save_weights("last", sd, {"epoch": position["epoch"], "global_step": position["global_step"]})
         run.save_state({"decoder": sd, "optimizer": opt.state_dict(), **position,
                         "best_val_dice": best, "best_epoch": best_epoch, "zero_shot_val_dice": zero_shot,
-                        "reason": reason, "config": cfg.as_dict()})
+                        "reason": reason, "config": cfg.as_dict(),
+                        "epoch_losses": list(losses) if position["step_in_epoch"] else []})
 
     run.set_status("running", f"training: {len(train)} pairs, {steps_per_epoch} steps per epoch")
     stopped, failed = False, ""
@@ -342,7 +350,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
             rng = np.random.default_rng([cfg.seed, 1, epoch])
             perm = rng.permutation(len(train))
             view_of = rng.integers(n_views, size=len(train))
-            losses = []
+            losses = losses if step_in_epoch else []  # a resumed epoch keeps the losses of its first steps
             for j in range(step_in_epoch, steps_per_epoch):
                 if should_stop():
                     stopped = True
@@ -390,6 +398,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                 pending.append({"kind": "step", "epoch": epoch + 1, "step": gstep, "loss": round(lv, 6)})
                 yield {"kind": "step", "step": gstep, "epoch": epoch + 1, "loss": lv,
                        "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs}
+                if time.monotonic() - last_save >= SAVE_EVERY_S:  # mid-epoch: a kill loses at most this much
+                    save_last("periodic")
+                    last_save = time.monotonic()
             if stopped:
                 break
             epoch += 1
