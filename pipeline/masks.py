@@ -155,13 +155,23 @@ class Extraction:
 
 def extract_ellipse(channel: np.ndarray, threshold: int = 127, min_area_frac: float = 0.005,
                     min_fit_iou: float = 0.85, border_margin: int = 1,
-                    allow_border: bool = False) -> Extraction:
+                    allow_border: bool = True, min_inside: float = 0.6, max_second_blob: float = 0.2,
+                    min_coverage: float = 0.5, max_jag: float = 0.08) -> Extraction:
     """The Ellipse Extractor: threshold -> contours -> largest -> cv2.fitEllipse -> filled mask.
 
-    Contour points lying on the image border are left out of the fit, so a head partly clipped by the
-    field of view still gets its true ellipse (the straight cut would bias the fit). The verdict refuses
-    a sample (valid=False, reason given) when there is no contour, the blob is too small, the fitted
-    ellipse crosses the image border (unless allow_border), or the fill-vs-blob IoU is under min_fit_iou.
+    Heads cut by the frame are common (late pregnancy, other hospitals' framing; HC18's own annotations are
+    ellipses clipped by the image edge): contour points lying on the image border are left out of the fit,
+    so a head whose VISIBLE boundary is an ellipse arc gets its true ellipse, and its mask is that ellipse
+    filled and clipped to the frame. A sample is refused (valid=False) with its reason when:
+    - there is no blob, or it is too small (`min_area_frac` of the image);
+    - there are two heads: a second blob larger than `max_second_blob` of the largest;
+    - the shape is open: the blob covers less than `min_coverage` of its fitted ellipse inside the frame
+      (an arc, a crescent or an outline instead of a filled head), or holes cover part of it;
+    - too little of the head is inside the frame: under `min_inside` of the ellipse's perimeter (a short
+      arc does not determine an ellipse); with allow_border=False any crossing of the border is refused;
+    - the boundary is jagged: the visible contour strays from the ellipse by more than `max_jag` of its
+      semi-minor axis (RMS), even when the areas agree;
+    - the fit is poor: filled (clipped) ellipse vs blob IoU under `min_fit_iou` (a blob, not an ellipse).
     """
     ch = np.asarray(channel)
     if ch.ndim == 3:
@@ -178,14 +188,19 @@ def extract_ellipse(channel: np.ndarray, threshold: int = 127, min_area_frac: fl
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return Extraction(empty, None, False, f"no contour above threshold {threshold}", None)
-    largest = max(contours, key=cv2.contourArea)
+    contours = sorted(contours, key=cv2.contourArea, reverse=True)
+    largest = contours[0]
     area = cv2.contourArea(largest)
     if area < min_area_frac * h * w:
         return Extraction(empty, None, False,
                           f"too small: largest blob is {area / (h * w):.2%} of the image "
                           f"(minimum {min_area_frac:.2%})", None)
+    if len(contours) > 1 and cv2.contourArea(contours[1]) > max_second_blob * area:
+        return Extraction(empty, None, False,
+                          f"two heads: a second blob {cv2.contourArea(contours[1]) / area:.0%} the size of the "
+                          f"first (at most {max_second_blob:.0%})", None)
     pts = largest.reshape(-1, 2)
-    on_border = ((pts[:, 0] <= border_margin - 1 + 0) | (pts[:, 1] <= border_margin - 1 + 0)
+    on_border = ((pts[:, 0] <= border_margin - 1) | (pts[:, 1] <= border_margin - 1)
                  | (pts[:, 0] >= w - border_margin) | (pts[:, 1] >= h - border_margin))
     fit_pts = pts[~on_border] if (~on_border).sum() >= 5 else pts
     if len(fit_pts) < 5:
@@ -198,20 +213,58 @@ def extract_ellipse(channel: np.ndarray, threshold: int = 127, min_area_frac: fl
     if not (np.isfinite([e.cx, e.cy, e.width, e.height]).all() and e.width > 1 and e.height > 1):
         return Extraction(empty, None, False, "poor fit: degenerate ellipse", None)
 
-    filled = e.fill((h, w))
-    blob = np.zeros((h, w), np.uint8)
-    cv2.drawContours(blob, [largest], -1, 1, thickness=-1)
-    blob = blob.astype(bool)
+    filled = e.fill((h, w))  # drawn inside the frame only: the ellipse clipped to the frame
+    region = np.zeros((h, w), np.uint8)
+    cv2.drawContours(region, [largest], -1, 1, thickness=-1)
+    region = region.astype(bool)
+    blob = region & binary.astype(bool)  # the pixels really set: an outline's inside is not
     union = np.logical_or(filled, blob).sum()
     iou = float(np.logical_and(filled, blob).sum() / union) if union else 0.0
 
-    x0, y0, x1, y1 = e.bbox()
-    crosses = x0 < -0.5 or y0 < -0.5 or x1 > w - 0.5 or y1 > h - 0.5
-    if crosses and not allow_border:
+    coverage = float(np.logical_and(filled, blob).sum() / max(1, filled.sum()))
+    if blob.sum() < 0.9 * region.sum() or coverage < min_coverage:
+        return Extraction(filled, e, False,
+                          f"open shape: the blob fills {coverage:.0%} of its fitted ellipse (an arc, crescent "
+                          f"or outline, not a filled head)", iou)
+    inside = _perimeter_inside(e, w, h)
+    if inside < 0.999 and not allow_border:
         return Extraction(filled, e, False, "touches the border: the head is cut off by the image edge", iou)
+    if inside < min_inside:
+        return Extraction(filled, e, False,
+                          f"cut off: only {inside:.0%} of the head's outline is inside the frame "
+                          f"(at least {min_inside:.0%})", iou)
+    jag = _boundary_rms(e, fit_pts) / max(1.0, e.semi_axes[1])
+    if jag > max_jag:
+        return Extraction(filled, e, False,
+                          f"jagged outline: the boundary strays {jag:.0%} of the minor semi-axis (RMS) from the "
+                          f"ellipse (at most {max_jag:.0%})", iou)
     if iou < min_fit_iou:
         return Extraction(filled, e, False, f"poor fit: ellipse vs blob IoU {iou:.2f} < {min_fit_iou:.2f}", iou)
     return Extraction(filled, e, True, "ok", iou)
+
+
+def _ellipse_points(e: Ellipse, n: int = 720) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    a, b, th = e.width / 2.0, e.height / 2.0, math.radians(e.angle)
+    x, y = a * np.cos(t), b * np.sin(t)
+    return np.stack([e.cx + x * math.cos(th) - y * math.sin(th), e.cy + x * math.sin(th) + y * math.cos(th)], 1)
+
+
+def _perimeter_inside(e: Ellipse, w: int, h: int) -> float:
+    """Share of the ellipse's outline inside the frame (by arc length)."""
+    p = _ellipse_points(e)
+    seg = np.linalg.norm(np.roll(p, -1, axis=0) - p, axis=1)
+    mid = (p + np.roll(p, -1, axis=0)) / 2
+    ok = (mid[:, 0] >= -0.5) & (mid[:, 0] <= w - 0.5) & (mid[:, 1] >= -0.5) & (mid[:, 1] <= h - 0.5)
+    return float(seg[ok].sum() / max(seg.sum(), 1e-9))
+
+
+def _boundary_rms(e: Ellipse, pts: np.ndarray) -> float:
+    """RMS distance (px) from contour points to the ellipse, nearest of 720 outline points."""
+    p = _ellipse_points(e)
+    q = pts.astype(np.float32)
+    d2 = ((q[:, None, :] - p[None, :, :]) ** 2).sum(-1).min(axis=1)
+    return float(np.sqrt(d2.mean()))
 
 
 def refit(mask: np.ndarray, **kwargs) -> Extraction:

@@ -151,7 +151,7 @@ def tensor_to_rgb(x) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def real_head_sizes(spec: str, size: int = TINY_RESOLUTION) -> dict:
-    """Mean ellipse perimeter (px, at size²) per trimester of a real data source (for comparisons)."""
+    """(mean, n, median) ellipse perimeter (px, at size²) per trimester of a real data source."""
     from ..data import open_source
     from ..masks import extract_ellipse
     src = open_source(spec)
@@ -164,4 +164,5 @@ def real_head_sizes(spec: str, size: int = TINY_RESOLUTION) -> dict:
         ex = extract_ellipse(rgb[..., 2])
         if ex.ellipse is not None:
             out[m.trimester].append(ex.ellipse.perimeter_px())
-    return {t: (float(np.mean(v)) if v else None, len(v)) for t, v in out.items()}
+    return {t: (float(np.mean(v)) if v else None, len(v), float(np.median(v)) if v else None)
+            for t, v in out.items()}

@@ -14,13 +14,32 @@ def add_arguments(p, command: str) -> None:
                                                      "rerunning resumes from it")
         helps = {"n_phantoms": "phantom images to pretrain on", "vae_steps": "autoencoder (VAE) training steps",
                  "unet_steps": "UNet + text encoder training steps", "vae_batch": "VAE crops per step",
-                 "unet_batch": "UNet images per step", "seed": "seed of the phantoms, init and noise",
+                 "unet_batch": "UNet images per step", "vae_crop": "VAE training crop size (px)",
+                 "seed": "seed of the phantoms, init and noise",
                  "ckpt_every": "save a resumable checkpoint every N steps"}
         for k, h in helps.items():
             p.add_argument(f"--{k.replace('_', '-')}", type=int, default=getattr(d, k), help=h)
         p.add_argument("--export-only", action="store_true",
                        help="save the work folder's current checkpoint to --out and exit (look at a run mid-way)")
-        p.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is ~3x faster on CPUs with AMX)")
+        p.add_argument("--no-bf16", action="store_true",
+                       help="train in fp32 (default: bf16 autocast only where the CPU has native bf16 — AMX or "
+                            "AVX512-BF16 — where it is ~3x faster; elsewhere it is far slower)")
+        p.add_argument("--unlabelled", default=None, metavar="DIR",
+                       help="folder of UNLABELLED real ultrasound images to learn the look from (e.g. "
+                            "../shared/data/hc18/test_set); never a folder of annotated or evaluation images")
+        p.add_argument("--exclude", action="append", default=[], metavar="SPEC",
+                       help="data source whose images must not be among the unlabelled ones (checked pixel for "
+                            "pixel; repeatable), e.g. hc18:../shared/data/hc18")
+        p.add_argument("--init-base", default=None, metavar="DIR", help="start from this base folder's weights")
+        p.add_argument("--vae-train", choices=("all", "decoder"), default=d.vae_train,
+                       help="train the whole VAE, or only its decoder (keeps --init-base's latent space)")
+        p.add_argument("--real-views", type=int, default=d.real_views, help="seeded views per unlabelled image")
+        p.add_argument("--real-frac", type=float, default=d.real_frac,
+                       help="share of each batch from unlabelled images (default %(default)s)")
+        p.add_argument("--vae-lr", type=float, default=d.vae_lr, help="VAE learning rate (default %(default)s)")
+        p.add_argument("--unet-lr", type=float, default=d.unet_lr, help="UNet learning rate (default %(default)s)")
+        p.add_argument("--judge", default=None, metavar="SPEC",
+                       help="real image+mask pairs to REPORT the VAE's reconstruction on (never trained on)")
     elif command == "train-lora":
         from .lora import add_lora_arguments
         add_lora_arguments(p)
@@ -50,8 +69,11 @@ def _pretrain(args) -> int:
         print(f"exported {export_checkpoint(work, args.out)}")
         return 0
     cfg = PretrainConfig(n_phantoms=args.n_phantoms, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-                         vae_batch=args.vae_batch, unet_batch=args.unet_batch, seed=args.seed,
-                         ckpt_every=args.ckpt_every, bf16=not args.no_bf16)
+                         vae_batch=args.vae_batch, unet_batch=args.unet_batch, vae_crop=args.vae_crop, seed=args.seed,
+                         ckpt_every=args.ckpt_every, bf16=False if args.no_bf16 else "auto",
+                         unlabelled=args.unlabelled, exclude=tuple(args.exclude), init_base=args.init_base,
+                         vae_train=args.vae_train, real_views=args.real_views, real_frac=args.real_frac,
+                         vae_lr=args.vae_lr, unet_lr=args.unet_lr, judge=args.judge)
     bar = None
     for ev in pretrain(cfg, Path(args.out), args.work):
         if ev["kind"] == "stage":
@@ -64,6 +86,9 @@ def _pretrain(args) -> int:
         elif ev["kind"] == "step" and bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{ev['loss']:.4f}", refresh=False)
+        elif ev["kind"] == "judge":
+            print(f"\nVAE on real pairs it never trained on: " + ", ".join(f"{k}={v}" for k, v in ev.items()
+                                                                        if k not in ("kind", "stage")), flush=True)
         elif ev["kind"] == "done":
             if bar is not None:
                 bar.close()

@@ -1,10 +1,18 @@
-"""Pretrain the tiny diffusion base on phantoms (never on HC18: the few-shot premise stays honest).
+"""Pretrain the tiny diffusion base: phantoms (with masks) + optional UNLABELLED real ultrasound.
 
-    python -m pipeline pretrain-base --out assets/tiny-base
+    python -m pipeline pretrain-base --out assets/tiny-base                       # phantoms only
+    python -m pipeline pretrain-base --init-base assets/phantom-base --vae-train decoder \
+        --unlabelled ../shared/data/hc18/test_set --exclude hc18:../shared/data/hc18 --out assets/tiny-base
+
+The few-shot claim is about ANNOTATIONS: unlabelled images are what hospitals have plenty of, so a base may
+learn what ultrasound looks like from them (the HC18 test set: 335 images whose annotations were never
+published). No image with an annotation, and no image any evaluation uses, goes into pretraining:
+`--exclude` data sources are checked pixel by pixel against the unlabelled folder and a match is refused.
 
 Three stages, each resumable from its checkpoint in the work folder:
 1. data  — N phantoms from pipeline/phantom.py drawn at HC18's aspect ratio, resized to 128² like real
            images are, as in-channel images (R = G = image, B = filled mask); cached as one .npy;
+           unlabelled real images as `real_views` seeded views each (zoom, small rotation, gain), 128²;
 2. vae   — AutoencoderKL on random 64² crops (it is fully convolutional), bf16 autocast (~3x faster on
            this CPU), loss = L1 + a Fourier-amplitude term + a local-contrast term: L1 alone averages
            speckle away (measured by the probe), the two extra terms ask for the same texture energy;
@@ -12,6 +20,13 @@ Three stages, each resumable from its checkpoint in the work folder:
            prompt of each phantom (10 % empty prompt for classifier-free guidance), min-SNR-5 weighted
            epsilon loss, EMA of the weights; training the text encoder is what gives the three trimester
            prompts distinct embeddings (a frozen random one maps them to cosine ~0.99).
+           An unlabelled image has no mask: its B channel is empty and its caption is UNLABELLED_PROMPT (the
+           trimester prompt without the trimester), so "empty B" is tied to a caption the LoRA never uses,
+           and "…, second trimester" keeps meaning "a head WITH its mask" (learned from the phantoms).
+The VAE sees unlabelled crops with a random filled ellipse in B (it must carry any mask over real texture;
+which mask does not matter to an autoencoder). `--vae-train decoder` keeps the encoder (so the latent space)
+of `--init-base` and teaches only the decoder real texture: the init base's UNet stays valid and goes on
+learning from where it was, instead of from scratch.
 Finally the EMA weights are saved as fp16 safetensors in the diffusers layout, plus a README.
 """
 from __future__ import annotations
@@ -46,10 +61,62 @@ class PretrainConfig:
     uncond_prob: float = 0.1
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
-    bf16: bool = True
+    bf16: bool | str = "auto"  # "auto": bf16 autocast only where the CPU has native bf16 (else ~20x slower)
     ckpt_every: int = 100
     threads: int = 2
+    unlabelled: str | None = None  # folder of unlabelled real ultrasound images (no masks), e.g. the HC18 test set
+    exclude: tuple[str, ...] = ()  # data specs whose images must not appear among the unlabelled ones
+    real_views: int = 4
+    real_frac: float = 0.6  # share of each UNet batch drawn from unlabelled real images
+    vae_real_ellipse_prob: float = 0.7
+    init_base: str | None = None  # start VAE / UNet / text encoder from this base folder
+    vae_train: str = "all"  # "all" | "decoder" (keeps the init base's encoder, so its latent space)
+    judge: str | None = None  # data spec of real image+mask pairs to REPORT the VAE's reconstruction on
+    judge_n: int = 32
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.exclude = tuple(self.exclude)
+        self.phantom_size = tuple(self.phantom_size)
+        if self.vae_train not in ("all", "decoder"):
+            raise ValueError(f"vae_train must be 'all' or 'decoder', not {self.vae_train!r}")
+        if self.vae_train == "decoder" and not self.init_base:
+            raise ValueError("vae_train='decoder' keeps an existing encoder: give init_base (--init-base)")
+        if not 0.0 <= self.real_frac <= 1.0:
+            raise ValueError(f"real_frac must be in [0, 1], not {self.real_frac}")
+        if self.real_frac > 0 and not self.unlabelled and self.unlabelled is not None:
+            raise ValueError("real_frac > 0 needs an unlabelled folder")
+        for k in ("n_phantoms", "vae_batch", "unet_batch", "real_views", "ckpt_every", "threads", "judge_n"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be at least 1, not {getattr(self, k)}")
+        for k in ("vae_steps", "unet_steps"):
+            if int(getattr(self, k)) < 0:
+                raise ValueError(f"{k} must not be negative, not {getattr(self, k)}")
+
+    def use_bf16(self) -> bool:
+        if self.bf16 == "auto":
+            from .generate import cpu_has_fast_bf16
+            return cpu_has_fast_bf16()
+        return bool(self.bf16)
+
+
+UNLABELLED_PROMPT = "An ultrasound image of a fetal head"
+# settings that may change when a run is resumed: more steps, checkpoint cadence, threads, the report set
+RESUMABLE_CHANGES = ("vae_steps", "unet_steps", "ckpt_every", "threads", "judge", "judge_n", "extra")
+
+
+def check_resume(cfg: "PretrainConfig", work: Path) -> None:
+    """Refuse to resume a work folder with different settings (naming them), never mix two recipes."""
+    path = work / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = json.loads(json.dumps(asdict(cfg)))
+    changed = [k for k in new if k not in RESUMABLE_CHANGES and k in old and old[k] != new[k]]
+    if changed:
+        raise ValueError("the work folder " + str(work) + " holds a run with other settings: "
+                         + ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed)
+                         + "; use another --work folder or the same settings")
 
 
 def _phantom_rgb(cfg: PretrainConfig, i: int) -> tuple[np.ndarray, str]:
@@ -78,6 +145,103 @@ def make_dataset(cfg: PretrainConfig, work: Path) -> tuple[np.ndarray, np.ndarra
     return x, t
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _pixel_hash(img: np.ndarray) -> str:
+    import hashlib
+    a = np.ascontiguousarray(img)
+    return hashlib.sha1(str(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def unlabelled_files(folder: str | Path) -> list[Path]:
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"unlabelled image folder not found: {folder}")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and "annotation" not in p.stem.lower())
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the unlabelled folder {folder}")
+    return files
+
+
+def check_excluded(files: list[Path], grays: list[np.ndarray], exclude: tuple[str, ...]) -> int:
+    """Raise if any unlabelled image equals (pixel for pixel) an image of an excluded data source."""
+    from ..data import open_source
+    if not exclude:
+        return 0
+    mine = {_pixel_hash(g): f.name for f, g in zip(files, grays)}
+    n = 0
+    for spec in exclude:
+        src = open_source(spec)
+        for i, m in enumerate(src.metas):
+            img = src[i].image
+            n += 1
+            h = _pixel_hash(img)
+            if h in mine:
+                raise ValueError(f"unlabelled image {mine[h]} is also in {spec} ({src.names[i]}): images that "
+                                 f"are annotated or used for evaluation must stay out of pretraining")
+    return n
+
+
+def _real_view(gray: np.ndarray, rng: np.random.Generator, size: int, plain: bool) -> np.ndarray:
+    """A seeded view of one unlabelled image at size² (view 0 is the plain squash, as real images enter)."""
+    import cv2
+    if not plain:
+        h, w = gray.shape
+        zoom, ang = rng.uniform(1.0, 1.2), rng.uniform(-8, 8)
+        m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-0.05, 0.05) * w, h / 2 + rng.uniform(-0.05, 0.05) * h),
+                                    ang, zoom)
+        gray = cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        gray = np.clip(gray.astype(np.float32) * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def make_unlabelled(cfg: PretrainConfig, work: Path) -> np.ndarray:
+    """(N * real_views, R, R) uint8 gray views of the unlabelled images; cached in work/."""
+    from ..data import read_gray
+    path = work / "unlabelled.npy"
+    if path.is_file():
+        x = np.load(path)
+        if x.shape[1] == cfg.resolution:
+            return x
+    files = unlabelled_files(cfg.unlabelled)
+    grays = [read_gray(f) for f in files]
+    check_excluded(files, grays, cfg.exclude)
+    rng = np.random.default_rng(cfg.seed + 7)
+    x = np.stack([_real_view(g, rng, cfg.resolution, v == 0) for g in grays for v in range(cfg.real_views)])
+    atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), x), suffix=".npy")
+    return x
+
+
+def random_ellipse_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A filled ellipse anywhere in (partly outside) the frame: the VAE learns to carry any head mask."""
+    from ..masks import Ellipse
+    e = Ellipse(rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size, rng.uniform(0.25, 0.9) * size,
+                rng.uniform(0.25, 0.9) * size, rng.uniform(0, 180))
+    return e.fill((size, size))
+
+
+def judge_vae(vae, spec: str | None, n: int, size: int) -> dict | None:
+    """Reconstruction of REAL image+mask pairs (never trained on): image L1 (0-255 scale) and mask IoU."""
+    import torch
+    from ..data import open_source
+    from .base import rgb_to_tensor, tensor_to_rgb, to_model_size
+    if not spec:
+        return None
+    src = open_source(spec)
+    idx = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int)
+    x = np.stack([to_model_size(src[int(i)].image, src[int(i)].mask, size) for i in idx])
+    with torch.no_grad():
+        rec = tensor_to_rgb(vae.decode(vae.encode(rgb_to_tensor(x)).latent_dist.mean).sample)
+    l1 = float(np.abs(rec[..., :2].astype(np.float32) - x[..., :2]).mean())
+    a, b = rec[..., 2] > 127, x[..., 2] > 127
+    iou = float((a & b).sum() / max(1, (a | b).sum()))
+    lap = lambda z: float(np.mean([np.abs(np.diff(im.astype(np.float32), axis=0)).mean() for im in z[..., 0]]))
+    return {"image_l1": round(l1, 2), "mask_iou": round(iou, 4), "n": len(idx),
+            "detail_real": round(lap(x), 2), "detail_rec": round(lap(rec), 2)}
+
+
 # ----------------------------------------------------------------------------- losses
 def vae_recon_loss(rec, x):
     """L1 + Fourier amplitude (log) L1 + local-contrast L1: keeps speckle energy that plain L1 blurs."""
@@ -95,6 +259,51 @@ def vae_recon_loss(rec, x):
     return l1 + 0.3 * freq + 0.5 * contrast
 
 
+def init_components(cfg: PretrainConfig) -> dict:
+    """Fresh tiny components, or (init_base) the VAE / UNet / text encoder of an existing base, in fp32."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .base import build_tiny_components
+    comps = build_tiny_components(cfg.seed)
+    if cfg.init_base:
+        src = str(cfg.init_base)
+        comps["vae"] = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=torch.float32)
+        comps["unet"] = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=torch.float32)
+        comps["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder",
+                                                              torch_dtype=torch.float32)
+    return comps
+
+
+def vae_trainable(vae, which: str) -> list:
+    """The VAE parameters that train: all, or the decoder side only (encoder frozen = latent space kept)."""
+    if which == "all":
+        return list(vae.parameters())
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+
+
+def encode_all(vae, rgb: np.ndarray, chunk: int = 64) -> dict:
+    import torch
+    from .base import rgb_to_tensor
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(rgb), chunk):
+            d = vae.encode(rgb_to_tensor(rgb[i:i + chunk])).latent_dist
+            means.append(d.mean); stds.append(d.std)
+    return {"mean": torch.cat(means), "std": torch.cat(stds)}
+
+
+def latent_scaling(cfg: PretrainConfig, vae, lat: dict) -> float:
+    """SD's convention: latents * scaling_factor have unit variance. A kept encoder keeps its factor (the
+    init base's UNet was trained at that scale)."""
+    if cfg.vae_train == "decoder":
+        return float(vae.config.scaling_factor)
+    return float(1.0 / lat["mean"].std())
+
+
 def _save_ckpt(path: Path, obj: dict) -> None:
     import torch
     atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix=".pt")
@@ -108,37 +317,64 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
 
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir else out_dir.parent / f".{out_dir.name}-work"
+    if cfg.unlabelled and not Path(cfg.unlabelled).expanduser().is_dir():
+        raise FileNotFoundError(f"unlabelled image folder not found: {cfg.unlabelled}")
+    if cfg.init_base and not (Path(cfg.init_base) / "model_index.json").is_file():
+        raise FileNotFoundError(f"--init-base {cfg.init_base} is not a diffusers base folder (no model_index.json)")
     work.mkdir(parents=True, exist_ok=True)
+    check_resume(cfg, work)
     atomic_write_json(work / "config.json", asdict(cfg))
     torch.set_num_threads(cfg.threads)
-    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.use_bf16())
     t_start = time.time()
 
-    yield {"kind": "stage", "stage": "data", "n": cfg.n_phantoms}
+    yield {"kind": "stage", "stage": "data", "n": cfg.n_phantoms, "unlabelled": cfg.unlabelled}
     data, tri = make_dataset(cfg, work)
-    comps = build_tiny_components(cfg.seed)
+    real = make_unlabelled(cfg, work) if cfg.unlabelled else None
+    real_frac = cfg.real_frac if real is not None else 0.0
+    comps = init_components(cfg)
     vae, unet, te, tok, sched = (comps[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
     g = torch.Generator().manual_seed(cfg.seed)
+    rng_np = np.random.default_rng(cfg.seed + 11)
 
     # ---- stage 2: VAE
     vae_ck = work / "vae.pt"
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae_params = vae_trainable(vae, cfg.vae_train)
+    opt = torch.optim.AdamW(vae_params, lr=cfg.vae_lr, weight_decay=0.0)
     step = 0
+
+    def save_vae():
+        _save_ckpt(vae_ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
+                            "rng_np": rng_np.bit_generator.state})
     if vae_ck.is_file():
         ck = torch.load(vae_ck, weights_only=False)
         vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
         g.set_state(ck["rng"])
-    yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps}
+        if "rng_np" in ck:
+            rng_np.bit_generator.state = ck["rng_np"]
+    yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
+           "judge_before": judge_vae(vae.eval(), cfg.judge, cfg.judge_n, cfg.resolution) if step == 0 else None}
     vae.train()
+    if cfg.vae_train == "decoder":
+        vae.encoder.eval(); vae.quant_conv.eval()
+    n_real = int(round(cfg.vae_batch * real_frac))
     while step < cfg.vae_steps:
         if stop is not None and stop():
-            _save_ckpt(vae_ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state()})
+            save_vae()
             yield {"kind": "stopped", "stage": "vae", "step": step}
             return
-        idx = torch.randint(len(data), (cfg.vae_batch,), generator=g)
         c = cfg.vae_crop
         oy, ox = (int(v) for v in torch.randint(cfg.resolution - c + 1, (2,), generator=g))
-        x = rgb_to_tensor(data[idx.numpy(), oy:oy + c, ox:ox + c])
+        idx = torch.randint(len(data), (cfg.vae_batch - n_real,), generator=g)
+        crops = [data[idx.numpy(), oy:oy + c, ox:ox + c]]
+        if n_real:
+            ridx = torch.randint(len(real), (n_real,), generator=g).numpy()
+            rgb = np.repeat(real[ridx][..., None], 3, axis=3)
+            for j in range(n_real):
+                rgb[j, ..., 2] = random_ellipse_mask(rng_np, cfg.resolution) * 255 \
+                    if rng_np.random() < cfg.vae_real_ellipse_prob else 0
+            crops.append(rgb[:, oy:oy + c, ox:ox + c])
+        x = rgb_to_tensor(np.concatenate(crops))
         if torch.rand((), generator=g) < 0.5:
             x = x.flip(3)
         lr = cfg.vae_lr * min(1.0, (step + 1) / 50)
@@ -153,34 +389,40 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         loss = rl + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(vae_params, 1.0)
         opt.step()
         step += 1
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"VAE loss is not finite at step {step}: the run is stopped, its last "
+                                     f"checkpoint ({vae_ck}) is kept; lower --vae-lr")
         yield {"kind": "step", "stage": "vae", "step": step, "total": cfg.vae_steps, "loss": float(loss.detach()),
-               "l1": float((rec - x).abs().mean())}
+               "l1": float((rec - x).detach().abs().mean())}
         if step % cfg.ckpt_every == 0 or step == cfg.vae_steps:
-            _save_ckpt(vae_ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state()})
+            save_vae()
     vae.eval().requires_grad_(False)
+    judged = judge_vae(vae, cfg.judge, cfg.judge_n, cfg.resolution)
+    if judged:
+        yield {"kind": "judge", "stage": "vae", **judged}
 
     # ---- latents once (the VAE is frozen from here): posterior mean and std of every phantom
     lat_path = work / "latents.pt"
     if lat_path.is_file():
         lat = torch.load(lat_path)
     else:
-        means, stds = [], []
-        with torch.no_grad():
-            for i in range(0, len(data), 64):
-                d = vae.encode(rgb_to_tensor(data[i:i + 64])).latent_dist
-                means.append(d.mean); stds.append(d.std)
-        lat = {"mean": torch.cat(means), "std": torch.cat(stds)}
+        lat = encode_all(vae, data)
+        if real is not None:  # unlabelled: R = G = image, B = 0 (no mask)
+            rl = encode_all(vae, np.concatenate([np.repeat(real[..., None], 2, axis=3),
+                                                 np.zeros_like(real)[..., None]], axis=3))
+            lat.update(real_mean=rl["mean"], real_std=rl["std"])
         _save_ckpt(lat_path, lat)
-    # SD's convention: latents * scaling_factor have unit variance
-    sf = float(1.0 / lat["mean"].std())
+    sf = latent_scaling(cfg, vae, lat)
     vae.register_to_config(scaling_factor=sf)
+    atomic_write_json(work / "scaling_factor.json", {"scaling_factor": sf})
 
     # ---- stage 3: UNet + text encoder
-    ids = tok([prompt_for(t) for t in TRIMESTERS] + [""], padding="max_length", max_length=tok.model_max_length,
-              truncation=True, return_tensors="pt").input_ids  # 0..2 trimester prompts, 3 = empty
+    ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
+              max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
@@ -190,6 +432,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         ck = torch.load(unet_ck, weights_only=False)
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
         ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"])
+    n_real = int(round(cfg.unet_batch * real_frac))
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
     tri_t = torch.from_numpy(tri)
@@ -204,15 +447,19 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             save_unet()
             yield {"kind": "stopped", "stage": "unet", "step": step}
             return
-        idx = torch.randint(len(data), (cfg.unet_batch,), generator=g)
-        z = lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=g)
-        z = z * sf
+        idx = torch.randint(len(data), (cfg.unet_batch - n_real,), generator=g)
+        mu, sd = lat["mean"][idx], lat["std"][idx]
+        which = tri_t[idx].clone()
+        if n_real:
+            ridx = torch.randint(len(lat["real_mean"]), (n_real,), generator=g)
+            mu, sd = torch.cat([mu, lat["real_mean"][ridx]]), torch.cat([sd, lat["real_std"][ridx]])
+            which = torch.cat([which, torch.full((n_real,), 4)])
+        z = (mu + sd * torch.randn(mu.shape, generator=g)) * sf
         if torch.rand((), generator=g) < 0.5:  # heads face either way in real scans
             z = z.flip(3)
         noise = torch.randn(z.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g)
         noisy = sched.add_noise(z, noise, t)
-        which = tri_t[idx].clone()
         which[torch.rand(len(z), generator=g) < cfg.uncond_prob] = 3
         lr = cfg.unet_lr * min(1.0, (step + 1) / 100)
         for pg in opt.param_groups:
@@ -227,6 +474,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"UNet loss is not finite at step {step}: the run is stopped, its last "
+                                     f"checkpoint ({unet_ck}) is kept; lower the learning rate")
         d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
@@ -270,9 +520,11 @@ def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float) 
 def rebuild_command(cfg: PretrainConfig) -> str:
     d = PretrainConfig()
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
-    for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "seed"):
+    for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "seed", "unlabelled",
+              "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge"):
         if getattr(cfg, k) != getattr(d, k):
             parts.append(f"--{k.replace('_', '-')} {getattr(cfg, k)}")
+    parts += [f"--exclude {e}" for e in cfg.exclude]
     return " ".join(parts)
 
 
@@ -282,16 +534,31 @@ def _took(seconds: float) -> str:
     return f"this build took {seconds / 60:.0f} minutes on a 2-core Xeon CPU"
 
 
+def _data_paragraph(cfg: PretrainConfig) -> str:
+    if not cfg.unlabelled:
+        return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` — never "
+                f"on an annotated image — so few-shot LoRA experiments on real data stay honest.")
+    excl = ", ".join(cfg.exclude) or "none given"
+    init = f" It continues from the base in `{cfg.init_base}`" + (
+        " (its VAE encoder, so its latent space, kept; the decoder retrained)" if cfg.vae_train == "decoder"
+        else "") + "." if cfg.init_base else ""
+    return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` (with their "
+            f"exact masks) and on the **unlabelled** real ultrasound images in `{cfg.unlabelled}` ({cfg.real_views} "
+            f"seeded views each, empty B channel, caption \"{UNLABELLED_PROMPT}\"; {cfg.real_frac:.0%} of each UNet "
+            f"batch).{init} For the HC18 test set: data from the HC18 Grand Challenge (van den Heuvel et al., PLOS ONE "
+            f"2018; Zenodo record 1327317), licence CC BY 4.0 — its annotations were never published, so no "
+            f"annotation and no evaluation image went into this base; checked pixel for pixel against: {excl}.")
+
+
 def _readme(cfg: PretrainConfig, seconds: float) -> str:
     return f"""# Tiny diffusion base (SonoSynth Lab)
 
 A small Stable-Diffusion-architecture model (diffusers `AutoencoderKL` + `UNet2DConditionModel` +
 transformers `CLIPTextModel` + SD v1.5's exact CLIP tokenizer), 128², in-channel images
-(R = G = ultrasound, B = filled head mask). Pretrained by our own code on {cfg.n_phantoms} **phantoms**
-from `pipeline/phantom.py` — never on HC18 — so few-shot LoRA experiments on real data stay honest.
+(R = G = ultrasound, B = filled head mask). {_data_paragraph(cfg)}
 fp16 safetensors, standard diffusers layout: `StableDiffusionPipeline.from_pretrained(this_folder)`.
 
-Rebuild exactly ({_took(seconds)}; bf16 autocast on a CPU with AMX):
+Rebuild exactly ({_took(seconds)}; bf16 autocast only on CPUs with native bf16):
 
     {rebuild_command(cfg)}
 
@@ -311,12 +578,16 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
 
     from .base import build_tiny_components
     work, out_dir = Path(work_dir), Path(out_dir)
+    if not (work / "unet.pt").is_file():
+        raise FileNotFoundError(f"{work} has no UNet checkpoint yet (unet.pt): nothing to export")
     cfg = PretrainConfig(**{k: v for k, v in json.loads((work / "config.json").read_text()).items()
                             if k in PretrainConfig.__dataclass_fields__})
     comps = build_tiny_components(cfg.seed)
     comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
-    lat = torch.load(work / "latents.pt")
-    comps["vae"].register_to_config(scaling_factor=float(1.0 / lat["mean"].std()))
+    sf_path = work / "scaling_factor.json"
+    sf = json.loads(sf_path.read_text())["scaling_factor"] if sf_path.is_file() \
+        else float(1.0 / torch.load(work / "latents.pt")["mean"].std())
+    comps["vae"].register_to_config(scaling_factor=sf)
     ck = torch.load(work / "unet.pt", weights_only=False)
     comps["unet"].load_state_dict(ck["unet"]); comps["text_encoder"].load_state_dict(ck["te"])
     params = list(comps["unet"].parameters()) + list(comps["text_encoder"].parameters())

@@ -43,37 +43,90 @@ def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: 
                 reasons[key] = reasons.get(key, 0) + 1
         s["refusals"] = reasons
         if tri in real_sizes:
-            s["real_mean_perimeter_px"], s["real_n"] = real_sizes[tri]
+            s["real_mean_perimeter_px"], s["real_n"], s["real_median_perimeter_px"] = real_sizes[tri]
+            per = [x.extraction.ellipse.perimeter_px() for x in smp if x.valid]
+            if per and s["real_median_perimeter_px"]:
+                s["median_perimeter_px"] = round(float(np.median(per)), 1)
+                # the goal: head size relative to the frame within 10 % of the real median
+                s["head_size_vs_real"] = round(s["median_perimeter_px"] / s["real_median_perimeter_px"] - 1, 3)
         out[tri] = s
     return out, samples
 
 
-def picture(samples: dict, path: str | Path, per_row: int = 6, report: dict | None = None) -> Path:
+def real_examples(spec: str, n: int = 2, size: int = 128, exclude: dict | None = None, seed: int = 0) -> dict:
+    """n real images per trimester (in-channel, size²) as the LoRA sees them, not among `exclude[t]` names."""
+    from ..data import open_source
+    from .base import to_model_size
+    src = open_source(spec)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in TRIMESTERS:
+        cand = [i for i, m in enumerate(src.metas) if m.trimester == t
+                and m.name not in set((exclude or {}).get(t, ()))]
+        pick = rng.choice(cand, size=min(n, len(cand)), replace=False) if cand else []
+        out[t] = [to_model_size(src[int(i)].image, src[int(i)].mask, size) for i in pick]
+    return out
+
+
+def paper_examples(folder: str | Path, n: int = 2, size: int = 128) -> list[np.ndarray]:
+    """The paper's own synthetic images (grayscale, second trimester), squashed to our working size."""
+    import cv2
+
+    from ..data import read_gray
+    files = sorted(p for p in Path(folder).glob("*.png"))[:n] if Path(folder).is_dir() else []
+    return [cv2.resize(read_gray(f), (size, size), interpolation=cv2.INTER_AREA) for f in files]
+
+
+def picture(samples: dict, path: str | Path, per_row: int = 6, report: dict | None = None,
+            real: dict | None = None, paper: list | None = None) -> Path:
+    """Per trimester: generated samples (✓/✗ = the Ellipse Extractor's verdict), then real images of the same
+    trimester (not the LoRA's), then the paper's own samples (second trimester: the only ones published)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..masks import overlay, split_channels
     rows = [t for t in TRIMESTERS if t in samples]
-    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.9, len(rows) * 2.1), squeeze=False)
+    n_real = max((len(v) for v in (real or {}).values()), default=0)
+    n_paper = len(paper or [])
+    cols = per_row + n_real + n_paper
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 1.9, len(rows) * 2.1), squeeze=False)
     for r, t in enumerate(rows):
-        for c in range(per_row):
+        for c in range(cols):
             ax = axes[r][c]
             ax.axis("off")
-            if c < len(samples[t]):
+            if c < per_row and c < len(samples[t]):
                 s = samples[t][c]
                 ax.imshow(s.picture())
                 ax.set_title(("✓" if s.valid else "✗") + f" seed {s.seed}", fontsize=7)
+            elif per_row <= c < per_row + n_real and c - per_row < len((real or {}).get(t, [])):
+                gray, blue = split_channels(real[t][c - per_row])
+                ax.imshow(overlay(gray, blue > 127, 0.25))
+                ax.set_title("real (HC18)", fontsize=7, color="darkgreen")
+            elif c >= per_row + n_real and t == "second":
+                ax.imshow(paper[c - per_row - n_real], cmap="gray", vmin=0, vmax=255)
+                ax.set_title("paper's SD v1.5", fontsize=7, color="darkblue")
         rep = (report or {}).get(t, {})
         label = f"{t} trimester"
         if rep.get("valid_frac") is not None:
             label += f"\n{rep['valid_frac']:.0%} valid"
         axes[r][0].text(-0.08, 0.5, label, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=9)
-    fig.suptitle("Generated in-channel samples (tiny base + per-trimester LoRA): gray = mean(R,G), "
-                 "yellow = ellipse extracted from B", fontsize=8)
+    fig.suptitle("Generated in-channel samples (tiny base + per-trimester LoRA) beside real images of the same "
+                 "trimester (not the LoRA's) and the paper's samples: gray = mean(R,G), tint = mask (B)", fontsize=8)
     fig.tight_layout(rect=(0.08, 0, 1, 0.96))
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=".png")
     plt.close(fig)
     return path
+
+
+def _lora_names(lora_dir: str) -> list[str]:
+    """The names of the images a LoRA trained on (its lora_config.json), to keep them out of comparisons."""
+    p = Path(lora_dir) / "lora_config.json"
+    if not p.is_file():
+        return []
+    cfg = json.loads(p.read_text())
+    return list(cfg.get("names") or cfg.get("image_names") or [])
 
 
 def main(argv=None) -> int:
@@ -88,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--paper", default=None, help="folder of the paper's synthetic images to show beside ours")
     args = p.parse_args(argv)
     loras = {}
     for item in args.lora:
@@ -102,7 +156,10 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, rep)
     if args.out:
-        print(f"picture: {picture(samples, args.out, report=rep)}")
+        excl = {t: _lora_names(d) for t, d in loras.items() if d}
+        real = real_examples(args.real, 2, exclude=excl) if args.real else None
+        paper = paper_examples(args.paper, 2) if args.paper else None
+        print(f"picture: {picture(samples, args.out, report=rep, real=real, paper=paper)}")
     return 0
 
 
