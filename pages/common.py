@@ -52,9 +52,10 @@ def user_error(exc: BaseException) -> gr.Error:
 
 
 def _name_the_field(preprocess):
-    """Gradio checks a Number's / Slider's minimum and maximum itself, before any handler runs, with a message
-    that does not say which field ("Value 0 is less than minimum value 1.") and a traceback in the server
-    log. This puts the field's label in front and logs one warning line instead."""
+    """Gradio checks a Number's / Slider's minimum and maximum and a Dropdown's / Radio's choices itself,
+    before any handler runs, with a message that does not say which field ("Value 0 is less than minimum
+    value 1.") and a traceback in the server log. This puts the field's label in front and logs one warning
+    line instead."""
     @functools.wraps(preprocess)
     def checked(self, payload):
         try:
@@ -67,7 +68,7 @@ def _name_the_field(preprocess):
     return checked
 
 
-for _cls in (gr.Number, gr.Slider):
+for _cls in (gr.Number, gr.Slider, gr.Dropdown, gr.Radio, gr.CheckboxGroup):  # ranges and choices
     if not getattr(_cls.preprocess, "_names_field", False):
         _cls.preprocess = _name_the_field(_cls.preprocess)
 
