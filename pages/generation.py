@@ -258,3 +258,7 @@ def build(ctx) -> None:
                      outputs=[gallery, decisions, ds_status], api_visibility="private")
     accept_all_btn.click(accept_all, inputs=[samples, decisions, min_qc, dataset],
                          outputs=[gallery, decisions, ds_status], api_name="accept_valid")
+
+    # "How real is it?": the realism report on this dataset vs the loaded real data (API endpoint realism)
+    from .realism_panel import build_realism_panel
+    build_realism_panel(ctx, trimester=trimester, dataset=dataset, lora=lora, no_lora=NO_LORA)
