@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("pipeline.diffusion.cli", "generate image+mask pairs and extract their ellipses"),
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),
     "sweep": ("pipeline.experiments", "the paper's Table 1 as a resumable sweep"),
-    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion"),
+    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper"),
 }
 
 

@@ -1,14 +1,15 @@
-"""`python -m pipeline bench sam|diffusion [--json]`: the benchmarks the issues ask for.
+"""`python -m pipeline bench sam|diffusion|paper [--json]`: the benchmarks the issues ask for.
 
 Speed goals are checked here, on demand, never in timed unit tests. Each suite lives beside its code
-(pipeline/sam/bench.py, pipeline/diffusion/bench.py) and exposes `run_bench(args) -> dict`.
+(pipeline/sam/bench.py, pipeline/diffusion/bench.py; the paper profile at full size with random weights:
+pipeline/paper_bench.py) and exposes `run_bench(args) -> dict`.
 """
 from __future__ import annotations
 
 import importlib
 import json
 
-SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench"}
+SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench", "paper": "pipeline.paper_bench"}
 
 
 def add_arguments(p, command: str = "bench") -> None:
@@ -18,6 +19,14 @@ def add_arguments(p, command: str = "bench") -> None:
     from .diffusion.generate import PRECISIONS
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="diffusion: generation precision for both modes (auto: bf16 autocast on CPUs with native bf16)")
+    p.add_argument("--size", choices=("full", "reduced"), default="full",
+                   help="paper: SD v1.5 + SAM ViT-B at full size, or architecture-true at widths / 10")
+    p.add_argument("--lora-batch", type=int, default=None,
+                   help="paper: LoRA batch size (default: the paper's 4 on a GPU, 1 on a CPU, estimated from there)")
+    p.add_argument("--no-checkpointing", action="store_true",
+                   help="paper: skip the second LoRA step with gradient checkpointing")
+    p.add_argument("--progress", default=None,
+                   help="paper: write the figures so far to this JSON file after every phase")
 
 
 def run(args) -> int:

@@ -9,7 +9,12 @@ import functools
 from typing import Callable
 
 
-def gpu_task(fn: Callable | None = None, *, duration: int = 120):
+# seconds of GPU one call may hold on ZeroGPU (spaces.GPU's own default is 60; ZeroGPU refuses requests
+# above a few minutes). `python -m pipeline bench paper` checks each handler's paper-size work against it.
+DEFAULT_DURATION_S = 120
+
+
+def gpu_task(fn: Callable | None = None, *, duration: int = DEFAULT_DURATION_S):
     def wrap(f: Callable) -> Callable:
         try:
             import spaces  # type: ignore
