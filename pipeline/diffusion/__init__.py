@@ -5,5 +5,6 @@
     pretrain.py   pretrain the tiny base on phantoms (python -m pipeline pretrain-base)
     lora.py       per-trimester LoRA training (python -m pipeline train-lora)
     generate.py   generation, the Ellipse Extractor per sample, SAM QC, synthetic dataset writing
+    realism.py    the realism report: KID and classifier AUC of generated vs real images (python -m pipeline realism)
     cli.py        the three CLI commands; bench.py the speed figures
 """
