@@ -320,3 +320,9 @@ def test_identical_uploads_at_the_same_moment_all_succeed(app_url, tmp_path):
     with ThreadPoolExecutor(16) as pool:
         got = list(pool.map(call, paths))
     assert len(set(got)) == 1 and got[0] > 0
+
+
+def test_lora_selection_answers_a_good_request(app_url):
+    """The endpoint refused above also works: the seeded choice of 2 second-trimester pairs."""
+    items, info = Client(app_url, verbose=False).predict("phantom:24", ["second"], 2, 0, api_name="/lora_selection")
+    assert len(items) == 2 and "2 pairs" in info
