@@ -63,7 +63,9 @@ def table1(summary: pd.DataFrame, test: str, markdown_bold: bool = True) -> pd.D
                 col.append("—")
                 continue
             m, sd = float(r["dice_mean"].iloc[0]), float(r["dice_std"].iloc[0])
-            cell = f"{m:.2f} ± {sd:.2f}"
+            # one repeat has no spread: "± 0.00" would claim a measured zero (issue 11)
+            one = "repeats" in r and int(r["repeats"].iloc[0]) < 2
+            cell = f"{m:.2f} (1 run)" if one else f"{m:.2f} ± {sd:.2f}"
             if markdown_bold and np.isclose(m, best[n]):
                 cell = f"**{cell}**"
             col.append(cell)
@@ -201,6 +203,9 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
     fig.update_layout(title=_title(test, comparison), xaxis_title="N_real (log)",
                       yaxis_title="Dice (%)", xaxis_type="log", template="plotly_white", height=440,
                       legend=dict(orientation="h", y=-0.2))
+    if not s.empty:  # ticks at the N_real values only: whole images, never 2.5 or 7.5 (issue 11)
+        ns = sorted(int(n) for n in s["n_real"].unique())
+        fig.update_xaxes(tickvals=ns, ticktext=[str(n) for n in ns])
     return fig
 
 
