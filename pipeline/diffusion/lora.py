@@ -241,6 +241,10 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     unet, opt = accelerator.prepare(unet, opt)
+    P = accelerator.num_processes
+    if P > 1 and min(cfg.batch_size, len(images) * (2 if cfg.hflip else 1)) < P:
+        from ..data import DataError
+        raise DataError(f"batch_size {cfg.batch_size} is smaller than the {P} processes: each needs a share")
     x = rgb_to_tensor(images).to(device)
     if cfg.hflip:
         x = torch.cat([x, x.flip(3)])
@@ -261,7 +265,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
         g.set_state(rng_state)
     if step:  # a kill may have come between the state and the files made from it: bring them in step
         _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, "training")
-    atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, "training"))
+    if accelerator.is_main_process:  # one writer: other processes train, never write
+        atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, "training"))
     yield {"kind": "start", "step": step, "total": cfg.steps, "n_images": len(images), "names": cfg.names,
            "losses": list(losses)}
     t0 = time.time()
@@ -279,6 +284,11 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
             # which batch items see the empty prompt (drawn only when asked: the paper's runs keep their stream)
             empty = (torch.rand(len(idx), generator=g) < cfg.empty_prompt_prob if cfg.empty_prompt_prob > 0
                      else torch.zeros(len(idx), dtype=torch.bool)).to(device)
+            noise = torch.randn(eps_lat.shape, generator=g).to(device)  # z's shape; the same draw order as ever
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+            if P > 1:  # several processes: each trains its share of the one batch, DDP averages the gradients
+                part = slice(accelerator.process_index, None, P)
+                idx, eps_lat, empty, noise, t = idx[part], eps_lat[part], empty[part], noise[part], t[part]
             if cfg.cached:
                 z = (lat_mean[idx] + lat_std[idx] * eps_lat) * sf
                 cond = torch.where(empty[:, None, None], emb_empty, emb)
@@ -291,8 +301,6 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
                     d = vae.encode(pix.to(device)).latent_dist
                     z = (d.mean + d.std * eps_lat) * sf
                     cond = te(batch_ids.to(device))[0]
-            noise = torch.randn(z.shape, generator=g).to(device)
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(device)
             noisy = sched.add_noise(z, noise, t)
             with accelerator.autocast():
                 pred = unet(noisy, t, encoder_hidden_states=cond).sample
@@ -315,7 +323,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
                 _save_all(accelerator, unet, opt, out, cfg, pipe, step, losses,
                           "done" if step == cfg.steps else "training", g)
                 yield {"kind": "saved", "step": step, "path": str(out / WEIGHTS)}
-            if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps):
+            if cfg.preview_every and accelerator.is_main_process and (step % cfg.preview_every == 0
+                                                                      or step == cfg.steps):
                 unet.eval()
                 imgs = preview(pipe, cfg)
                 unet.train()
@@ -395,6 +404,8 @@ def _save_all(accelerator, unet, opt, out: Path, cfg, pipe, step, losses, status
     re-makes them, so a kill between two of these writes cannot leave them out of step."""
     import torch
     from peft.utils import get_peft_model_state_dict
+    if not accelerator.is_main_process:  # one writer (several processes hold the same weights)
+        return
     u = accelerator.unwrap_model(unet)
     buf = io.BytesIO()
     torch.save({"opt": opt.state_dict(), "step": step, "config": asdict(cfg), "rng": g.get_state(),
@@ -418,6 +429,8 @@ def _remove_leftovers(out: Path) -> None:
 
 
 def _write_outputs(accelerator, unet, out: Path, cfg, pipe, step, losses, status) -> None:
+    if not accelerator.is_main_process:
+        return
     save_lora(accelerator.unwrap_model(unet), out)
     s = io.StringIO()
     w = csv.writer(s)

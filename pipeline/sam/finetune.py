@@ -211,7 +211,11 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     train, val, warnings = hybrid_items(cfg, allowed_roots)
     from accelerate import Accelerator
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    acc = Accelerator(cpu=(device == "cpu"))
+    from accelerate.utils import DistributedDataParallelKwargs
+    # several processes (DDP): the fast decoder never uses mask tokens 1-3, their hypernetwork MLPs or the
+    # IoU head (multimask_output=False), so DDP must not wait for their gradients; without this a 2-process
+    # run failed at its second step ("Expected to have finished reduction in the prior iteration")
+    acc = Accelerator(cpu=(device == "cpu"), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     run = RunDir(out_dir)
     if acc.is_main_process:  # one writer: with several GPUs the other processes only read
         resuming = run.start(cfg.as_dict(), resume=resume)
