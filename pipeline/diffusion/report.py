@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--paper", default=None, help="folder of the paper's synthetic images to show beside ours")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also write every generated sample (in-channel PNG with its metadata) to DIR/TRIMESTER/raw/, "
+                        "e.g. for `python -m pipeline realism --generated DIR/second/raw`")
     args = p.parse_args(argv)
     loras = {}
     for item in args.lora:
@@ -155,6 +158,11 @@ def main(argv=None) -> int:
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)
+    if args.save:
+        from .generate import save_raw
+        for t, smp in samples.items():
+            for x in smp:
+                save_raw(Path(args.save) / t, x)
     if args.out:
         excl = {t: _lora_names(d) for t, d in loras.items() if d}
         real = real_examples(args.real, 2, exclude=excl) if args.real else None
