@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-hc18": ("pipeline.sam.cli", "HC18 challenge CSV (ellipse centre, semi-axes in mm, angle) for a data source"),
     "evaluate": ("pipeline.sam.cli", "Dice / HC error of a SAM model on a data source (jittered boxes)"),
     "finetune-sam": ("pipeline.sam.cli", "fine-tune SAM's mask decoder on real (+ synthetic) pairs"),
-    "pretrain-base": ("pipeline.diffusion.cli", "pretrain the tiny diffusion base on phantoms"),
+    "pretrain-base": ("pipeline.diffusion.cli", "pretrain the tiny diffusion base (phantoms + unlabelled real images)"),
     "train-lora": ("pipeline.diffusion.cli", "train one trimester's LoRA on real image+mask pairs"),
     "generate": ("pipeline.diffusion.cli", "generate image+mask pairs and extract their ellipses"),
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),

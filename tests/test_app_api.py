@@ -149,8 +149,11 @@ def test_heavy_jobs_queue_with_a_visible_position(app_url, hc18_root):
     while ja.status().code != Status.PROGRESS and time.monotonic() < deadline:
         time.sleep(0.1)
     jb = b.submit(api_name="/data_summary")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 15  # a loaded machine takes a while to move the request from STARTING
     sb = jb.status()
+    while sb.code == Status.STARTING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        sb = jb.status()
     try:
         assert ja.status().code == Status.PROGRESS
         assert sb.code == Status.IN_QUEUE and sb.rank == 0 and sb.queue_size >= 1

@@ -87,7 +87,7 @@ def test_data_tab_zip_upload(page, app_url, tmp_path):
     _open_data_tab(page, app_url)
     page.locator("#data-upload input[type=file]").set_input_files(str(z))
     page.wait_for_function("() => document.querySelector('#data-status').innerText.includes('uploads/')")
-    assert "cannot read b9.png" in page.locator("#data-status").inner_text()
+    assert "cannot read images/b9.png" in page.locator("#data-status").inner_text()
     page.wait_for_function("() => [...document.querySelectorAll('#data-gallery img')]"
                            ".filter(i => i.complete && i.naturalWidth > 0).length == 4")
     assert "unreadable" in page.locator("#data-gallery").inner_text()
