@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# usage: bash scripts/eval_base.sh BASE TAG [STEPS]  — 3 LoRAs on 20 real HC18 pairs per trimester (train pool), report with QC
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=$1; TAG=$2; STEPS=${3:-300}
+export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+for T in first second third; do
+  .venv/bin/python -m pipeline train-lora --data hc18:../shared/data/hc18 --trimester $T --steps $STEPS \
+     --preview-every 0 --pool train --base $BASE --out outputs/eval/$TAG/lora-$T 2>&1 | grep -v Warn | tail -2
+done
+.venv/bin/python -m pipeline.diffusion.report --base $BASE --lora first=outputs/eval/$TAG/lora-first \
+  --lora second=outputs/eval/$TAG/lora-second --lora third=outputs/eval/$TAG/lora-third \
+  --real hc18:../shared/data/hc18 --n 32 --qc --out outputs/eval/$TAG/samples.png --json outputs/eval/$TAG/report.json --save outputs/eval/$TAG/gen --paper ../shared/reference/paper_synthetic 2>&1 | grep -v Warn | tail -5
