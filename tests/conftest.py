@@ -205,3 +205,12 @@ def page(_browser, app_url):
     context.close()
     if errors:
         pytest.fail("uncaught JavaScript error(s) on the page:\n" + "\n".join(errors))
+
+
+@pytest.fixture(scope="module")
+def random_base(tmp_path_factory):
+    """A random-weight, test-size (32²) diffusion base saved in the diffusers layout (plumbing tests only)."""
+    from pipeline.diffusion.base import assemble_pipeline, build_tiny_components
+    d = tmp_path_factory.mktemp("random-base") / "base"
+    assemble_pipeline(build_tiny_components(seed=0, size="test")).save_pretrained(str(d), safe_serialization=True)
+    return d

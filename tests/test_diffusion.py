@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from pipeline.config import ASSETS  # noqa: E402
 from pipeline.diffusion import generate as G  # noqa: E402
-from pipeline.diffusion.base import assemble_pipeline, build_tiny_components, load_pipeline, prompt_for  # noqa: E402
+from pipeline.diffusion.base import load_pipeline, prompt_for  # noqa: E402
 from pipeline.diffusion.lora import WEIGHTS, LoraTrainConfig, train_lora  # noqa: E402
 
 SHIPPED = ASSETS / "tiny-base"
@@ -25,15 +25,6 @@ STEPS = 4  # sampler steps in tests: plumbing only
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def random_base(tmp_path_factory):
-    """A random-weight, test-size (32²) base saved in the diffusers layout (plumbing tests only)."""
-    d = tmp_path_factory.mktemp("random-base") / "base"
-    pipe = assemble_pipeline(build_tiny_components(seed=0, size="test"))
-    pipe.save_pretrained(str(d), safe_serialization=True)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pipeline.data import DataError  # noqa: E402
-from pipeline.diffusion.base import assemble_pipeline, build_tiny_components, load_pipeline  # noqa: E402
+from pipeline.diffusion.base import load_pipeline  # noqa: E402
 from pipeline.diffusion.lora import WEIGHTS, LoraTrainConfig, train_lora  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def random_base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("random-base") / "base"
-    assemble_pipeline(build_tiny_components(seed=0, size="test")).save_pretrained(str(d), safe_serialization=True)
-    return d
 
 
 def _cfg(base_dir, **kw):
