@@ -15,7 +15,7 @@ import gradio as gr
 
 from pages import PAGES
 from pages.common import AppContext
-from pipeline.config import ROOT, get_profile
+from pipeline.config import ROOT, resolve_profile
 
 DEFAULT_DATA_ROOTS = [ROOT.parent / "shared" / "data", ROOT / "data"]
 # Gallery captions wrap instead of being cut: the verdict and QC of a generated sample and the pair names
@@ -56,7 +56,7 @@ def make_context(profile: str | None = None, data_roots: list[str] | None = None
         [r.resolve() for r in DEFAULT_DATA_ROOTS]
     work = Path(work_dir or os.environ.get("SONOSYNTH_WORK_DIR") or ROOT / "outputs").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    return AppContext(profile=get_profile(profile), data_roots=roots, work_dir=work)
+    return AppContext(profile=resolve_profile(profile), data_roots=roots, work_dir=work)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,9 +90,8 @@ def build(ctx) -> None:
         return sorted((p.name for p in sweeps_root.iterdir() if (p / "sweep.json").is_file()), reverse=True)
 
     def list_synthetic() -> list[str]:
-        root = ctx.work_dir / "synthetic"
-        found = sorted(str(p) for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
-        return ["(none)"] + found
+        from pipeline.diffusion.dataset import list_datasets
+        return ["(none)"] + [str(p) for p in list_datasets(ctx.work_dir / "synthetic")]
 
     def list_lora_dirs() -> list[str]:
         from pipeline.diffusion.lora import list_loras
@@ -114,7 +113,7 @@ def build(ctx) -> None:
                     loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
                     repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
                     augmentations=list(augmentations) if augmentations else None)
-        cfg = preset(preset_name, **over)
+        cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
         out = sweeps_root / name
         stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
         stop.clear()

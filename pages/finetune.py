@@ -82,9 +82,8 @@ def _n_synthetic(text) -> int | None:
 
 
 def synthetic_choices(work_dir) -> list[str]:
-    root = work_dir / "synthetic"
-    found = sorted(p.name for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
-    return ["(none)"] + [f"folder:{root / n}" for n in found]
+    from pipeline.diffusion.dataset import list_datasets
+    return ["(none)"] + [f"folder:{p}" for p in list_datasets(work_dir / "synthetic")]
 
 
 def build(ctx) -> None:

@@ -60,6 +60,7 @@ def editor_mask(value, shape) -> np.ndarray:
 
 
 def build(ctx) -> None:
+    from pipeline.diffusion import dataset as D
     from pipeline.diffusion import generate as G
     from pipeline.diffusion.lora import list_loras
     lora_root = ctx.work_dir / "loras"
@@ -84,10 +85,9 @@ def build(ctx) -> None:
         return out
 
     def dataset_status(folder: Path) -> str:
-        n_acc = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
-        n_rej = len(list((folder / "rejected" / "images").glob("*.png"))) if (folder / "rejected").is_dir() else 0
-        return (f"`{short_path(folder, ctx.work_dir)}`: **{n_acc}** accepted, {n_rej} rejected · train on it in "
-                "Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
+        c = D.counts(folder)
+        return (f"`{short_path(folder, ctx.work_dir)}`: **{c['accepted']}** accepted, {c['rejected']} rejected · "
+                "train on it in Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
 
     @guarded
 
@@ -100,9 +100,10 @@ def build(ctx) -> None:
         from pipeline.validate import check_int
         seed = None if seed in (None, "") else check_int(seed, "seed (-1: random)", -1, 2**32 - 1)
         # raw values: the config checks each one's range and names the field when it refuses
-        cfg = G.GenerateConfig(trimester=trimester, n=n, lora=lora_path, base=ctx.profile.diffusion_base,
-                               seed=None if seed == -1 else seed, steps=steps, lora_scale=scale, guidance=guidance,
-                               batch_size=batch_size, threshold=threshold, qc=bool(qc))
+        # the dashboard's profile: its diffusion base, and its SAM for the QC score
+        cfg = G.GenerateConfig.for_profile(ctx.profile, trimester=trimester, n=n, lora=lora_path,
+                                           seed=None if seed == -1 else seed, steps=steps, lora_scale=scale,
+                                           guidance=guidance, batch_size=batch_size, threshold=threshold, qc=bool(qc))
         cfg.validate()
         if lora_path is not None:
             warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
@@ -110,14 +111,13 @@ def build(ctx) -> None:
                 gr.Warning(warn)
         progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
         samples, started = [], time.monotonic()
-        for ev in G.generate(cfg):
+        for ev in D.fill(folder, cfg, decide=False):  # every raw sample saved (provenance); a person decides
             if ev["kind"] == "start":
                 progress((0, ev["total"]), desc="generating", unit="images")
                 started = time.monotonic()  # the estimate counts sampling, not the model loading before it
             elif ev["kind"] == "sample":
                 s = ev["sample"]
                 samples.append(s)
-                G.save_raw(folder, s)  # provenance: every raw sample, kept or not
                 eta = eta_text(started, ev["index"] + 1, ev["total"])
                 progress((ev["index"] + 1, ev["total"]), desc=f"generating · {eta}", unit="images")
                 if len(samples) % int(batch_size) == 0 or len(samples) == ev["total"]:
@@ -158,7 +158,7 @@ def build(ctx) -> None:
         folder = dataset_dir(dataset)
         m = editor_mask(value, s.gray.shape)
         edited = not np.array_equal(m, s.extraction.mask)
-        G.accept(folder, s, m, edited=edited)
+        D.accept(folder, s, m, edited=edited)
         decisions = {**decisions, s.name: "accepted" + (" (edited)" if edited else "")}
         return items(samples, decisions), decisions, dataset_status(folder)
 
@@ -168,7 +168,7 @@ def build(ctx) -> None:
             raise ValueError("select a sample first")
         s = samples[int(index)]
         folder = dataset_dir(dataset)
-        G.reject(folder, s, "rejected by a person")
+        D.reject(folder, s, "rejected by a person")
         decisions = {**decisions, s.name: "rejected"}
         return items(samples, decisions), decisions, dataset_status(folder)
 
@@ -183,9 +183,9 @@ def build(ctx) -> None:
         for s in samples:
             if s.name in decisions:
                 continue
-            ok, reason = G.auto_verdict(s, float(min_qc))
+            ok, reason = D.auto_verdict(s, float(min_qc))
             if ok:
-                G.accept(folder, s)
+                D.accept(folder, s)
                 decisions[s.name] = "accepted"
                 n += 1
         gr.Info(f"accepted {n} valid pair(s) with QC ≥ {float(min_qc):.2f}")

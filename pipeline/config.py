@@ -8,7 +8,7 @@ file/folder or downloaded from their public hubs when the machine is online).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,13 +67,34 @@ class Profile:
 
 PROFILES = {
     "tiny": Profile("tiny", "litemedsam", None, str(ASSETS / "tiny-base"), 128),
-    "paper": Profile("paper", "vit_b", os.environ.get("SONOSYNTH_SAM_CHECKPOINT") or "sam_vit_b_01ec64.pth",
-                     os.environ.get("SONOSYNTH_SD_BASE") or "stable-diffusion-v1-5/stable-diffusion-v1-5", 512),
+    "paper": Profile("paper", "vit_b", "sam_vit_b_01ec64.pth", "stable-diffusion-v1-5/stable-diffusion-v1-5", 512),
 }
 
 
 def get_profile(name: str | None = None) -> Profile:
-    name = name or os.environ.get("SONOSYNTH_PROFILE") or "tiny"
+    """A profile by name (None: tiny), exactly as defined above. It reads no environment: the library
+    takes the Profile an entry point resolved (resolve_profile) as an argument, so a dashboard started
+    with --profile paper never runs part of its work with another profile's models."""
+    name = name or "tiny"
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+def resolve_profile(name: str | None = None, environ=None) -> Profile:
+    """The profile an entry point (app.py, `python -m pipeline ...`) runs with, resolved once there:
+    `name` (--profile), else SONOSYNTH_PROFILE, else tiny; for the paper profile SONOSYNTH_SAM_CHECKPOINT
+    and SONOSYNTH_SD_BASE say where its weights lie (default: their public hub names)."""
+    env = os.environ if environ is None else environ
+    prof = get_profile(name or env.get("SONOSYNTH_PROFILE") or None)
+    if prof.name == "paper":
+        prof = replace(prof, sam_checkpoint=env.get("SONOSYNTH_SAM_CHECKPOINT") or prof.sam_checkpoint,
+                       diffusion_base=env.get("SONOSYNTH_SD_BASE") or prof.diffusion_base)
+    return prof
+
+
+def add_profile_argument(p) -> None:
+    """--profile for a CLI command (resolved with resolve_profile in its run())."""
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="tiny (LiteMedSAM + the tiny base, CPU) or paper (SAM ViT-B + SD v1.5) "
+                        "(default: SONOSYNTH_PROFILE or tiny)")

@@ -30,12 +30,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import SamFinetuneDefaults
+from .config import SamFinetuneDefaults, add_profile_argument, resolve_profile
 from .data import DataError, open_source, split_indices, trimester_counts
 from .fileio import atomic_write_json, atomic_write_text
 from .locks import FileLock
 from .masks import TRIMESTERS
 from .results import AUG_ORDER, RESULT_COLUMNS, load_results, summarize
+from .runs import refuse_changed
 
 _D = SamFinetuneDefaults()
 HELDOUT = "heldout"
@@ -69,10 +70,21 @@ class SweepConfig:
     eval_seed: int = 0  # the jittered test boxes
     backend: str = "litemedsam"
     base_weights: str | None = None
+    diffusion_base: str | None = None  # the SYN arm's LoRAs train and generate on it (None: the tiny base)
 
     # settings that define what a finished cell means: they may not change within a sweep folder
     IDENTITY = ("train", "total", "epochs", "batch_size", "lr", "aug_views", "n_val", "split", "split_seed",
                 "seed", "eval_seed", "backend", "base_weights", "test_limit")
+
+    @classmethod
+    def for_profile(cls, profile, **settings) -> "SweepConfig":
+        """A sweep with the profile's SAM (back-end, base weights) and diffusion base unless `settings`
+        name them: the one way the dashboard and the CLI make one, so a sweep started under the paper
+        profile never fine-tunes LiteMedSAM or generates its SYN set with the tiny base."""
+        backend = settings.get("backend", profile.sam_backend)
+        return cls.from_dict({"backend": backend, "diffusion_base": profile.diffusion_base,
+                              "base_weights": profile.sam_checkpoint if backend == profile.sam_backend else None,
+                              **settings})
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepConfig":
@@ -153,10 +165,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> SweepConfig:
+def preset(name: str, profile=None, **overrides) -> SweepConfig:
+    """A named grid with `overrides` (None: the preset's value), for `profile`'s models when given."""
     if name not in PRESETS:
         raise DataError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    return SweepConfig.from_dict({**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+    settings = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return SweepConfig.from_dict(settings) if profile is None else SweepConfig.for_profile(profile, **settings)
 
 
 @dataclass(frozen=True)
@@ -209,13 +223,9 @@ class Sweep:
     def start(self, cfg: SweepConfig) -> None:
         """Create the folder, or check the identity settings of an existing one; the grid may grow."""
         if self.config_path.is_file():
-            old = json.loads(self.config_path.read_text())
-            new = cfg.as_dict()
-            diff = [k for k in SweepConfig.IDENTITY if old.get(k) != new.get(k)]
-            if diff:
-                shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-                raise DataError(f"sweep {self.path.name} was run with other settings ({shown}); use another "
-                                f"folder, or the same settings to resume or extend it")
+            # the one resume rule (runs.refuse_changed), limited to the settings that define a finished cell
+            refuse_changed(f"sweep {self.path.name}", json.loads(self.config_path.read_text()), cfg.as_dict(),
+                           may_change=(), only=SweepConfig.IDENTITY)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, cfg.as_dict())
 
@@ -376,7 +386,8 @@ def train_trimester_loras(cfg: SweepConfig, lora_root: Path, stop=None, allowed_
             continue
         out = lora_root / t
         lcfg = LoraTrainConfig(data=cfg.train, trimester=t, n=cfg.lora_n, steps=cfg.lora_steps, pool="train",
-                               split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0)
+                               split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0,
+                               base=cfg.diffusion_base)
         for ev in train_lora(lcfg, out, resume=True, stop=stop, allowed_roots=allowed_roots):
             if ev["kind"] == "step" and (ev["step"] % 10 == 0 or ev["step"] == ev["total"]):
                 yield {"kind": "lora", "trimester": t, "step": ev["step"], "total": ev["total"], "loss": ev["loss"]}
@@ -389,14 +400,15 @@ def train_trimester_loras(cfg: SweepConfig, lora_root: Path, stop=None, allowed_
 def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
     """Generate the SYN arm's synthetic set with the trimester LoRAs (accepting valid pairs with QC >=
     generate_min_qc), resumable: pairs already accepted are counted, seeds continue after the last."""
-    from .diffusion.generate import GenerateConfig, accept, generate, reject, save_raw
+    from .diffusion import dataset
+    from .diffusion.generate import GenerateConfig
     plan = synthetic_plan(cfg, allowed_roots)
     state_path = out_dir / "generation_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     for t, want in plan.items():
         if want == 0:
             continue
-        have = len(list((out_dir / "meta").glob(f"syn_{t}_*.json"))) if (out_dir / "meta").is_dir() else 0
+        have = dataset.counts(out_dir)["trimesters"][t]
         next_seed = state.get(t, cfg.generate_seed + 100_000 * TRIMESTERS.index(t))
         tries = 0
         while have < want:
@@ -407,22 +419,12 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
                                 f"≥ {cfg.generate_min_qc}; lower generate_min_qc or retrain the LoRA")
             n = min(16, max(4, want - have))
             gcfg = GenerateConfig(trimester=t, n=n, lora=cfg.loras[t], seed=next_seed, batch_size=8,
-                                  sam=cfg.backend)
-            for ev in generate(gcfg, stop=stop):
+                                  base=cfg.diffusion_base, sam=cfg.backend, sam_weights=cfg.base_weights)
+            for ev in dataset.fill(out_dir, gcfg, min_qc=cfg.generate_min_qc, want=want - have, stop=stop):
                 if ev["kind"] != "sample":
                     continue
-                smp = ev["sample"]
                 tries += 1
-                save_raw(out_dir, smp)
-                if not smp.valid:
-                    reject(out_dir, smp, smp.extraction.reason)
-                elif smp.qc is not None and smp.qc < cfg.generate_min_qc:
-                    reject(out_dir, smp, f"QC {smp.qc:.2f} < {cfg.generate_min_qc:.2f}")
-                elif have >= want:
-                    reject(out_dir, smp, "not needed: the planned count was reached")
-                else:
-                    accept(out_dir, smp)
-                    have += 1
+                have += ev["accepted"]
                 yield {"kind": "generate", "trimester": t, "have": have, "want": want}
             next_seed += n
             state[t] = next_seed
@@ -647,9 +649,13 @@ def add_arguments(p, command: str = "sweep") -> None:
                    "SLURM job array. Without it, several workers on one --out share the cells by lock files")
     p.add_argument("--report", help="write the markdown tables here when the sweep ends")
     p.add_argument("--figure", help="write the Figure-3 PNG here when the sweep ends")
+    add_profile_argument(p)
 
 
 def config_from_args(args) -> SweepConfig:
+    """The sweep the CLI asks for, with the profile's models (--profile / SONOSYNTH_PROFILE) for every
+    model setting the config file does not name."""
+    profile = resolve_profile(getattr(args, "profile", None))
     over = {}
     if args.train:
         over["train"] = args.train
@@ -684,10 +690,12 @@ def config_from_args(args) -> SweepConfig:
             raise DataError(f"config file not found: {args.config}") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{args.config} is not valid JSON: {exc}") from None
-        return SweepConfig.from_dict({**base, **over})
+        if not isinstance(base, dict):
+            raise DataError(f"{args.config} must hold a JSON object of sweep settings")
+        return SweepConfig.for_profile(profile, **{**base, **over})
     if "train" not in over:
         raise DataError("--train SPEC is needed with --preset")
-    return preset(args.preset, **over)
+    return preset(args.preset, profile, **over)
 
 
 def run(args) -> int:

@@ -29,9 +29,44 @@ from .fileio import atomic_write, atomic_write_json, atomic_write_text
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "log_every", "cache_dir", "mixed_precision"}
 
 
+# ----------------------------------------------------------------------------- the one resume rule
+def changed_settings(old: dict, new: dict, *, may_change=RESUMABLE_CHANGES, only=None,
+                     defaults: dict | None = None) -> list[str]:
+    """'key: old -> new' for every setting `new` asks differently from the saved run's `old`.
+
+    The resume rule of every resumable job (SAM fine-tuning runs, LoRAs, sweeps): a resume must ask for what
+    the saved run was asked for, except the settings in `may_change` (they do not change the result). `only`
+    limits the comparison to the settings that define the result (a sweep's grid may grow); `defaults` are
+    the values of settings a run saved before they existed. Lists and tuples compare equal (JSON has no tuple)."""
+    defaults = defaults or {}
+    keys = sorted(set(old) | set(new)) if only is None else list(only)
+    norm = (lambda v: list(v) if isinstance(v, (tuple, list)) else v)
+    out = []
+    for k in keys:
+        if k in may_change:
+            continue
+        was, now = old.get(k, defaults.get(k)), new.get(k, defaults.get(k))
+        if norm(was) != norm(now):
+            out.append(f"{k}: {was!r} -> {now!r}")
+    return out
+
+
+def refuse_changed(what: str, old: dict, new: dict, **rule) -> None:
+    """Raise DataError naming the changed settings (the first four) when `new` may not resume `old`."""
+    changed = changed_settings(old, new, **rule)
+    if changed:
+        raise DataError(f"{what} already exists with other settings ({', '.join(changed[:4])}); choose another "
+                        f"name, or the same settings to resume it")
+
+
 class RunDir:
-    def __init__(self, path: str | os.PathLike):
+    """A run folder. `config_name` / `state_name` name its settings file and its resume state (a LoRA folder
+    keeps diffusers' lora_config.json / train_state.pt names); `what` names the run in messages."""
+
+    def __init__(self, path: str | os.PathLike, config_name: str = "config.json",
+                 state_name: str = "last_state.pt", what: str = "run"):
         self.path = Path(path)
+        self.config_name, self.state_name, self.what = config_name, state_name, what
 
     # -- identity ----------------------------------------------------------------------------------
     @property
@@ -40,7 +75,11 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / self.config_name
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / self.state_name
 
     def exists(self) -> bool:
         return self.config_path.is_file()
@@ -49,29 +88,33 @@ class RunDir:
         try:
             return json.loads(self.config_path.read_text())
         except FileNotFoundError:
-            raise DataError(f"{self.path} is not a run folder (no config.json)") from None
+            raise DataError(f"{self.path} is not a run folder (no {self.config_name})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise DataError(f"{self.config_path} is not valid JSON") from None
 
-    def start(self, config: dict, resume: bool = True) -> bool:
-        """Create the run, or check that `config` matches the existing one. Returns True when resuming.
+    def start(self, config: dict, resume: bool = True, saved: dict | None = None, write: bool = True,
+              **rule) -> bool:
+        """Create the run, or check that `config` may resume the existing one (refuse_changed; `rule`:
+        may_change / only / defaults). Returns True when resuming from a saved state.
 
         A different config in an existing run folder is refused (a resume must continue the same run);
-        resume=False with an existing checkpoint is refused too, so nothing is overwritten silently."""
-        if self.exists():
-            old = self.config()
-            diff = sorted(k for k in set(old) | set(config)
-                          if k not in RESUMABLE_CHANGES and old.get(k) != config.get(k))
-            if diff:
-                shown = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:4])
-                raise DataError(f"run {self.name} already exists with other settings ({shown}); "
-                                f"choose another run name or the same settings to resume it")
-            if not resume and (self.path / "last_state.pt").is_file():
-                raise DataError(f"run {self.name} already has checkpoints; resume it or choose another name")
-            atomic_write_json(self.config_path, {**old, **{k: config[k] for k in RESUMABLE_CHANGES if k in config}})
-            return (self.path / "last_state.pt").is_file()
+        resume=False with an existing checkpoint is refused too, so nothing is overwritten silently.
+        `saved`: the settings the existing run was asked for, when they are kept elsewhere than the config
+        file (a LoRA's are in its state); `write=False`: the caller writes the config file itself."""
+        rule.setdefault("may_change", RESUMABLE_CHANGES)
+        has_state = self.state_path.is_file()
+        if saved is not None or self.exists():
+            old = self.config() if saved is None else saved
+            refuse_changed(f"{self.what} {self.name}", old, config, **rule)
+            if not resume and has_state:
+                raise DataError(f"{self.what} {self.name} already has checkpoints; resume it or choose another name")
+            if write:
+                atomic_write_json(self.config_path,
+                                  {**old, **{k: config[k] for k in rule["may_change"] if k in config}})
+            return has_state
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.config_path, config)
+        if write:
+            atomic_write_json(self.config_path, config)
         return False
 
     # -- metrics -----------------------------------------------------------------------------------
@@ -129,17 +172,17 @@ class RunDir:
     def save_state(self, state: dict[str, Any]) -> Path:
         """Trainer state for resuming (optimizer, epoch/step position, RNG, best-so-far)."""
         import torch
-        return atomic_write(self.path / "last_state.pt", lambda tmp: torch.save(state, tmp))
+        return atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
 
     def resume_state(self) -> dict | None:
         import torch
-        p = self.path / "last_state.pt"
+        p = self.state_path
         if not p.is_file():
             return None
         try:
             return torch.load(str(p), map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise DataError(f"run {self.name}: last_state.pt cannot be read ({type(exc).__name__}); "
+            raise DataError(f"{self.what} {self.name}: {self.state_name} cannot be read ({type(exc).__name__}); "
                             f"delete it to restart the run from scratch") from None
 
     # -- status ------------------------------------------------------------------------------------

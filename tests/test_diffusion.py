@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from pipeline.config import ASSETS  # noqa: E402
 from pipeline.diffusion import generate as G  # noqa: E402
+from pipeline.diffusion import dataset as D  # noqa: E402
 from pipeline.diffusion.base import load_pipeline, prompt_for  # noqa: E402
 from pipeline.diffusion.lora import WEIGHTS, LoraTrainConfig, train_lora  # noqa: E402
 
@@ -210,7 +211,7 @@ def test_canvas_edit_is_what_gets_saved(tmp_path):
     value["layers"][0][10:20, 10:30] = (0, 255, 0, 255)  # brush
     value["layers"][0][60:70, 60:70, 3] = 0  # eraser
     edited = editor_mask(value, smp.gray.shape)
-    meta = G.accept(tmp_path, smp, edited, edited=True)
+    meta = D.accept(tmp_path, smp, edited, edited=True)
     from pipeline.data import read_gray
     saved = read_gray(tmp_path / "masks" / f"{smp.name}.png") > 127
     np.testing.assert_array_equal(saved, edited)
@@ -223,12 +224,12 @@ def test_canvas_edit_is_what_gets_saved(tmp_path):
     src = open_source(f"folder:{tmp_path}")
     assert src.metas[0].trimester == "second" and src.metas[0].extra["edited"] is True
     # rejecting it afterwards withdraws it from the dataset
-    G.reject(tmp_path, smp, "rejected by a person")
+    D.reject(tmp_path, smp, "rejected by a person")
     assert not (tmp_path / "images" / f"{smp.name}.png").exists()
     assert json.loads((tmp_path / "rejected" / "meta" / f"{smp.name}.json").read_text())["reason"] == \
         "rejected by a person"
     with pytest.raises(ValueError, match="empty"):
-        G.accept(tmp_path, smp, np.zeros_like(mask))
+        D.accept(tmp_path, smp, np.zeros_like(mask))
 
 
 def test_generate_cli_writes_dataset(random_base, tmp_path):

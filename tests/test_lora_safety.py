@@ -72,6 +72,20 @@ def test_resume_with_a_changed_setting_is_refused_by_name(random_base, tmp_path)
     assert ev[0]["step"] == 2 and ev[-1]["kind"] == "done"
 
 
+def test_an_existing_lora_is_never_silently_started_over(random_base, tmp_path):
+    """resume=False (train-lora --no-resume) once started the run over and overwrote it; the one resume rule
+    (runs.RunDir.start) refuses it, and a changed setting is named even then."""
+    out = tmp_path / "lora"
+    _train(random_base, out, steps=2)
+    before, record = _weights(out), (out / "lora_config.json").read_text()
+    pipe = load_pipeline(random_base, device="cpu")
+    with pytest.raises(DataError, match="LoRA lora already has checkpoints; resume it or choose another name"):
+        list(train_lora(_cfg(random_base, steps=2), out, resume=False, pipe=pipe))
+    with pytest.raises(DataError, match="LoRA lora already exists with other settings \\(rank: 4 -> 8"):
+        list(train_lora(_cfg(random_base, steps=2, rank=8, alpha=8), out, resume=False, pipe=pipe))
+    assert _same(before, _weights(out)) and (out / "lora_config.json").read_text() == record
+
+
 def test_nonfinite_loss_stops_with_a_message_and_keeps_the_last_good_step(random_base, tmp_path, monkeypatch):
     import torch.nn.functional as F
     real, calls = F.mse_loss, {"n": 0}

@@ -8,16 +8,11 @@ image (so a seed gives the same image whatever the batch it is in). Then split c
 score is the Dice between SAM's mask, prompted with the extracted mask's box, and the extracted mask:
 a pair whose mask does not sit on the skull in the image gets a low score without a person looking.
 
-Dataset folder (the `folder:` layout, readable by `open_source("folder:DIR")`):
-    images/NAME.png  gray image, generation parameters in PNG text metadata
-    masks/NAME.png   filled mask 0/255
-    meta/NAME.json   prompt, seed, steps, scale, guidance, base, LoRA, threshold, verdict, QC, edited ...
-    rejected/{images,meta}/NAME.*   refused pairs with their reason
-    raw/NAME.png     the raw generated RGB of every sample (provenance)
+The synthetic dataset these samples are filed into (layout, accept / reject, the fill loop, counts) is
+pipeline/diffusion/dataset.py.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
@@ -27,8 +22,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..config import GenerationDefaults
-from ..fileio import atomic_save_png, atomic_write_json
+from ..config import GenerationDefaults, add_profile_argument, resolve_profile
+from ..fileio import atomic_write_json
 from ..masks import TRIMESTERS, Ellipse, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
 
 _G = GenerationDefaults()
@@ -73,7 +68,7 @@ class GenerateConfig:
     trimester: str = "second"
     n: int = 8
     lora: str | None = None  # a LoRA folder (or .safetensors); None: the base alone
-    base: str | None = None  # None: the profile's base
+    base: str | None = None  # a diffusers folder or hub id; None: the tiny base (see for_profile)
     seed: int | None = 0  # sample i gets seed + i; None: a random first seed (recorded)
     steps: int = _G.steps
     lora_scale: float = _G.lora_scale
@@ -81,10 +76,19 @@ class GenerateConfig:
     batch_size: int = 8
     threshold: int = _G.extractor_threshold
     qc: bool = True  # SAM QC score per sample
-    sam: str | None = None  # SAM profile/back-end for QC (None: the current profile's)
+    sam: str | None = None  # SAM back-end (or profile name) for QC; None: tiny's (see for_profile)
+    sam_weights: str | None = None  # SAM base weights for QC (None: the back-end's default)
     # "auto": bf16 autocast on a CPU with native bf16 (AMX / AVX512-BF16), else the weights' dtype;
     # "bf16": autocast anyway; "weights": compute in the weights' dtype (fp32 on CPU, fp16 on CUDA)
     precision: str = "auto"
+
+    @classmethod
+    def for_profile(cls, profile, **settings) -> "GenerateConfig":
+        """A config that generates with the profile's diffusion base and scores QC with its SAM (back-end and
+        base weights): the one way the dashboard and the CLI make one, so QC never runs another profile's SAM."""
+        sam = settings.get("sam", profile.sam_backend)
+        return cls(**{"base": profile.diffusion_base, "sam": sam,
+                      "sam_weights": profile.sam_checkpoint if sam == profile.sam_backend else None, **settings})
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -210,13 +214,13 @@ _QC_LOCK = threading.Lock()
 _QC_PRED: dict[str, object] = {}
 
 
-def qc_predictor(sam: str | None = None):
-    """The SAM predictor for QC scores (loaded once)."""
+def qc_predictor(sam: str | None = None, weights: str | None = None):
+    """The SAM predictor for QC scores (loaded once per back-end and weights)."""
     from ..sam import load_predictor
-    key = sam or ""
+    key = f"{sam or ''}|{weights or ''}"
     with _QC_LOCK:
         if key not in _QC_PRED:
-            _QC_PRED[key] = load_predictor(sam)
+            _QC_PRED[key] = load_predictor(sam, weights)
         return _QC_PRED[key]
 
 
@@ -240,7 +244,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     if pipe is None:
         pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale)
     if cfg.qc and predictor is None:
-        predictor = qc_predictor(cfg.sam)
+        predictor = qc_predictor(cfg.sam, cfg.sam_weights)
     prompt = prompt_for(cfg.trimester)
     params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps),
               "scale": float(cfg.lora_scale) if cfg.lora else 0.0, "guidance": float(cfg.guidance),
@@ -283,59 +287,6 @@ def _describe_base(base, resolve) -> str:
         return r
 
 
-# ----------------------------------------------------------------------------- the dataset folder
-def _png_text(meta: dict) -> dict[str, str]:
-    keys = ("prompt", "seed", "steps", "scale", "guidance", "scheduler", "base", "lora", "threshold", "verdict",
-            "qc", "edited", "trimester")
-    return {k: json.dumps(meta.get(k)) if not isinstance(meta.get(k), str) else meta[k] for k in keys}
-
-
-def save_raw(out_dir: str | Path, smp: GeneratedSample) -> Path:
-    return atomic_save_png(Path(out_dir) / "raw" / f"{smp.name}.png", smp.rgb,
-                           text=_png_text(smp.meta()))
-
-
-def accept(out_dir: str | Path, smp: GeneratedSample, mask: np.ndarray | None = None, edited: bool = False) -> dict:
-    """Write an accepted pair (the mask as given: a person's edit, or the extracted one)."""
-    out = Path(out_dir)
-    m = smp.extraction.mask if mask is None else np.asarray(mask).astype(bool)
-    if m.shape != smp.gray.shape:
-        raise ValueError(f"mask size {m.shape[::-1]} does not match the image {smp.gray.shape[::-1]}")
-    if not m.any():
-        raise ValueError(f"{smp.name}: the mask is empty; paint the head or reject the pair")
-    meta = smp.meta(mask=m, edited=edited, verdict="accepted",
-                    reason="edited by a person" if edited else smp.extraction.reason)
-    meta["extractor_verdict"] = "valid" if smp.valid else "invalid"
-    text = _png_text(meta)
-    atomic_save_png(out / "images" / f"{smp.name}.png", smp.gray, text=text)
-    atomic_save_png(out / "masks" / f"{smp.name}.png", m)
-    atomic_write_json(out / "meta" / f"{smp.name}.json", meta)
-    for p in (out / "rejected" / "images" / f"{smp.name}.png", out / "rejected" / "meta" / f"{smp.name}.json"):
-        p.unlink(missing_ok=True)
-    return meta
-
-
-def reject(out_dir: str | Path, smp: GeneratedSample, reason: str) -> dict:
-    """Write a refused pair under rejected/ with its reason (and withdraw it if it was accepted)."""
-    out = Path(out_dir)
-    meta = smp.meta(verdict="rejected", reason=reason)
-    meta["extractor_verdict"] = "valid" if smp.valid else "invalid"
-    atomic_save_png(out / "rejected" / "images" / f"{smp.name}.png", smp.gray, text=_png_text(meta))
-    atomic_write_json(out / "rejected" / "meta" / f"{smp.name}.json", meta)
-    for sub, ext in (("images", "png"), ("masks", "png"), ("meta", "json")):
-        (out / sub / f"{smp.name}.{ext}").unlink(missing_ok=True)
-    return meta
-
-
-def auto_verdict(smp: GeneratedSample, min_qc: float | None) -> tuple[bool, str]:
-    """Accept a valid extraction whose QC is at least min_qc (when QC and min_qc are given)."""
-    if not smp.valid:
-        return False, smp.extraction.reason
-    if min_qc is not None and smp.qc is not None and smp.qc < min_qc:
-        return False, f"QC {smp.qc:.2f} < {min_qc:.2f}: SAM's mask and the extracted mask disagree"
-    return True, "ok"
-
-
 def summarize(samples: list[GeneratedSample]) -> dict:
     n = len(samples)
     valid = [s for s in samples if s.valid]
@@ -365,32 +316,28 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
+    add_profile_argument(p)
 
 
 def run_cli(args) -> int:
     import sys
 
     from tqdm import tqdm
-    cfg = GenerateConfig(trimester=args.trimester, n=args.n, lora=args.lora, base=args.base,
-                         seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
+    profile = resolve_profile(args.profile)
+    cfg = GenerateConfig.for_profile(profile, trimester=args.trimester, n=args.n, lora=args.lora,
+                         base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision)
+    from .dataset import fill
     out = Path(args.out)
     samples, accepted = [], 0
     bar = tqdm(total=cfg.n, desc="generate", file=sys.stdout)
     t0 = time.time()
-    for ev in generate(cfg):
+    for ev in fill(out, cfg, min_qc=args.min_qc):
         if ev["kind"] != "sample":
             continue
-        smp = ev["sample"]
-        samples.append(smp)
-        save_raw(out, smp)
-        ok, reason = auto_verdict(smp, args.min_qc)
-        if ok:
-            accept(out, smp)
-            accepted += 1
-        else:
-            reject(out, smp, reason)
+        samples.append(ev["sample"])
+        accepted += ev["accepted"]
         bar.update(1)
         bar.set_postfix(valid=sum(s.valid for s in samples), accepted=accepted, refresh=False)
     bar.close()
@@ -400,3 +347,7 @@ def run_cli(args) -> int:
     print(f"{accepted}/{len(samples)} pairs accepted into {out} ({summary['valid']} valid ellipses"
           + (f", mean QC {summary['mean_qc']:.3f}" if summary["mean_qc"] is not None else "") + ")")
     return 0
+
+
+# save_raw lives in dataset.py; pipeline/diffusion/report.py still imports it from here
+from .dataset import save_raw  # noqa: E402,F401  (dataset.py imports this module only inside fill())

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..config import LoraDefaults
+from ..config import LoraDefaults, add_profile_argument, resolve_profile
 from ..fileio import atomic_save_png, atomic_write, atomic_write_json, atomic_write_text
 from ..masks import TRIMESTERS
 
@@ -59,7 +59,7 @@ class LoraTrainConfig:
     batch_size: int = _D.batch_size
     grad_clip: float = _D.grad_clip
     target_modules: tuple[str, ...] = _D.target_modules
-    base: str | None = None  # None: the profile's base (tiny: assets/tiny-base)
+    base: str | None = None  # a diffusers folder or hub id; None: the tiny base (the CLI and tab pass the profile's)
     seed: int = 0
     hflip: bool = True  # mirror images: heads face either way
     # caption dropout (not in the paper: 0 = the paper's recipe): train this share of each batch on the empty
@@ -188,7 +188,14 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     from .base import base_resolution, load_pipeline, prompt_for, rgb_to_tensor, tensor_to_rgb
     cfg.validate()
     out = Path(out_dir)
-    state_path = out / "train_state.pt"
+    # before anything is loaded or written: the resume rule of every run (runs.RunDir.start) refuses a changed
+    # setting by name, and never silently starts an existing LoRA over (resume=False with a saved state)
+    _remove_leftovers(out)
+    run = lora_run(out)
+    state = run.resume_state() if run.state_path.is_file() else None
+    saved = state.get("config", {}) if state is not None else (run.config() if run.exists() else None)
+    run.start(_resume_view(asdict(cfg)), resume, write=False,
+              saved=None if saved is None else _resume_view(saved), **_RESUME_RULE)
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "fp16" if torch.cuda.is_available() else "no"
@@ -210,18 +217,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     sched = _noise_scheduler(pipe)
 
     step, losses, rng_state, opt_state = 0, [], None, None
-    _remove_leftovers(out)
-    if resume and state_path.is_file():
-        from ..data import DataError
-        try:
-            state = torch.load(state_path, weights_only=False)
-        except Exception as exc:  # noqa: BLE001  (torch raises many kinds for a damaged file)
-            raise DataError(f"LoRA {out.name}: train_state.pt cannot be read ({type(exc).__name__}); delete "
-                            f"the folder or choose another name") from None
-        changed = changed_settings(state.get("config", {}), cfg)
-        if changed:  # never silently start over (and overwrite) a run asked for with other settings
-            raise DataError(f"LoRA {out.name} already exists with other settings ({', '.join(changed[:4])}); "
-                            f"choose another name, or the same settings to resume it")
+    if state is not None:
         from peft.utils import set_peft_model_state_dict
         sd = state.get("lora")  # the weights of the saved step, inside the state (its commit point)
         if sd is None:  # a state saved before the weights moved into it: the weights file beside it
@@ -370,22 +366,24 @@ def _config_record(cfg: LoraTrainConfig, pipe, step: int, status: str) -> dict:
 # settings that may differ between a run and its resume: they do not change the LoRA of a given step
 RESUMABLE_CHANGES = {"steps", "save_every", "preview_every", "preview_seeds", "preview_scale", "mixed_precision",
                      "names"}
+# runs.refuse_changed's rule for a LoRA: its settings are LoraTrainConfig's fields (lora_config.json also
+# records steps_done, status, ...); a field a run saved before it existed has its default
+_RESUME_RULE = dict(may_change=RESUMABLE_CHANGES, only=[f.name for f in fields(LoraTrainConfig)],
+                    defaults={f.name: f.default for f in fields(LoraTrainConfig) if f.default is not MISSING})
 
 
-def changed_settings(old: dict, cfg: LoraTrainConfig) -> list[str]:
-    """'field: old -> new' for every setting of a saved run that `cfg` asks differently (resume refuses)."""
-    new = asdict(cfg)
-    out = []
-    for f in fields(LoraTrainConfig):
-        if f.name in RESUMABLE_CHANGES:
-            continue
-        default = None if f.default is MISSING else f.default
-        was = old.get(f.name, default)
-        now = new.get(f.name)
-        norm = (lambda v: list(v) if isinstance(v, (tuple, list)) else v)
-        if norm(was) != norm(now):
-            out.append(f"{f.name}: {was!r} -> {now!r}")
-    return out
+def lora_run(out_dir: str | Path):
+    """A LoRA folder as a run folder: settings in lora_config.json, the resume state (the commit point)
+    in train_state.pt."""
+    from ..runs import RunDir
+    return RunDir(out_dir, config_name="lora_config.json", state_name="train_state.pt", what="LoRA")
+
+
+def _resume_view(settings: dict) -> dict:
+    """The settings as a resume compares them: base None means the tiny base (what resolve_base(None)
+    loads), so a LoRA started before the CLI named the profile's base resumes under its name."""
+    from ..config import get_profile
+    return {**settings, "base": settings.get("base") or get_profile("tiny").diffusion_base}
 
 
 def _diverged(out: Path, cfg, pipe, step: int, saved_step: int, why: str):
@@ -411,7 +409,7 @@ def _save_all(accelerator, unet, opt, out: Path, cfg, pipe, step, losses, status
     torch.save({"opt": opt.state_dict(), "step": step, "config": asdict(cfg), "rng": g.get_state(),
                 "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(u).items()},
                 "losses": list(losses)}, buf)
-    atomic_write(out / "train_state.pt", lambda tmp: open(tmp, "wb").write(buf.getvalue()), suffix=".pt")
+    atomic_write(lora_run(out).state_path, lambda tmp: open(tmp, "wb").write(buf.getvalue()), suffix=".pt")
     _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, status)
 
 
@@ -494,7 +492,8 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--preview-every", type=int, default=d.preview_every, help="0: no previews")
     p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "fp16", "bf16"],
                    help="accelerate's mixed precision (auto: fp32 on CPU, fp16 on a GPU)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing LoRA")
+    add_profile_argument(p)
 
 
 def run_cli(args) -> int:
@@ -503,7 +502,7 @@ def run_cli(args) -> int:
     from tqdm import tqdm
     cfg = LoraTrainConfig(data=args.data, trimester=args.trimester, n=args.n, steps=args.steps, rank=args.rank,
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
-                          base=args.base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
+                          base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob)
     bar = None

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import SamFinetuneDefaults
+from ..config import SamFinetuneDefaults, add_profile_argument, resolve_profile
 
 _D = SamFinetuneDefaults()
 
@@ -21,8 +21,7 @@ def _model_args(p) -> None:
                    help="a fine-tuning run folder or weights file (default: the profile's base model)")
     p.add_argument("--backend", choices=["litemedsam", "vit_b"], default=None,
                    help="SAM back-end (default: the profile's: tiny -> litemedsam, paper -> vit_b)")
-    p.add_argument("--profile", choices=["tiny", "paper"], default=None,
-                   help="tiny (LiteMedSAM, CPU) or paper (SAM ViT-B) (default: SONOSYNTH_PROFILE or tiny)")
+    add_profile_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
 
 
@@ -80,15 +79,14 @@ def add_arguments(p, command: str) -> None:
                        help="SAM back-end (default: the profile's)")
         p.add_argument("--base-weights", default=None, help="base weights file (default: the back-end's)")
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-        p.add_argument("--profile", choices=["tiny", "paper"], default=None,
-                       help="tiny or paper (default: SONOSYNTH_PROFILE or tiny)")
+        add_profile_argument(p)
 
 
 def _predictor(args):
     from .predictor import load_predictor
     if args.backend:
         return load_predictor(args.backend, args.checkpoint, args.device)
-    return load_predictor(args.profile, args.checkpoint, args.device)
+    return load_predictor(resolve_profile(args.profile), args.checkpoint, args.device)
 
 
 def run(args) -> int:
@@ -156,9 +154,8 @@ def _evaluate(args) -> int:
 
 
 def config_from_args(args):
-    from ..config import get_profile
     from .finetune import FinetuneConfig
-    prof = get_profile(args.profile)
+    prof = resolve_profile(args.profile)
     backend = args.backend or prof.sam_backend
     base = args.base_weights or (prof.sam_checkpoint if backend == prof.sam_backend else None)
     return FinetuneConfig(data=args.data, n_real=args.n_real, synthetic=args.synthetic,

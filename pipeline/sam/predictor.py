@@ -125,13 +125,15 @@ class SamPredictor:
         return self.model.logits_to_mask(self._decode(emb, hw, box), hw)
 
 
-def load_predictor(profile_or_backend: str | None = None, checkpoint=None, device: str | None = None) -> SamPredictor:
-    """A predictor for a profile name ("tiny", "paper"), a back-end ("litemedsam", "vit_b") or None
-    (the current profile), optionally with a fine-tuned run / weights file as `checkpoint`."""
-    from ..config import PROFILES, get_profile
+def load_predictor(profile_or_backend=None, checkpoint=None, device: str | None = None) -> SamPredictor:
+    """A predictor for a Profile (its back-end and base weights), a profile name ("tiny", "paper" as
+    defined in config.PROFILES), a back-end ("litemedsam", "vit_b") or None (tiny), optionally with a
+    fine-tuned run / weights file as `checkpoint`. No environment is read here: an entry point resolves
+    the profile once (config.resolve_profile) and passes it."""
+    from ..config import PROFILES, Profile, get_profile
     backend, base = None, None
-    if profile_or_backend in (None, "") or profile_or_backend in PROFILES:
-        prof = get_profile(profile_or_backend or None)
+    if isinstance(profile_or_backend, Profile) or profile_or_backend in (None, "") or profile_or_backend in PROFILES:
+        prof = profile_or_backend if isinstance(profile_or_backend, Profile) else get_profile(profile_or_backend or None)
         backend, base = prof.sam_backend, prof.sam_checkpoint
     else:
         backend = profile_or_backend

@@ -1,0 +1,144 @@
+"""The profile is explicit (issue 9): an entry point resolves it once and the library takes it as an argument.
+
+The paper profile must reach generation's QC and the Experiments sweep (once they ran LiteMedSAM and the
+tiny base under `app.py --profile paper`). Nothing is downloaded: the model loaders are replaced by fakes that
+record what was asked for and stop the job there.
+"""
+import pytest
+
+import app
+from pipeline.config import get_profile, resolve_profile
+
+
+class Requested(Exception):
+    """Raised by a fake loader once it has recorded what was asked for."""
+
+
+def test_resolve_profile_name_then_environment_then_tiny():
+    assert resolve_profile(None, environ={}).name == "tiny"
+    assert resolve_profile(None, environ={"SONOSYNTH_PROFILE": "paper"}).name == "paper"
+    assert resolve_profile("tiny", environ={"SONOSYNTH_PROFILE": "paper"}).name == "tiny"  # --profile wins
+    paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
+    assert (paper.sam_backend, paper.sam_checkpoint, paper.diffusion_base) == ("vit_b", "/m/sam.pth", "/m/sd")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        resolve_profile(None, environ={"SONOSYNTH_PROFILE": "huge"})
+
+
+def test_the_library_reads_no_profile_from_the_environment(monkeypatch):
+    import pipeline.sam.predictor as P
+    monkeypatch.setenv("SONOSYNTH_PROFILE", "paper")
+    assert get_profile().name == "tiny"
+    asked = []
+
+    def fake_load_model(backend, checkpoint=None, device=None):
+        asked.append((backend, checkpoint))
+        raise Requested
+    monkeypatch.setattr(P, "load_model", fake_load_model)
+    with pytest.raises(Requested):
+        P.load_predictor()
+    with pytest.raises(Requested):
+        P.load_predictor(resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth"}))
+    assert asked == [("litemedsam", None), ("vit_b", "/m/sam.pth")]
+
+
+def _endpoint(demo, api_name):
+    (fn,) = [f.fn for f in demo.fns.values() if f.api_name == api_name]
+    return fn
+
+
+@pytest.fixture
+def paper_app(tmp_path):
+    ctx = app.make_context("paper", [str(tmp_path / "data")], str(tmp_path / "work"))
+    return ctx, app.build_app(ctx)
+
+
+def test_paper_profile_reaches_generation_qc(paper_app, monkeypatch):
+    import pipeline.diffusion.generate as G
+    import pipeline.sam.predictor as P
+    ctx, demo = paper_app
+    asked = {}
+
+    def fake_get_pipeline(base=None, lora=None, scale=0.9):
+        asked["base"] = base
+        return object()
+
+    def fake_load_model(backend, checkpoint=None, device=None):
+        asked["sam"] = (backend, checkpoint)
+        raise Requested("QC model requested")
+    monkeypatch.setattr(G, "get_pipeline", fake_get_pipeline)
+    monkeypatch.setattr(G, "_QC_PRED", {})
+    monkeypatch.setattr(P, "load_model", fake_load_model)
+    generate = _endpoint(demo, "generate")
+    with pytest.raises(Exception, match="QC model requested"):
+        list(generate("second", None, 2, 0, 2, 0.9, 7.5, 2, 127, True, "ds"))
+    assert asked == {"base": ctx.profile.diffusion_base, "sam": ("vit_b", ctx.profile.sam_checkpoint)}
+
+
+def test_paper_profile_reaches_the_sweep_started_from_the_dashboard(paper_app, monkeypatch):
+    import pipeline.experiments as E
+    ctx, demo = paper_app
+    seen = []
+
+    def fake_run_sweep(cfg, out, stop=None, allowed_roots=None, shard=None):
+        seen.append(cfg)
+        raise Requested("sweep started")
+        yield  # a generator, as run_sweep is
+    monkeypatch.setattr(E, "run_sweep", fake_run_sweep)
+    start = _endpoint(demo, "sweep")
+
+    class Request:
+        session_hash = "test"
+    with pytest.raises(Exception, match="sweep started"):
+        list(start("s1", "smoke", "phantom:12", "heldout", "(none)", "(none)", "(none)", "(none)", False, "", "", "",
+                   [], Request()))
+    (cfg,) = seen
+    assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == \
+        ("vit_b", ctx.profile.sam_checkpoint, ctx.profile.diffusion_base)
+
+
+def test_a_paper_sweep_fine_tunes_vit_b_and_makes_its_syn_set_with_the_paper_models(tmp_path, monkeypatch):
+    """run_sweep itself: the SAM it builds, the base its LoRAs train on, the base and QC SAM it generates with."""
+    import pipeline.diffusion.generate as G
+    import pipeline.diffusion.lora as L
+    import pipeline.experiments as E
+    import pipeline.sam.models as M
+    paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
+    asked = {}
+
+    def fake_build_model(backend="litemedsam", weights=None, device=None):
+        asked["finetune"] = (backend, weights)
+        raise Requested
+    monkeypatch.setattr(M, "build_model", fake_build_model)
+    cfg = E.preset("smoke", paper, train="phantom:12")
+    with pytest.raises(Requested):
+        list(E.run_sweep(cfg, tmp_path / "sweep"))
+    assert asked["finetune"] == ("vit_b", "/m/sam.pth")
+
+    def fake_train_lora(lcfg, out, **kw):
+        asked["lora_base"] = lcfg.base
+        raise Requested
+        yield
+    monkeypatch.setattr(L, "train_lora", fake_train_lora)
+    syn = E.preset("smoke", paper, train="phantom:12", augmentations=["syn"], train_loras=True)
+    with pytest.raises(Requested):
+        list(E.train_trimester_loras(syn, tmp_path / "loras"))
+    assert asked["lora_base"] == "/m/sd"
+
+    def fake_generate(gcfg, stop=None, pipe=None, predictor=None):
+        asked["generate"] = (gcfg.base, gcfg.sam, gcfg.sam_weights)
+        raise Requested
+        yield
+    monkeypatch.setattr(G, "generate", fake_generate)
+    syn.loras = {t: str(tmp_path / t) for t in ("first", "second", "third")}
+    with pytest.raises(Requested):
+        list(E.generate_synthetic(syn, tmp_path / "synthetic"))
+    assert asked["generate"] == ("/m/sd", "vit_b", "/m/sam.pth")
+
+
+def test_a_config_file_naming_another_backend_gets_no_paper_weights():
+    from pipeline.experiments import SweepConfig
+    paper = get_profile("paper")
+    cfg = SweepConfig.for_profile(paper, train="phantom:12", backend="litemedsam")
+    assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == ("litemedsam", None, paper.diffusion_base)
+    tiny = SweepConfig.for_profile(get_profile("tiny"), train="phantom:12")
+    assert (tiny.backend, tiny.base_weights) == ("litemedsam", None)  # what a tiny sweep always ran
