@@ -294,3 +294,48 @@ def test_cropped_decode_equals_the_uncropped_logits(geometry_model):
     assert part.shape == (2, 1, 176, 256)
     assert torch.allclose(full[..., :176, :], part, atol=1e-5)
     assert np.array_equal(geometry_model.logits_to_mask(full[0], hw[0]), geometry_model.logits_to_mask(part[0], hw[0]))
+
+
+# ----------------------------------------------------------------------------- inference encoder (speed work)
+def test_inference_encoder_gives_the_same_masks_on_real_hc18(lite, hc18_root):
+    """The folded-BatchNorm encoder that encode() uses must be the shipped encoder up to float rounding:
+    embeddings within 1e-4 of their scale and, on real HC18 images, masks with Dice >= 0.999 against the
+    original encoder's masks and the same Dice against the ground truth to 1e-3."""
+    from pipeline.data import open_source
+    src = open_source(f"hc18:{hc18_root}")
+    fast_enc = lite.inference_encoder()
+    assert fast_enc is not lite.image_encoder
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_enc.modules())
+    rng = np.random.default_rng(0)
+    for i in (0, 101, 202, 303, 404, 505):
+        s = src[i]
+        x, _ = lite.preprocess(s.image)
+        box = lite.box_to_input(jittered_box_for(s.mask, rng), s.mask.shape)
+        crop = lite.crop_cells([s.mask.shape])
+        with torch.no_grad():
+            ref = lite.image_encoder(x)  # the package's own modules, BatchNorm unfolded
+            emb = lite.encode(x)
+            m_ref = lite.logits_to_mask(lite.decode(ref, box, crop=crop), s.mask.shape)
+            m_fast = lite.logits_to_mask(lite.decode(emb, box, crop=crop), s.mask.shape)
+        assert float((emb - ref).abs().max()) <= 1e-4 * float(ref.abs().max()), i
+        assert dice(m_fast, m_ref) >= 0.999, i
+        assert abs(dice(m_fast, s.mask) - dice(m_ref, s.mask)) <= 1e-3, i
+
+
+def test_inference_encoder_follows_weight_changes_and_stays_out_of_the_state_dict(geometry_model):
+    m = copy.deepcopy(geometry_model)
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        first = m.encode(x)
+        assert m.inference_encoder() is m.inference_encoder()  # built once, reused
+        bn = next(mod for mod in m.image_encoder.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+        bn.running_mean += 0.5  # as a loaded checkpoint would change it, in place
+        changed = m.encode(x)
+        ref = m.image_encoder(x)
+    assert not torch.allclose(first, changed)
+    assert torch.allclose(changed, ref, atol=1e-4 * float(ref.abs().max()))
+    assert not any("inference" in k for k in m.state_dict())
+    # a trainable encoder runs its own modules (gradients must reach them)
+    m.image_encoder.train()
+    y = m.encode(x)
+    assert y.requires_grad

@@ -14,6 +14,15 @@ and Playground latency.
                       images (preprocess + batched encoder + fp16 store), what finetune() waits for before
                       its first step (issue 11 goals: first box <= 0.3 s, second <= 0.05 s, this <= 0.3 s on
                       2 quiet cores)
+    encoder_s         the image encoder alone on one image, as encode() runs it (BatchNorm folded into
+                      the convolutions); encoder_unfolded_s: the package's own modules (the difference
+                      is the folding's gain)
+    encoder_gflops    the encoder's floating-point operations per image (torch's FlopCounterMode; a
+                      multiply-add counts 2): TinyViT here runs its first stage at 256x256 and its last at
+                      64x64, ~75 GFLOPs, not the ~2 of an ImageNet-size TinyViT
+    matmul_gflops     this machine's fp32 matrix-multiply rate with the bench's threads (4096x256 @ 256x1024)
+    encoder_floor_s   encoder_gflops / matmul_gflops: the encoder's time if every operation ran as fast as
+                      a large matmul; a first box or an embedding cannot be faster in fp32 on this CPU
     *_cpu_s           CPU seconds (all threads) of the same steps: less dependent on other jobs
     load_average      the machine's 1-minute load when the bench ended (2 cores: above 2 = shared)
 Real LiteMedSAM weights; images are HC18 when ../shared/data/hc18 exists, phantoms otherwise. Medians
@@ -119,6 +128,20 @@ def run_bench(args) -> dict:
         pred.set_image(img)  # a cache hit, as in the Playground when only the box changes
         pred.predict(box=b1)
 
+    # the image encoder alone, as encode() runs it (BatchNorm folded) and as the package's modules are
+    # written, and what the CPU could do at best: its FLOPs over this machine's 2-thread fp32 matmul rate
+    x1, _ = model.preprocess(img)
+    with torch.no_grad():
+        t_enc = _median(lambda: model.encode(x1), repeats, "encoder")
+        t_enc_unfolded = _median(lambda: model.image_encoder(x1), repeats, "encoder_unfolded")
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc:
+            model.encode(x1)
+        enc_gflops = fc.get_total_flops() / 1e9
+        a, b = torch.randn(4096, 256), torch.randn(256, 1024)
+        t_mm = _median(lambda: a @ b, max(5, repeats))
+        matmul_gflops = 2 * 4096 * 256 * 1024 / t_mm / 1e9
+
     t_first = _median(first_box, repeats)
     pred.set_image(img)
     t_second = _median(second_box, repeats)
@@ -137,6 +160,11 @@ def run_bench(args) -> dict:
             "second_box_s": round(t_second, 4), "embed_per_image_s": round(t_embed, 4),
             "embed_per_image_cpu_s": round(CPU_TIME["embed"] / len(embed_imgs), 4),
             "step_cached_fp32_s": round(t_cached_fp32, 4),
+            "encoder_s": round(t_enc, 4), "encoder_cpu_s": round(CPU_TIME["encoder"], 4),
+            "encoder_unfolded_s": round(t_enc_unfolded, 4),
+            "encoder_unfolded_cpu_s": round(CPU_TIME["encoder_unfolded"], 4),
+            "encoder_gflops": round(enc_gflops, 2), "matmul_gflops": round(matmul_gflops, 1),
+            "encoder_floor_s": round(enc_gflops / matmul_gflops, 4),
             "mixed_precision": "bf16" if bf16 else "no",
             "step_cached_cpu_s": round(CPU_TIME["cached"], 4), "step_recompute_cpu_s": round(CPU_TIME["recompute"], 4),
             "load_average": round(__import__("os").getloadavg()[0], 2), "batch_size": B, "images": kind,

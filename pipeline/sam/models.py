@@ -140,7 +140,33 @@ class SamModel(nn.Module):
 
     # -- networks ----------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(x)
+        """Image embeddings. A frozen encoder in eval mode (every use here: the Playground, the
+        embedding cache, fine-tuning's frozen encoder) runs as its inference copy, see inference_encoder."""
+        enc = self.image_encoder
+        if enc.training or (torch.is_grad_enabled() and any(p.requires_grad for p in enc.parameters())):
+            return enc(x)  # a trainable encoder: its own modules, so gradients reach its BatchNorms
+        return self.inference_encoder()(x)
+
+    def inference_encoder(self) -> nn.Module:
+        """The image encoder with each convolution + eval BatchNorm pair (TinyViT's Conv2d_BN) folded into
+        one convolution, as TinyViT's own `Conv2d_BN.fuse` does: the same function up to float rounding
+        (embeddings within ~1e-5; masks checked in the tests), ~10 % less CPU time per image on 2 cores
+        because 27 batch-norm passes over up to 256x256x256 activations disappear (see `bench sam`).
+
+        The copy is rebuilt whenever a weight of the encoder changes (a loaded checkpoint, `.to(device)`):
+        its key is every parameter's and buffer's storage and in-place version counter. It is kept
+        outside the module tree so state_dict, .to() and parameters() never see it. Back-ends without
+        such pairs (SAM ViT-B) use the encoder itself."""
+        enc = self.image_encoder
+        tensors = list(enc.parameters()) + list(enc.buffers())
+        key = (id(enc), tuple((t.data_ptr(), t._version) for t in tensors))
+        with _FUSE_LOCK:
+            cached = self.__dict__.get("_inference_encoder")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            fused = _fold_conv_bn(enc)
+            self.__dict__["_inference_encoder"] = (key, fused)
+            return fused
 
     def dense_pe(self) -> torch.Tensor:
         # constant for a model: computed once (it is a 64x64 Fourier grid, not free on a CPU)
@@ -167,6 +193,31 @@ class SamModel(nn.Module):
                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                       multimask_output=False, **({"crop": crop} if crop else {}))
         return logits
+
+
+_FUSE_LOCK = threading.Lock()
+
+
+def _fold_conv_bn(encoder: nn.Module) -> nn.Module:
+    """A copy of `encoder` (eval mode, no gradients) with every Conv2d_BN child replaced by its folded
+    convolution; `encoder` itself when it has none."""
+    import copy
+
+    def is_pair(m: nn.Module) -> bool:
+        return (type(m).__name__ == "Conv2d_BN" and hasattr(m, "fuse")
+                and isinstance(getattr(m, "bn", None), nn.BatchNorm2d))
+    if not any(is_pair(m) for m in encoder.modules()):
+        return encoder
+    out = copy.deepcopy(encoder).eval().requires_grad_(False)
+
+    def fold(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if is_pair(child):
+                setattr(parent, name, child.fuse().to(child.c.weight.device).eval().requires_grad_(False))
+            else:
+                fold(child)
+    fold(out)
+    return out
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -287,6 +338,14 @@ def _apply_state(model: SamModel, state: dict[str, torch.Tensor], what: str) -> 
         if not all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()):
             raise CheckpointError(f"{what} holds NaN or infinite weights")
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
+
+
+def load_weights(model: SamModel, path: str | os.PathLike, what: str | None = None) -> None:
+    """Load a weights file into `model`: a whole model or its mask decoder (.safetensors, .pth / .pt), e.g. a
+    fine-tuning run's best.safetensors. Refused with a CheckpointError saying why (missing, empty, corrupt,
+    another back-end, NaN weights); `what` names the file in that message."""
+    path = Path(path)
+    _apply_state(model, _load_state_file(path), what or path.name)
 
 
 def _vit_b_weights(checkpoint: str | None) -> Path:
