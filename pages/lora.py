@@ -35,9 +35,22 @@ The diffusion model learns *in-channel* images: the ultrasound in red and green,
 previews look **yellow with a blue head** (R = G = image, B = mask). A *LoRA* is a small add-on trained on
 ~20 real pairs of one trimester; the base model stays unchanged. The paper's recipe: *rank* 128 (the LoRA's
 size), *alpha* 128 (its strength: alpha / rank = 1), learning rate 1e-4 constant, batch 4, AdamW, clipping 1.0,
-20 images per trimester chosen by a seeded draw from the Data tab's source. Base model: `{base}`.
+20 images per trimester chosen by a seeded draw from the Data tab's source (fewer when the source has fewer:
+the field below follows the source). Base model: `{base}`.
 300 steps take about {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
 Generation tab."""
+
+
+def _default_n(spec: str, allowed_roots) -> tuple[int, str]:
+    """The images-per-trimester field's first value for the tab's first source and its default trimester
+    (second): the paper's 20, or what the source has."""
+    from pipeline.data import images_per_trimester_available, open_source
+    try:
+        best, note = images_per_trimester_available(open_source(spec, allowed_roots).metas, ["second"],
+                                                    _D.n_per_trimester)
+    except Exception:  # the source's own errors are shown when the user acts on it
+        return _D.n_per_trimester, ""
+    return (best, note) if best >= 1 else (_D.n_per_trimester, "")
 
 
 def _safe_name(name: str) -> str:
@@ -147,6 +160,29 @@ def build(ctx) -> None:
         yield (f"✅ saved {len(saved)} LoRA(s): " + ", ".join(f"`{Path(s).name}`" for s in saved)
                + " — pick them in the Generation tab", gr.skip(), previews, ";".join(saved))
 
+    def fit_n(spec, trimesters, n, n_auto):
+        """Images per trimester that the source can give for the ticked trimesters: the paper's 20 (or
+        the most the source has) while the field holds the tab's own value; a value the user typed is
+        only lowered, and only when the source cannot give it. A default run on the offline phantom:24
+        (17 second-trimester images) used to refuse to start with n = 20."""
+        from pipeline.data import images_per_trimester_available
+        try:
+            src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
+        except Exception:  # a half-typed or bad source: Show/Start say what is wrong with it
+            return gr.skip(), gr.skip()
+        picked = [t for t in (trimesters or []) if t in TRIMESTERS]
+        best, note = images_per_trimester_available(src.metas, picked, _D.n_per_trimester)
+        if best < 1:
+            return gr.skip(), f"⚠️ {note.split(', so')[0]}: pick another trimester or source"
+        current = int(n) if isinstance(n, (int, float)) and np.isfinite(n) else None
+        new = best if (n_auto or current is None) else min(current, best)
+        if current is not None and new == current:
+            return gr.skip(), (f"ℹ️ {note}" if note and new == best else "")
+        if not n_auto and current is not None:
+            note = (f"the source has only {best} images for one of the ticked trimesters, so images per "
+                    f"trimester was lowered from {current} to {best}")
+        return new, (f"ℹ️ {note}" if note else "")
+
     def stop_training(request: gr.Request):
         ev = _STOP.get(getattr(request, "session_hash", None) or "api")
         if ev is not None:
@@ -156,6 +192,7 @@ def build(ctx) -> None:
     # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(300 * LORA_STEP_S)))
     spec_state = ctx.shared.get("data_spec")
+    n0, n0_note = _default_n(ctx.default_source, ctx.allowed_roots)
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
                             scale=3, elem_id="lora-source")
@@ -164,7 +201,8 @@ def build(ctx) -> None:
         name = gr.Textbox("lora", label="LoRA name", scale=1, elem_id="lora-name")
     with gr.Accordion("Hyper-parameters (paper defaults)", open=False):
         with gr.Row():
-            n = gr.Number(_D.n_per_trimester, label="images per trimester", precision=0, minimum=1, elem_id="lora-n")
+            n = gr.Number(n0, label="images per trimester", precision=0, minimum=1, elem_id="lora-n",
+                          info="paper: 20; follows the source when it has fewer")
             steps = gr.Number(300, label="steps", precision=0, minimum=1, elem_id="lora-steps")
             rank = gr.Number(_D.rank, label="rank", precision=0, minimum=1,
                              info="the LoRA's size: directions it may change per layer (paper: 128)")
@@ -191,12 +229,19 @@ def build(ctx) -> None:
                               object_fit="contain", elem_id="lora-previews")
     selection = gr.Gallery(label="Training pairs (mask tinted)", columns=10, height=260, object_fit="contain",
                            elem_id="lora-selection")
-    sel_info = gr.Markdown("")
+    sel_info = gr.Markdown(f"ℹ️ {n0_note}" if n0_note else "", elem_id="lora-sel-info")
+    n_auto = gr.State(True)  # the field holds the tab's own value (False once the user types a number)
     trained = gr.State("")  # the saved LoRA folder(s); the Generation tab listens to its changes
     ctx.shared["lora_trained"] = trained
 
+    fit = dict(fn=fit_n, inputs=[source, trimesters, n, n_auto], outputs=[n, sel_info], api_visibility="private",
+               concurrency_limit=2, concurrency_id="data")
+    n.input(lambda: False, outputs=[n_auto], api_visibility="private", queue=False)
+    source.blur(**fit)
+    source.submit(**fit)
+    trimesters.change(**fit)
     if spec_state is not None:
-        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")
+        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private").then(**fit)
     show_btn.click(show_selection, inputs=[source, trimesters, n, seed], outputs=[selection, sel_info],
                    api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(train_lora, inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip,

@@ -552,6 +552,23 @@ def nested_subsets(pool: Sequence[int], sizes: Sequence[int], seed: int = 0) -> 
     return {int(n): [int(i) for i in order[:n]] for n in sorted(sizes)}
 
 
+def images_per_trimester_available(metas: Sequence[SampleMeta], trimesters: Sequence[str],
+                                   wanted: int = 20, pool: Sequence[int] | None = None) -> tuple[int, str]:
+    """(n, note): the most images per trimester that `select_per_trimester` can draw for every one of
+    `trimesters`, capped at `wanted` (the paper's 20), and a note naming the short trimester when the
+    source has fewer than `wanted` (empty otherwise). The dashboard's offline source phantom:24 has 17
+    second-trimester images: the paper's 20 would refuse to start."""
+    pool = list(range(len(metas))) if pool is None else list(pool)
+    counts = {t: sum(metas[i].trimester == t for i in pool) for t in trimesters}
+    if not counts:
+        return wanted, ""
+    short = min(counts, key=counts.get)
+    n = min(wanted, counts[short])
+    note = (f"the source has {counts[short]} {short}-trimester images, so images per trimester is "
+            f"{n} (paper: {wanted})") if n < wanted else ""
+    return n, note
+
+
 def select_per_trimester(metas: Sequence[SampleMeta], n: int = 20, seed: int = 0,
                          pool: Sequence[int] | None = None,
                          trimesters: Sequence[str] = TRIMESTERS) -> dict[str, list[int]]:
