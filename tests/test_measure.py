@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.masks import Ellipse, hadlock_ga_weeks
-from pipeline.measure import (HC18_COLUMNS, HC_TOLERANCE_MM, biometry, box_fit, draw_measurements,
+from pipeline.measure import (HC18_COLUMNS, HC_TOLERANCE_PCT, biometry, box_fit, draw_measurements,
                               ellipse_record, hc18_csv_text, hc18_values, hc_verdict, loose_box_warning)
 
 
@@ -28,10 +28,13 @@ def test_biometry_of_a_circle_and_an_ellipse():
 
 def test_hc_verdict_names_tolerance_and_source():
     inside = hc_verdict(170.4, 170.0)
-    assert "HC error 0.4 mm" in inside and "within" in inside and f"±{HC_TOLERANCE_MM:g} mm" in inside
-    assert "van den Heuvel" in inside
+    assert HC_TOLERANCE_PCT == 3.0
+    assert "HC error 0.4 mm (0.2 %)" in inside and "within" in inside and "±5.1 mm" in inside  # 3 % of 170
+    assert "Sarris" in inside and "van den Heuvel" not in inside  # the source that was checked
     outside = hc_verdict(180.0, 170.0)
     assert "10.0 mm" in outside and "outside" in outside
+    # relative: 4 mm is within for a third-trimester head (3 % of 300 = 9 mm), outside for a small one
+    assert "within" in hc_verdict(304.0, 300.0) and "outside" in hc_verdict(104.0, 100.0)
     assert "pixel size" in hc_verdict(None, 170.0)
     assert "no reference" in hc_verdict(170.0, None)
 
