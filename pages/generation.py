@@ -3,7 +3,8 @@
 Thin wiring over pipeline.diffusion.generate (the same code as `python -m pipeline generate`).
 Samples appear in the gallery as their batch finishes, with the extracted ellipse drawn and their
 verdict / QC; selecting one opens it in an editable mask canvas (gr.ImageEditor: brush, eraser,
-"Re-fit ellipse"), then Accept or Reject. Accepted pairs go to synthetic/NAME in the folder: layout.
+"Re-fit ellipse", "Revert to generated"; brush strokes are undone with the canvas toolbar's Undo, re-fit and
+revert with "Undo re-fit / revert"), then Accept or Reject. Accepted pairs go to synthetic/NAME in the folder: layout.
 API endpoint: generate.
 """
 from __future__ import annotations
@@ -32,7 +33,9 @@ MASK_RGBA = (0, 255, 0, 160)
 INTRO = """### Generation — new image + mask pairs from a trimester prompt
 Each sample's blue channel goes through the Ellipse Extractor (threshold 127) and gets a QC score: the Dice
 between SAM's mask (prompted with the extracted mask's box) and the extracted mask. Click a sample to
-correct its mask with the brush / eraser, **Re-fit ellipse**, then **Accept** or **Reject**. Accepted pairs
+correct its mask with the brush / eraser, **Re-fit ellipse**, then **Accept** or **Reject**. A brush or eraser
+stroke is undone with **↶** in the canvas toolbar (↷ redoes it); a re-fit or **Revert to generated** is
+undone with **Undo re-fit / revert**. Accepted pairs
 are written to `synthetic/NAME` (`images/`, `masks/`, `meta/`), a dataset the SAM tabs can train on
 (`folder:` source)."""
 
@@ -43,6 +46,22 @@ def editor_value(gray: np.ndarray, mask: np.ndarray) -> dict:
     layer = np.zeros((*gray.shape, 4), np.uint8)
     layer[np.asarray(mask).astype(bool)] = MASK_RGBA
     return {"background": bg, "layers": [layer], "composite": None}
+
+
+HISTORY_LIMIT = 20  # re-fits / reverts remembered per selected sample
+
+
+def push_history(history, mask: np.ndarray, limit: int = HISTORY_LIMIT) -> list:
+    """The canvas's undo stack for changes made from Python (re-fit, revert). Gradio's ImageEditor undoes
+    brush strokes itself (toolbar ↶/↷), but a value set from Python starts its history afresh, so the
+    mask before each such change — strokes included — is kept here. The oldest entries go first."""
+    return (list(history or []) + [np.asarray(mask, bool).copy()])[-limit:]
+
+
+def pop_history(history) -> tuple[np.ndarray | None, list]:
+    """(the mask before the last re-fit / revert, the rest of the stack); (None, []) when empty."""
+    h = list(history or [])
+    return (h.pop(), h) if h else (None, [])
 
 
 def editor_mask(value, shape) -> np.ndarray:
@@ -130,17 +149,17 @@ def build(ctx) -> None:
 
     def select(samples, evt: gr.SelectData):
         if not samples or evt.index is None or evt.index >= len(samples):
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         s = samples[evt.index]
         ex = s.extraction
         qc = "n/a" if s.qc is None else f"{s.qc:.3f}"
         ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.0f} px"
         info = (f"**{s.name}** (seed {s.seed}) · extractor: **{'valid' if ex.valid else 'refused'}** "
                 f"({ex.reason}) · QC {qc}{ell}")
-        return evt.index, editor_value(s.gray, ex.mask), info
+        return evt.index, editor_value(s.gray, ex.mask), info, []  # a new sample: a new undo stack
 
     @guarded
-    def refit_mask(samples, index, value):
+    def refit_mask(samples, index, value, history):
         if index is None or not samples:
             raise ValueError("select a sample first")
         s = samples[int(index)]
@@ -148,7 +167,31 @@ def build(ctx) -> None:
         ex = refit(m, allow_border=True)
         if ex.ellipse is None:
             raise ValueError(f"cannot fit an ellipse: {ex.reason}")
-        return editor_value(s.gray, ex.mask), f"re-fitted ellipse: {ellipse_markdown(ex.ellipse)}"
+        return (editor_value(s.gray, ex.mask), f"re-fitted ellipse: {ellipse_markdown(ex.ellipse)} "
+                "(**Undo re-fit / revert** brings back the mask before it)", push_history(history, m))
+
+    @guarded
+    def revert_mask(samples, index, value, history):
+        """Back to the mask the Ellipse Extractor gave the sample; the edited mask goes on the undo stack."""
+        if index is None or not samples:
+            raise ValueError("select a sample first")
+        s = samples[int(index)]
+        m = editor_mask(value, s.gray.shape)
+        return (editor_value(s.gray, s.extraction.mask),
+                "reverted to the generated mask (**Undo re-fit / revert** brings your edits back)",
+                push_history(history, m))
+
+    @guarded
+    def undo_mask(samples, index, history):
+        if index is None or not samples:
+            raise ValueError("select a sample first")
+        s = samples[int(index)]
+        prev, rest = pop_history(history)
+        if prev is None:
+            gr.Info("no re-fit or revert to undo: brush and eraser strokes are undone with ↶ in the canvas toolbar")
+            return gr.skip(), gr.skip(), rest
+        return (editor_value(s.gray, prev), f"undone: the mask before the last re-fit / revert "
+                f"({len(rest)} more to undo)", rest)
 
     @guarded
     def accept_one(samples, decisions, index, value, dataset):
@@ -217,13 +260,16 @@ def build(ctx) -> None:
             summary = gr.Markdown("", elem_id="gen-summary")
         with gr.Column(scale=2):
             info = gr.Markdown("Select a sample to edit its mask.", elem_id="gen-info")
-            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head)",
+            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head; ↶ / ↷ in its toolbar undo / redo a stroke)",
                                     brush=gr.Brush(colors=["#00ff00"], color_mode="fixed", default_size=4),
                                     eraser=gr.Eraser(default_size=4), layers=False, transforms=(), sources=(),
                                     format="png", canvas_size=(ctx.profile.resolution, ctx.profile.resolution),
                                     height=420, elem_id="gen-editor")
             with gr.Row():
                 refit_btn = gr.Button("Re-fit ellipse", elem_id="gen-refit")
+                revert_btn = gr.Button("Revert to generated", elem_id="gen-revert")
+                undo_btn = gr.Button("Undo re-fit / revert", elem_id="gen-undo")
+            with gr.Row():
                 accept_btn = gr.Button("Accept", variant="primary", elem_id="gen-accept")
                 reject_btn = gr.Button("Reject", variant="stop", elem_id="gen-reject")
             with gr.Row(equal_height=True):
@@ -233,6 +279,7 @@ def build(ctx) -> None:
     samples = gr.State([])
     decisions = gr.State({})
     index = gr.State(None)
+    history = gr.State([])  # masks before each re-fit / revert of the selected sample (push_history)
 
     refresh.click(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private")
     if ctx.tab is not None:  # the list is fresh whenever the tab is opened: no manual refresh needed
@@ -250,8 +297,13 @@ def build(ctx) -> None:
     gen_btn.click(generate, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
                                     dataset],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
-    gallery.select(select, inputs=[samples], outputs=[index, editor, info], api_visibility="private")
-    refit_btn.click(refit_mask, inputs=[samples, index, editor], outputs=[editor, info], api_visibility="private")
+    gallery.select(select, inputs=[samples], outputs=[index, editor, info, history], api_visibility="private")
+    refit_btn.click(refit_mask, inputs=[samples, index, editor, history], outputs=[editor, info, history],
+                    api_visibility="private")
+    revert_btn.click(revert_mask, inputs=[samples, index, editor, history], outputs=[editor, info, history],
+                     api_visibility="private")
+    undo_btn.click(undo_mask, inputs=[samples, index, history], outputs=[editor, info, history],
+                   api_visibility="private")
     accept_btn.click(accept_one, inputs=[samples, decisions, index, editor, dataset],
                      outputs=[gallery, decisions, ds_status], api_visibility="private")
     reject_btn.click(reject_one, inputs=[samples, decisions, index, dataset],

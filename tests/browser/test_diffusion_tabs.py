@@ -52,18 +52,31 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     canvas.wait_for()
     page.wait_for_timeout(1000)  # the editor lays out the newly loaded image
 
-    # paint a stroke along row 4 from x=4 to x=40 (a corner, away from any head), in image pixels
+    # paint strokes along a row from x=4 to x=40 (near the top edge, away from any head), in image pixels
     W = H = 128
     bb = canvas.bounding_box()
     z = float(page.locator("#gen-editor").get_by_text("%").first.inner_text().strip().strip("%")) / 100
 
     def to_page(x, y):
         return bb["x"] + (bb["width"] - W * z) / 2 + x * z, bb["y"] + (bb["height"] - H * z) / 2 + y * z
-    page.mouse.move(*to_page(4, 4))
-    page.mouse.down()
-    for x in range(6, 41, 2):
-        page.mouse.move(*to_page(x, 4))
-    page.mouse.up()
+
+    def stroke(row):
+        page.mouse.move(*to_page(4, row))
+        page.mouse.down()
+        for x in range(6, 41, 2):
+            page.mouse.move(*to_page(x, row))
+        page.mouse.up()
+        page.wait_for_timeout(500)
+    # undo as a person does it: a stroke in the wrong place, the canvas toolbar's Undo, the right stroke;
+    # then Revert to generated (drops the edit) and "Undo re-fit / revert" (brings it back)
+    stroke(4)
+    page.locator("#gen-editor").get_by_role("button", name="Undo", exact=True).click()
+    page.wait_for_timeout(500)
+    stroke(14)
+    page.locator("#gen-revert").click()
+    wait_text(page, "#gen-info", "reverted")
+    page.locator("#gen-undo").click()
+    wait_text(page, "#gen-info", "undone")
     page.wait_for_timeout(500)
 
     page.locator("#gen-accept").click()
@@ -73,7 +86,8 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     assert len(masks) == 1
     from pipeline.data import read_gray
     saved = read_gray(masks[0]) > 127
-    assert saved[2:7, 10:35].mean() > 0.5, "the painted stroke is not in the saved mask"
+    assert saved[12:17, 10:35].mean() > 0.5, "the painted stroke is not in the saved mask"
+    assert saved[0:4, 10:35].mean() < 0.1, "the stroke undone with the canvas toolbar is in the saved mask"
     meta = json.loads((ds / "meta" / f"{masks[0].stem}.json").read_text())
     assert meta["edited"] is True and meta["lora"].endswith("lora-second") and meta["seed"] == 0
     assert (ds / "raw" / f"{masks[0].stem}.png").is_file()
