@@ -114,3 +114,50 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(unlabelled, tmp_path):
     assert pipe.vae.config.scaling_factor == pytest.approx(json.loads((SHIPPED / "vae" / "config.json").read_text())
                                                            ["scaling_factor"])
     assert export_checkpoint(work, tmp_path / "exported").joinpath("model_index.json").is_file()
+
+
+def test_more_latent_channels_build_a_base_that_loads_and_generates(unlabelled, tmp_path):
+    """--latent-channels 8: the VAE's latent and the UNet's in/out channels follow; the result is an ordinary
+    diffusers base that the generation code samples from."""
+    ev = _run(_cfg(unlabelled, latent_channels=8, vae_steps=1, unet_steps=1), tmp_path)
+    assert ev[-1]["kind"] == "done"
+    from pipeline.diffusion.base import load_pipeline
+    pipe = load_pipeline(str(tmp_path / "base"), device="cpu")
+    assert pipe.vae.config.latent_channels == 8
+    assert pipe.unet.config.in_channels == pipe.unet.config.out_channels == 8
+    img = pipe("An ultrasound image of a fetal head, second trimester", num_inference_steps=2, height=128, width=128,
+               output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert img.shape == (1, 128, 128, 3) and np.isfinite(img).all()
+    # resuming with another latent size would mix two recipes: refused, naming the setting
+    with pytest.raises(ValueError, match="latent_channels"):
+        _run(_cfg(unlabelled, latent_channels=4, vae_steps=1, unet_steps=1), tmp_path)
+
+
+def test_a_stopped_run_resumes_and_counts_its_time(unlabelled, tmp_path):
+    """The stop hook (what --max-minutes uses) leaves a checkpoint; the same settings go on from it, and the
+    README states the time of both invocations together."""
+    cfg = _cfg(unlabelled, unet_steps=3)
+    calls = {"n": 0}
+
+    def stop():  # stop at the second UNet step
+        calls["n"] += 1
+        return calls["n"] > cfg.vae_steps + 2
+    ev = [e for e in pretrain(cfg, tmp_path / "base", tmp_path / "base-work", stop=stop)]
+    assert ev[-1]["kind"] == "stopped" and ev[-1]["stage"] == "unet"
+    first = json.loads((tmp_path / "base-work" / "time.json").read_text())["seconds"]
+    assert first > 0
+    ev = _run(cfg, tmp_path)
+    assert ev[-1]["kind"] == "done"
+    assert [e["step"] for e in ev if e["kind"] == "step" and e["stage"] == "unet"][0] > 1
+    assert json.loads((tmp_path / "base-work" / "time.json").read_text())["seconds"] > first
+    assert "minutes on a" in (tmp_path / "base" / "README.md").read_text()
+
+
+def test_device_settings_are_checked():
+    with pytest.raises(ValueError, match="device"):
+        PretrainConfig(device="tpu")
+    with pytest.raises(ValueError, match="vae_crop"):
+        PretrainConfig(vae_crop=256)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            PretrainConfig(device="cuda").torch_device()

@@ -60,9 +60,11 @@ TEST_TEXT = dict(TINY_TEXT, hidden_size=32, intermediate_size=64, num_hidden_lay
                  projection_dim=32)
 
 
-def build_tiny_components(seed: int = 0, size: str = "tiny") -> dict:
+def build_tiny_components(seed: int = 0, size: str = "tiny", latent_channels: int = 4) -> dict:
     """Fresh (random-weight) components; only pretraining and plumbing tests start from these.
-    size: "tiny" (the shipped architecture, 128²) or "test" (32², for fast plumbing tests)."""
+    size: "tiny" (the shipped architecture, 128²) or "test" (32², for fast plumbing tests).
+    latent_channels: SD's 4, or more (a 16² latent with more channels keeps more texture, at the UNet's
+    cost of two wider convolutions only)."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -70,6 +72,10 @@ def build_tiny_components(seed: int = 0, size: str = "tiny") -> dict:
     from .tokenizer import build_clip_tokenizer
     torch.manual_seed(seed)
     vae, unet, text = (TINY_VAE, TINY_UNET, TINY_TEXT) if size == "tiny" else (TEST_VAE, TEST_UNET, TEST_TEXT)
+    if int(latent_channels) < 1:
+        raise ValueError(f"latent_channels must be at least 1, not {latent_channels}")
+    vae = dict(vae, latent_channels=int(latent_channels))
+    unet = dict(unet, in_channels=int(latent_channels), out_channels=int(latent_channels))
     return dict(vae=AutoencoderKL(**vae), unet=UNet2DConditionModel(**unet),
                 text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
                 tokenizer=build_clip_tokenizer(), scheduler=DDPMScheduler(**SD_SCHEDULER))

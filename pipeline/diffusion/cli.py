@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 
@@ -40,6 +41,13 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--unet-lr", type=float, default=d.unet_lr, help="UNet learning rate (default %(default)s)")
         p.add_argument("--judge", default=None, metavar="SPEC",
                        help="real image+mask pairs to REPORT the VAE's reconstruction on (never trained on)")
+        p.add_argument("--latent-channels", type=int, default=d.latent_channels,
+                       help="VAE latent channels (SD: 4; more keeps more speckle; default %(default)s)")
+        p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="UNet EMA decay (default %(default)s)")
+        p.add_argument("--device", default=d.device, help="auto (CUDA where there is one), cpu or cuda[:N]")
+        p.add_argument("--workers", type=int, default=d.workers, help="processes drawing the phantoms")
+        p.add_argument("--max-minutes", type=float, default=None,
+                       help="stop after this many minutes with a checkpoint; the same command resumes")
     elif command == "train-lora":
         from .lora import add_lora_arguments
         add_lora_arguments(p)
@@ -73,9 +81,15 @@ def _pretrain(args) -> int:
                          ckpt_every=args.ckpt_every, bf16=False if args.no_bf16 else "auto",
                          unlabelled=args.unlabelled, exclude=tuple(args.exclude), init_base=args.init_base,
                          vae_train=args.vae_train, real_views=args.real_views, real_frac=args.real_frac,
-                         vae_lr=args.vae_lr, unet_lr=args.unet_lr, judge=args.judge)
+                         vae_lr=args.vae_lr, unet_lr=args.unet_lr, judge=args.judge,
+                         latent_channels=args.latent_channels, ema_decay=args.ema_decay, device=args.device,
+                         workers=args.workers)
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise SystemExit(f"--max-minutes must be positive, not {args.max_minutes}")
+    t0 = time.time()
+    stop = (lambda: time.time() - t0 > args.max_minutes * 60) if args.max_minutes else None
     bar = None
-    for ev in pretrain(cfg, Path(args.out), args.work):
+    for ev in pretrain(cfg, Path(args.out), args.work, stop=stop):
         if ev["kind"] == "stage":
             if bar is not None:
                 bar.close()
@@ -89,6 +103,11 @@ def _pretrain(args) -> int:
         elif ev["kind"] == "judge":
             print(f"\nVAE on real pairs it never trained on: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                                                         if k not in ("kind", "stage")), flush=True)
+        elif ev["kind"] == "stopped":
+            if bar is not None:
+                bar.close()
+            print(f"\nstopped after {args.max_minutes} min at {ev['stage']} step {ev['step']} with a checkpoint; "
+                  f"the same command resumes", flush=True)
         elif ev["kind"] == "done":
             if bar is not None:
                 bar.close()

@@ -73,6 +73,9 @@ class PretrainConfig:
     vae_train: str = "all"  # "all" | "decoder" (keeps the init base's encoder, so its latent space)
     judge: str | None = None  # data spec of real image+mask pairs to REPORT the VAE's reconstruction on
     judge_n: int = 32
+    latent_channels: int = 4  # SD's 4; more keeps more speckle through the VAE (the UNet barely grows)
+    device: str = "auto"  # "auto": CUDA where there is one, else the CPU (a setting of the machine, not the recipe)
+    workers: int = 1  # processes drawing the phantoms (the same phantoms whatever the number)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -86,14 +89,30 @@ class PretrainConfig:
             raise ValueError(f"real_frac must be in [0, 1], not {self.real_frac}")
         if self.real_frac > 0 and not self.unlabelled and self.unlabelled is not None:
             raise ValueError("real_frac > 0 needs an unlabelled folder")
-        for k in ("n_phantoms", "vae_batch", "unet_batch", "real_views", "ckpt_every", "threads", "judge_n"):
+        for k in ("n_phantoms", "vae_batch", "unet_batch", "real_views", "ckpt_every", "threads", "judge_n",
+                  "latent_channels", "workers"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, not {getattr(self, k)}")
         for k in ("vae_steps", "unet_steps"):
             if int(getattr(self, k)) < 0:
                 raise ValueError(f"{k} must not be negative, not {getattr(self, k)}")
+        if not 8 <= int(self.vae_crop) <= int(self.resolution):
+            raise ValueError(f"vae_crop must be between 8 and the resolution ({self.resolution}), not {self.vae_crop}")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', not {self.device!r}")
+
+    def torch_device(self):
+        import torch
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.device!r} asked for, but torch sees no CUDA GPU here")
+        return torch.device(self.device)
 
     def use_bf16(self) -> bool:
+        if self.bf16 == "auto" and self.torch_device().type == "cuda":
+            import torch
+            return torch.cuda.is_bf16_supported()
         if self.bf16 == "auto":
             from .generate import cpu_has_fast_bf16
             return cpu_has_fast_bf16()
@@ -102,7 +121,8 @@ class PretrainConfig:
 
 UNLABELLED_PROMPT = "An ultrasound image of a fetal head"
 # settings that may change when a run is resumed: more steps, checkpoint cadence, threads, the report set
-RESUMABLE_CHANGES = ("vae_steps", "unet_steps", "ckpt_every", "threads", "judge", "judge_n", "extra")
+RESUMABLE_CHANGES = ("vae_steps", "unet_steps", "ckpt_every", "threads", "judge", "judge_n", "extra", "device",
+                     "workers")
 
 
 def check_resume(cfg: "PretrainConfig", work: Path) -> None:
@@ -134,9 +154,16 @@ def make_dataset(cfg: PretrainConfig, work: Path) -> tuple[np.ndarray, np.ndarra
         if len(x) == cfg.n_phantoms and x.shape[1] == cfg.resolution:
             return x, t
     rgb, tri = [], []
-    # the GA is drawn uniformly over 11.5-40 weeks so all three trimesters are well represented
-    for i in range(cfg.n_phantoms):
-        r, t = _phantom_rgb(cfg, i)
+    # the GA is drawn uniformly over 11.5-40 weeks so all three trimesters are well represented; phantom i
+    # depends on i alone, so any number of workers draws the same set
+    if cfg.workers > 1:
+        import multiprocessing as mp
+        from functools import partial
+        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            made = pool.map(partial(_phantom_rgb, cfg), range(cfg.n_phantoms), chunksize=64)
+    else:
+        made = (_phantom_rgb(cfg, i) for i in range(cfg.n_phantoms))
+    for r, t in made:
         rgb.append(r)
         tri.append(TRIMESTERS.index(t))
     x, t = np.stack(rgb), np.array(tri, np.int64)
@@ -231,14 +258,22 @@ def judge_vae(vae, spec: str | None, n: int, size: int) -> dict | None:
         return None
     src = open_source(spec)
     idx = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int)
-    x = np.stack([to_model_size(src[int(i)].image, src[int(i)].mask, size) for i in idx])
+    return judge_vae_pairs(vae, np.stack([to_model_size(src[int(i)].image, src[int(i)].mask, size) for i in idx]))
+
+
+def judge_vae_pairs(vae, x: np.ndarray) -> dict:
+    """judge_vae on (N, R, R, 3) uint8 in-channel pairs; 'detail' = mean |vertical gradient| of the image,
+    which speckle dominates (a blurred reconstruction has less than the real image)."""
+    import torch
+    from .base import rgb_to_tensor, tensor_to_rgb
+    dev = next(vae.parameters()).device
     with torch.no_grad():
-        rec = tensor_to_rgb(vae.decode(vae.encode(rgb_to_tensor(x)).latent_dist.mean).sample)
+        rec = tensor_to_rgb(vae.decode(vae.encode(rgb_to_tensor(x).to(dev)).latent_dist.mean).sample)
     l1 = float(np.abs(rec[..., :2].astype(np.float32) - x[..., :2]).mean())
     a, b = rec[..., 2] > 127, x[..., 2] > 127
     iou = float((a & b).sum() / max(1, (a | b).sum()))
     lap = lambda z: float(np.mean([np.abs(np.diff(im.astype(np.float32), axis=0)).mean() for im in z[..., 0]]))
-    return {"image_l1": round(l1, 2), "mask_iou": round(iou, 4), "n": len(idx),
+    return {"image_l1": round(l1, 2), "mask_iou": round(iou, 4), "n": len(x),
             "detail_real": round(lap(x), 2), "detail_rec": round(lap(rec), 2)}
 
 
@@ -266,13 +301,16 @@ def init_components(cfg: PretrainConfig) -> dict:
     from transformers import CLIPTextModel
 
     from .base import build_tiny_components
-    comps = build_tiny_components(cfg.seed)
+    comps = build_tiny_components(cfg.seed, latent_channels=cfg.latent_channels)
     if cfg.init_base:
         src = str(cfg.init_base)
         comps["vae"] = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=torch.float32)
         comps["unet"] = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=torch.float32)
         comps["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder",
                                                               torch_dtype=torch.float32)
+        if comps["vae"].config.latent_channels != cfg.latent_channels:
+            raise ValueError(f"--init-base {src} has {comps['vae'].config.latent_channels} latent channels, "
+                             f"not {cfg.latent_channels}: give the same --latent-channels or no --init-base")
     return comps
 
 
@@ -286,13 +324,15 @@ def vae_trainable(vae, which: str) -> list:
 
 
 def encode_all(vae, rgb: np.ndarray, chunk: int = 64) -> dict:
+    """Posterior mean and std of every image, on the CPU (the cache is device-independent)."""
     import torch
     from .base import rgb_to_tensor
     means, stds = [], []
+    dev = next(vae.parameters()).device
     with torch.no_grad():
         for i in range(0, len(rgb), chunk):
-            d = vae.encode(rgb_to_tensor(rgb[i:i + chunk])).latent_dist
-            means.append(d.mean); stds.append(d.std)
+            d = vae.encode(rgb_to_tensor(rgb[i:i + chunk]).to(dev)).latent_dist
+            means.append(d.mean.float().cpu()); stds.append(d.std.float().cpu())
     return {"mean": torch.cat(means), "std": torch.cat(stds)}
 
 
@@ -325,8 +365,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     check_resume(cfg, work)
     atomic_write_json(work / "config.json", asdict(cfg))
     torch.set_num_threads(cfg.threads)
-    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.use_bf16())
+    dev = cfg.torch_device()
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.use_bf16())
     t_start = time.time()
+    spent = _spent(work)  # seconds earlier invocations of this run took (the README gives the total)
+
+    def clock():
+        _save_spent(work, spent + time.time() - t_start, dev)
 
     yield {"kind": "stage", "stage": "data", "n": cfg.n_phantoms, "unlabelled": cfg.unlabelled}
     data, tri = make_dataset(cfg, work)
@@ -334,6 +379,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     real_frac = cfg.real_frac if real is not None else 0.0
     comps = init_components(cfg)
     vae, unet, te, tok, sched = (comps[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
+    vae.to(dev); unet.to(dev); te.to(dev)
     g = torch.Generator().manual_seed(cfg.seed)
     rng_np = np.random.default_rng(cfg.seed + 11)
 
@@ -346,8 +392,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     def save_vae():
         _save_ckpt(vae_ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
                             "rng_np": rng_np.bit_generator.state})
+        clock()
     if vae_ck.is_file():
-        ck = torch.load(vae_ck, weights_only=False)
+        ck = torch.load(vae_ck, weights_only=False, map_location=dev)
         vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
         g.set_state(ck["rng"])
         if "rng_np" in ck:
@@ -374,7 +421,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
                 rgb[j, ..., 2] = random_ellipse_mask(rng_np, cfg.resolution) * 255 \
                     if rng_np.random() < cfg.vae_real_ellipse_prob else 0
             crops.append(rgb[:, oy:oy + c, ox:ox + c])
-        x = rgb_to_tensor(np.concatenate(crops))
+        x = rgb_to_tensor(np.concatenate(crops)).to(dev)
         if torch.rand((), generator=g) < 0.5:
             x = x.flip(3)
         lr = cfg.vae_lr * min(1.0, (step + 1) / 50)
@@ -407,7 +454,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     # ---- latents once (the VAE is frozen from here): posterior mean and std of every phantom
     lat_path = work / "latents.pt"
     if lat_path.is_file():
-        lat = torch.load(lat_path)
+        lat = torch.load(lat_path, map_location="cpu")
     else:
         lat = encode_all(vae, data)
         if real is not None:  # unlabelled: R = G = image, B = 0 (no mask)
@@ -418,22 +465,23 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     sf = latent_scaling(cfg, vae, lat)
     vae.register_to_config(scaling_factor=sf)
     atomic_write_json(work / "scaling_factor.json", {"scaling_factor": sf})
+    lat = {k: v.to(dev) for k, v in lat.items()}
 
     # ---- stage 3: UNet + text encoder
     ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
               max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
+              return_tensors="pt").input_ids.to(dev)  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
     step = 0
     unet_ck = work / "unet.pt"
     if unet_ck.is_file():
-        ck = torch.load(unet_ck, weights_only=False)
+        ck = torch.load(unet_ck, weights_only=False, map_location=dev)
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
         ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"])
     n_real = int(round(cfg.unet_batch * real_frac))
-    alphas = sched.alphas_cumprod
+    alphas = sched.alphas_cumprod.to(dev)
     snr = alphas / (1 - alphas)
     tri_t = torch.from_numpy(tri)
     yield {"kind": "stage", "stage": "unet", "step": step, "total": cfg.unet_steps, "scaling_factor": sf}
@@ -442,25 +490,28 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     def save_unet():
         _save_ckpt(unet_ck, {"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
                              "ema": ema, "step": step, "rng": g.get_state()})
+        clock()
     while step < cfg.unet_steps:
         if stop is not None and stop():
             save_unet()
             yield {"kind": "stopped", "stage": "unet", "step": step}
             return
+        # every random draw comes from the CPU generator g (the same stream on any device), then moves
         idx = torch.randint(len(data), (cfg.unet_batch - n_real,), generator=g)
-        mu, sd = lat["mean"][idx], lat["std"][idx]
+        mu, sd = lat["mean"][idx.to(dev)], lat["std"][idx.to(dev)]
         which = tri_t[idx].clone()
         if n_real:
-            ridx = torch.randint(len(lat["real_mean"]), (n_real,), generator=g)
+            ridx = torch.randint(len(lat["real_mean"]), (n_real,), generator=g).to(dev)
             mu, sd = torch.cat([mu, lat["real_mean"][ridx]]), torch.cat([sd, lat["real_std"][ridx]])
             which = torch.cat([which, torch.full((n_real,), 4)])
-        z = (mu + sd * torch.randn(mu.shape, generator=g)) * sf
+        z = (mu + sd * torch.randn(mu.shape, generator=g).to(dev)) * sf
         if torch.rand((), generator=g) < 0.5:  # heads face either way in real scans
             z = z.flip(3)
-        noise = torch.randn(z.shape, generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g)
+        noise = torch.randn(z.shape, generator=g).to(dev)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(dev)
         noisy = sched.add_noise(z, noise, t)
         which[torch.rand(len(z), generator=g) < cfg.uncond_prob] = 3
+        which = which.to(dev)
         lr = cfg.unet_lr * min(1.0, (step + 1) / 100)
         for pg in opt.param_groups:
             pg["lr"] = lr
@@ -490,11 +541,40 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             p.copy_(e)
     unet.eval(); te.eval()
     comps["scheduler"] = sched
-    _save_base(comps, out_dir, cfg, time.time() - t_start)
+    clock()
+    for m in (vae, unet, te):
+        m.to("cpu")
+    _save_base(comps, out_dir, cfg, _spent(work), _spent_on(work))
     yield {"kind": "done", "out": str(out_dir), "minutes": (time.time() - t_start) / 60}
 
 
-def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float) -> None:
+def _spent(work: Path) -> float:
+    p = work / "time.json"
+    return float(json.loads(p.read_text())["seconds"]) if p.is_file() else 0.0
+
+
+def _spent_on(work: Path) -> str:
+    p = work / "time.json"
+    return json.loads(p.read_text()).get("on", "") if p.is_file() else ""
+
+
+def _save_spent(work: Path, seconds: float, dev) -> None:
+    import os
+
+    import torch
+    on = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+          else f"a {os.cpu_count()}-core CPU ({'native bf16' if _fast_bf16() else 'no native bf16'})")
+    old = _spent_on(work)
+    atomic_write_json(work / "time.json", {"seconds": round(seconds, 1),
+                                           "on": on if not old or old == on else f"{old}, then {on}"})
+
+
+def _fast_bf16() -> bool:
+    from .generate import cpu_has_fast_bf16
+    return cpu_has_fast_bf16()
+
+
+def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float, on: str = "") -> None:
     """save_pretrained into a temp folder beside out_dir, then swap it in (never a half-written base)."""
     import torch
     from .base import assemble_pipeline
@@ -504,7 +584,7 @@ def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float) 
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
-    readme = _readme(cfg, seconds)
+    readme = _readme(cfg, seconds, on)
     atomic_write_text(tmp / "README.md", readme)
     atomic_write_json(tmp / "pretrain_config.json", asdict(cfg))
     old = out_dir.parent / f".{out_dir.name}.old"
@@ -520,18 +600,19 @@ def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float) 
 def rebuild_command(cfg: PretrainConfig) -> str:
     d = PretrainConfig()
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
-    for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "seed", "unlabelled",
-              "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge"):
+    for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
+              "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
+              "ema_decay"):
         if getattr(cfg, k) != getattr(d, k):
             parts.append(f"--{k.replace('_', '-')} {getattr(cfg, k)}")
     parts += [f"--exclude {e}" for e in cfg.exclude]
     return " ".join(parts)
 
 
-def _took(seconds: float) -> str:
+def _took(seconds: float, on: str = "") -> str:
     if seconds <= 0:
         return "exported mid-run"
-    return f"this build took {seconds / 60:.0f} minutes on a 2-core Xeon CPU"
+    return f"this build took {seconds / 60:.1f} minutes" + (f" on {on}" if on else "")
 
 
 def _data_paragraph(cfg: PretrainConfig) -> str:
@@ -550,7 +631,7 @@ def _data_paragraph(cfg: PretrainConfig) -> str:
             f"annotation and no evaluation image went into this base; checked pixel for pixel against: {excl}.")
 
 
-def _readme(cfg: PretrainConfig, seconds: float) -> str:
+def _readme(cfg: PretrainConfig, seconds: float, on: str = "") -> str:
     return f"""# Tiny diffusion base (SonoSynth Lab)
 
 A small Stable-Diffusion-architecture model (diffusers `AutoencoderKL` + `UNet2DConditionModel` +
@@ -558,7 +639,8 @@ transformers `CLIPTextModel` + SD v1.5's exact CLIP tokenizer), 128², in-channe
 (R = G = ultrasound, B = filled head mask). {_data_paragraph(cfg)}
 fp16 safetensors, standard diffusers layout: `StableDiffusionPipeline.from_pretrained(this_folder)`.
 
-Rebuild exactly ({_took(seconds)}; bf16 autocast only on CPUs with native bf16):
+Rebuild ({_took(seconds, on)}; bf16 autocast on GPUs and on CPUs with native bf16; a GPU run repeats up to
+floating-point order, not bit for bit):
 
     {rebuild_command(cfg)}
 
@@ -582,18 +664,18 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{work} has no UNet checkpoint yet (unet.pt): nothing to export")
     cfg = PretrainConfig(**{k: v for k, v in json.loads((work / "config.json").read_text()).items()
                             if k in PretrainConfig.__dataclass_fields__})
-    comps = build_tiny_components(cfg.seed)
-    comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+    comps = build_tiny_components(cfg.seed, latent_channels=cfg.latent_channels)
+    comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False, map_location="cpu")["model"])
     sf_path = work / "scaling_factor.json"
     sf = json.loads(sf_path.read_text())["scaling_factor"] if sf_path.is_file() \
         else float(1.0 / torch.load(work / "latents.pt")["mean"].std())
     comps["vae"].register_to_config(scaling_factor=sf)
-    ck = torch.load(work / "unet.pt", weights_only=False)
+    ck = torch.load(work / "unet.pt", weights_only=False, map_location="cpu")
     comps["unet"].load_state_dict(ck["unet"]); comps["text_encoder"].load_state_dict(ck["te"])
     params = list(comps["unet"].parameters()) + list(comps["text_encoder"].parameters())
     with torch.no_grad():
         for p, e in zip(params, ck["ema"]):
-            p.copy_(e)
+            p.copy_(e.cpu())
     cfg.extra = {"exported_at_unet_step": int(ck["step"])}
     _save_base(comps, out_dir, cfg, 0.0)
     return out_dir
