@@ -1,6 +1,6 @@
 """The Experiments tab: the paper's Table 1 as a resumable sweep, with the table and chart filling in live.
 
-Thin wiring over pipeline.experiments (the same code as `python -m pipeline sweep`). API endpoint: sweep.
+Thin wiring over pipeline.sweep (the same code as `python -m pipeline sweep`). API endpoint: sweep.
 Sweeps live in work_dir/sweeps/NAME; starting an existing name resumes it (finished cells are skipped).
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _optional_int(text, field: str, minimum: int = 1) -> int | None:
 
 def _views(sweep_dir: Path):
     """(status markdown, Table-1 markdown, chart, tidy results) of a sweep folder."""
-    from pipeline.experiments import Sweep, report_markdown
+    from pipeline.sweep import Sweep, report_markdown
     from pipeline.results import figure3, load_paper_reference, paper_comparison
     sw = Sweep(sweep_dir)
     df = sw.results()
@@ -81,7 +81,7 @@ def _views(sweep_dir: Path):
 
 
 def build(ctx) -> None:
-    from pipeline.experiments import PRESETS
+    from pipeline.sweep import PRESETS
     sweeps_root = ctx.work_dir / "sweeps"
 
     def list_sweeps() -> list[str]:
@@ -103,7 +103,7 @@ def build(ctx) -> None:
     def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
               repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
         """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
-        from pipeline.experiments import preset, run_sweep
+        from pipeline.sweep import preset, run_sweep
         name = _safe_name(name)
         loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
                  if p and p != "(none)"}
@@ -174,7 +174,7 @@ def build(ctx) -> None:
         if not name:
             raise ValueError("choose a sweep to open")
         out = sweeps_root / _safe_name(name)
-        from pipeline.experiments import Sweep, cells
+        from pipeline.sweep import Sweep, cells
         cfg = Sweep(out).config()
         grid = cells(cfg)
         n_done = sum(Sweep(out).is_done(c) for c in grid)

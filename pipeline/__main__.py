@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-lora": ("pipeline.diffusion.cli", "train one trimester's LoRA on real image+mask pairs"),
     "generate": ("pipeline.diffusion.cli", "generate image+mask pairs and extract their ellipses"),
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),
-    "sweep": ("pipeline.experiments", "the paper's Table 1 as a resumable sweep"),
+    "sweep": ("pipeline.sweep.cli", "the paper's Table 1 as a resumable sweep"),
     "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper"),
 }
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data import DataError
-from pipeline.experiments import Sweep, SweepConfig, cells, preset, report_markdown, run_sweep, synthetic_plan
+from pipeline.sweep import Sweep, SweepConfig, cells, preset, report_markdown, run_sweep, synthetic_plan
 from pipeline.results import summarize, table1
 
 TRAIN = "phantom:24"

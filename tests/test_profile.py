@@ -75,7 +75,7 @@ def test_paper_profile_reaches_generation_qc(paper_app, monkeypatch):
 
 
 def test_paper_profile_reaches_the_sweep_started_from_the_dashboard(paper_app, monkeypatch):
-    import pipeline.experiments as E
+    import pipeline.sweep as E
     ctx, demo = paper_app
     seen = []
 
@@ -100,7 +100,7 @@ def test_a_paper_sweep_fine_tunes_vit_b_and_makes_its_syn_set_with_the_paper_mod
     """run_sweep itself: the SAM it builds, the base its LoRAs train on, the base and QC SAM it generates with."""
     import pipeline.diffusion.generate as G
     import pipeline.diffusion.lora as L
-    import pipeline.experiments as E
+    import pipeline.sweep as E
     import pipeline.sam.models as M
     paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
     asked = {}
@@ -136,7 +136,7 @@ def test_a_paper_sweep_fine_tunes_vit_b_and_makes_its_syn_set_with_the_paper_mod
 
 
 def test_a_config_file_naming_another_backend_gets_no_paper_weights():
-    from pipeline.experiments import SweepConfig
+    from pipeline.sweep import SweepConfig
     paper = get_profile("paper")
     cfg = SweepConfig.for_profile(paper, train="phantom:12", backend="litemedsam")
     assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == ("litemedsam", None, paper.diffusion_base)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data import DataError, open_source, split_indices
-from pipeline.experiments import HELDOUT, TestSet, preset, run_sweep
+from pipeline.sweep import HELDOUT, TestSet, preset, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = "phantom:24"
@@ -88,7 +88,7 @@ def test_a_sweep_accepts_no_lora_that_may_have_seen_test_images(tmp_path):
 def test_sigkill_in_a_cell_and_resume_gives_the_uninterrupted_row(sweep, tmp_path):
     ref_out, cfg = sweep
     out = tmp_path / "s"
-    code = (f"from pipeline.experiments import preset, run_sweep\n"
+    code = (f"from pipeline.sweep import preset, run_sweep\n"
             f"for ev in run_sweep(preset('smoke', **{OVER!r}), {str(out)!r}): print(ev['kind'], flush=True)")
     cmd = [sys.executable, "-c", code]
     env = dict(os.environ, SONOSYNTH_PROFILE="tiny", PYTHONUNBUFFERED="1")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data import DataError
-from pipeline.experiments import Sweep, cells, preset, run_sweep
+from pipeline.sweep import Sweep, cells, preset, run_sweep
 from pipeline.locks import FileLock, detach_from_launcher, is_stale, parse_shard, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]

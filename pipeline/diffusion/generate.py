@@ -203,11 +203,9 @@ def qc_score(predictor, gray: np.ndarray, mask: np.ndarray) -> float | None:
     box = mask_bbox(mask)
     if box is None or predictor is None:
         return None
+    from ..metrics import dice
     predictor.set_image(gray)
-    sam = predictor.predict(box=box)
-    m = np.asarray(mask).astype(bool)
-    denom = sam.sum() + m.sum()
-    return float(2 * np.logical_and(sam, m).sum() / denom) if denom else None
+    return dice(predictor.predict(box=box), mask)
 
 
 _QC_LOCK = threading.Lock()

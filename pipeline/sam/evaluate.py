@@ -52,6 +52,50 @@ def segment(predictor: SamPredictor, image: np.ndarray, box, pixel_size_mm: floa
     return Segmentation(mask, b, e, emask, hc, ga)
 
 
+def score_mask(pred: np.ndarray, gt: np.ndarray, hc_mm: float | None = None, pixel_size_mm: float | None = None,
+               ellipse_fit: bool = False) -> tuple[float, float | None]:
+    """(Dice, |HC error| in mm or None) of one predicted mask against its ground truth (metrics.dice);
+    `ellipse_fit` scores the mask's fitted filled ellipse instead of the raw mask."""
+    if ellipse_fit and pred.any():
+        ex = refit(pred, allow_border=True, min_fit_iou=0.0)
+        if ex.ellipse is not None:
+            pred = ex.mask
+    return dice(pred, gt), hc_abs_error_mm(pred, hc_mm, pixel_size_mm)
+
+
+def evaluate_embeddings(model, embeddings, boxes, masks, metas=None, batch_size: int = 8,
+                        ellipse_fit: bool = False) -> dict:
+    """The batched evaluator: the model's current mask decoder on cached image embeddings, one box per image.
+
+    embeddings: one (256, 64, 64) tensor per image; boxes: (x0, y0, x1, y1) in original pixels; masks: the
+    ground-truth bool masks (their shapes are the images' sizes); metas: SampleMeta per image for the HC
+    error (None: Dice only). Decoded `batch_size` images at a time. Returns per-image lists, in order:
+    {"dice": [...], "hc_abs_error_mm": [... or None]}. Used by the sweep's test sets and by fine-tuning's
+    validation, so the two score a decoder the same way."""
+    import torch
+    dec = model.mask_decoder
+    was_training = dec.training
+    dec.eval()
+    dices, hcs = [], []
+    try:
+        with torch.no_grad():
+            for s0 in range(0, len(masks), batch_size):
+                chunk = range(s0, min(s0 + batch_size, len(masks)))
+                emb = torch.stack([embeddings[i] for i in chunk]).to(model.device, torch.float32)
+                inp = np.concatenate([model.box_to_input(boxes[i], masks[i].shape) for i in chunk])
+                logits = model.decode(emb, inp, crop=model.crop_cells([masks[i].shape for i in chunk]))
+                for j, i in enumerate(chunk):
+                    pred = model.logits_to_mask(logits[j], masks[i].shape)
+                    m = metas[i] if metas is not None else None
+                    d, e = score_mask(pred, masks[i], m.hc_mm if m else None, m.pixel_size_mm if m else None,
+                                      ellipse_fit)
+                    dices.append(d)
+                    hcs.append(e)
+    finally:
+        dec.train(was_training)
+    return {"dice": dices, "hc_abs_error_mm": hcs}
+
+
 def evaluate(predictor: SamPredictor, spec: str, limit: int | None = None, seed: int = 0,
              ellipse_fit: bool = False, jitter_px: int = 20, allowed_roots=None,
              progress: Callable[[int, int], None] | None = None, split: str | None = None,
@@ -76,14 +120,8 @@ def evaluate(predictor: SamPredictor, spec: str, limit: int | None = None, seed:
         rng = np.random.default_rng([seed, i])
         box = jittered_box_for(s.mask, rng, jitter_px)
         predictor.set_image(s.image)
-        pred = predictor.predict(box=box)
-        if ellipse_fit and pred.any():
-            ex = refit(pred, allow_border=True, min_fit_iou=0.0)
-            if ex.ellipse is not None:
-                pred = ex.mask
-        d = dice(pred, s.mask)
+        d, err = score_mask(predictor.predict(box=box), s.mask, s.meta.hc_mm, s.meta.pixel_size_mm, ellipse_fit)
         dices.append(d)
-        err = hc_abs_error_mm(pred, s.meta.hc_mm, s.meta.pixel_size_mm)
         if err is not None:
             hc_errs.append(err)
         per_sample.append({"name": s.name, "dice": d, "hc_abs_error_mm": err, "box": list(box)})

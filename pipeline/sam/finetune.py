@@ -47,8 +47,8 @@ import torch
 from ..augment import AUGMENTATIONS, augment_pair, build_augmentation, jitter_box
 from ..config import SamFinetuneDefaults
 from ..data import DataError, nested_subsets, open_source, split_indices
-from ..metrics import dice
 from ..runs import RunDir
+from .evaluate import evaluate_embeddings
 from .models import build_model
 
 _D = SamFinetuneDefaults()
@@ -281,20 +281,12 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
 
     val_scores: list[float] = []  # per image, of the latest validation: pages test a gain against noise
 
-    @torch.no_grad()
     def validate() -> float:
-        model.mask_decoder.eval()
-        scores = val_scores
-        scores.clear()
-        for s in range(0, len(val), 8):
-            chunk = val[s:s + 8]
-            emb = torch.stack([it.views[0].embedding for it in chunk]).to(acc.device, torch.float32)
-            boxes = np.concatenate([model.box_to_input(val_boxes[s + j], it.gt.shape) for j, it in enumerate(chunk)])
-            logits = model.decode(emb, boxes, crop=model.crop_cells([it.gt.shape for it in chunk]))
-            for j, it in enumerate(chunk):
-                scores.append(dice(model.logits_to_mask(logits[j], it.gt.shape), it.gt))
+        """Mean Dice of the current decoder on the val pairs (the batched evaluator of sam/evaluate.py)."""
+        val_scores[:] = evaluate_embeddings(model, [it.views[0].embedding for it in val], val_boxes,
+                                            [it.gt for it in val])["dice"]
         model.mask_decoder.train()
-        return float(np.mean(scores))
+        return float(np.mean(val_scores))
 
     # -- optimiser, accelerate, resume --------------------------------------------------------------
     decoder = model.mask_decoder

@@ -1,0 +1,142 @@
+"""python -m pipeline sweep: the same code as the Experiments tab."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..config import add_profile_argument, resolve_profile
+from ..data import DataError
+from ..fileio import atomic_write_text
+from .config import PRESETS, SweepConfig, preset
+from .folder import Sweep
+from .grid import cells
+from .report import report_markdown
+from .runner import run_sweep
+
+
+def add_arguments(p, command: str = "sweep") -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", help="a JSON file of SweepConfig settings")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="a named grid (paper, cpu-small, smoke)")
+    p.add_argument("--out", required=True, help="the sweep folder (re-run the same command to resume)")
+    p.add_argument("--train", help="train source spec (with --preset)")
+    p.add_argument("--test", action="append", help="a test source spec (repeatable; default: heldout)")
+    p.add_argument("--synthetic", help="folder: dataset of synthetic pairs for the SYN arm")
+    p.add_argument("--loras", help="first=DIR,second=DIR,third=DIR: generate the SYN set with these LoRAs")
+    p.add_argument("--train-loras", action="store_true",
+                   help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
+    p.add_argument("--lora-steps", type=int, help="steps per LoRA with --train-loras (default 300)")
+    p.add_argument("--augmentations", help="comma list of none,weak,strong,syn (WA, SA, synthetic data; default: the preset's)")
+    p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
+    p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per cell (default: the preset's)")
+    p.add_argument("--shard", help="i/n: this worker runs only cells i, i+n, i+2n, ... (0 <= i < n); auto: from a "
+                   "SLURM job array. Without it, several workers on one --out share the cells by lock files")
+    p.add_argument("--report", help="write the markdown tables here when the sweep ends")
+    p.add_argument("--figure", help="write the Figure-3 PNG here when the sweep ends")
+    add_profile_argument(p)
+
+
+def config_from_args(args) -> SweepConfig:
+    """The sweep the CLI asks for, with the profile's models (--profile / SONOSYNTH_PROFILE) for every
+    model setting the config file does not name."""
+    profile = resolve_profile(getattr(args, "profile", None))
+    over = {}
+    if args.train:
+        over["train"] = args.train
+    if args.test:
+        over["tests"] = args.test
+    if args.synthetic:
+        over["synthetic"] = args.synthetic
+    if args.loras:
+        try:
+            over["loras"] = dict(kv.split("=", 1) for kv in args.loras.split(","))
+        except ValueError:
+            raise DataError("--loras expects first=DIR,second=DIR,third=DIR") from None
+    if args.train_loras:
+        over["train_loras"] = True
+    if args.lora_steps is not None:
+        over["lora_steps"] = args.lora_steps
+    if args.augmentations:
+        over["augmentations"] = [a.strip() for a in args.augmentations.split(",") if a.strip()]
+    if args.n_real:
+        try:
+            over["n_real"] = [int(v) for v in args.n_real.split(",")]
+        except ValueError:
+            raise DataError("--n-real expects a comma list of integers") from None
+    if args.repeats is not None:
+        over["repeats"] = args.repeats
+    if args.epochs is not None:
+        over["epochs"] = args.epochs
+    if args.config:
+        try:
+            base = json.loads(Path(args.config).read_text())
+        except FileNotFoundError:
+            raise DataError(f"config file not found: {args.config}") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{args.config} is not valid JSON: {exc}") from None
+        if not isinstance(base, dict):
+            raise DataError(f"{args.config} must hold a JSON object of sweep settings")
+        return SweepConfig.for_profile(profile, **{**base, **over})
+    if "train" not in over:
+        raise DataError("--train SPEC is needed with --preset")
+    return preset(args.preset, profile, **over)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+    from ..locks import detach_from_launcher, parse_shard
+    cfg = config_from_args(args)
+    shard = parse_shard(getattr(args, "shard", None))  # before detaching: 'auto' may read RANK / WORLD_SIZE
+    detach_from_launcher()
+    bar = None
+    busy: dict[str, dict | None] = {}
+    for ev in run_sweep(cfg, args.out, shard=shard):
+        k = ev["kind"]
+        if k == "plan":
+            mine = set(ev["mine"])
+            bar = tqdm(total=len(mine), initial=len(mine & set(ev["done"])), unit="cell", file=sys.stderr,
+                       desc="cells" if shard is None else f"cells of shard {shard[0]}/{shard[1]}")
+        elif k == "cell_busy":
+            busy[ev["cell"]] = ev["owner"]
+        elif k == "waiting" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: waiting for {ev['for']} (another worker makes it)")
+        elif k == "cell_start" and bar is not None:
+            bar.set_postfix_str(ev["cell"])
+        elif k == "lora" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: LoRA {ev['trimester']} step {ev['step']}/{ev['total']}")
+        elif k == "generate" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: generating {ev['trimester']} {ev['have']}/{ev['want']}")
+        elif k == "train" and ev["event"] == "epoch" and bar is not None:
+            bar.set_postfix_str(f"{ev['cell']}: epoch {ev['epoch']} val Dice {100 * ev['val_dice']:.2f} %")
+        elif k == "cell_done" and bar is not None:
+            bar.update(1)
+            r = ev["rows"][0]
+            tqdm.write(f"{ev['cell']}: Dice {r['dice']:.2f} % on {r['test']}", file=sys.stderr)
+        elif k == "done":
+            if bar is not None:
+                bar.close()
+            if ev["stopped"]:
+                print("stopped: re-run the same command to resume", file=sys.stderr)
+    by_name = {c.name: c for c in cells(cfg)}
+    busy = {c: o for c, o in busy.items() if not Sweep(args.out).is_done(by_name[c])}
+    if busy:
+        who = ", ".join(f"{c} ({(o or {}).get('host', '?')}:{(o or {}).get('pid', '?')})" for c, o in sorted(busy.items()))
+        print(f"{len(busy)} cell(s) were running in other workers and are left to them: {who}. The report below "
+              "has what is finished; re-run this command after they end (a dead worker's cell is taken over "
+              "then).", file=sys.stderr)
+    md = report_markdown(args.out, command=" ".join(["python -m pipeline sweep", *sys.argv[2:]]))
+    print(md)
+    if args.report:
+        atomic_write_text(args.report, md + "\n")
+    if args.figure:
+        from ..results import figure3_png, load_paper_reference, paper_comparison
+        sw = Sweep(args.out)
+        s = sw.summary()
+        if not s.empty:
+            paper = load_paper_reference()
+            test = s["test"].iloc[0]
+            figure3_png(s, args.figure, test=test, paper=paper,
+                        comparison=paper_comparison(paper, sw.config().train, test))
+    return 0

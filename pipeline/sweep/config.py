@@ -1,0 +1,164 @@
+"""A sweep's settings: SweepConfig (what a finished cell means, the SYN arm's sources, the models of a
+profile), the named grids (presets) and the checks run before a sweep folder is made."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+import json
+
+from ..config import SamFinetuneDefaults
+from ..data import DataError, open_source
+from ..results import AUG_ORDER
+
+_D = SamFinetuneDefaults()
+HELDOUT = "heldout"
+AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none"}
+
+
+@dataclass
+class SweepConfig:
+    train: str  # the real train source (hc18:/folder:/phantom)
+    tests: list[str] = field(default_factory=lambda: [HELDOUT])  # "heldout" and/or other sources
+    augmentations: list[str] = field(default_factory=lambda: list(AUG_ORDER))
+    n_real: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100, 300, 500])
+    repeats: int = 5
+    total: int = _D.total_train  # SYN: N_real + synthetic = total
+    synthetic: str | None = None  # a folder: dataset of synthetic pairs for SYN
+    loras: dict[str, str] | None = None  # trimester -> LoRA folder: generate the synthetic set first
+    train_loras: bool = False  # or train the trimester LoRAs here, on the train pool only (never test)
+    lora_steps: int = 300
+    lora_n: int = 20  # the paper's 20 images per trimester
+    generate_min_qc: float = 0.8
+    generate_seed: int = 1000
+    epochs: int = _D.epochs
+    batch_size: int = _D.batch_size
+    lr: float = _D.lr
+    aug_views: int = 4
+    n_val: int = 40
+    test_limit: int | None = None  # evaluate on at most this many images per test source
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    seed: int = 0  # repeat r trains with seed + r
+    eval_seed: int = 0  # the jittered test boxes
+    backend: str = "litemedsam"
+    base_weights: str | None = None
+    diffusion_base: str | None = None  # the SYN arm's LoRAs train and generate on it (None: the tiny base)
+
+    # settings that define what a finished cell means: they may not change within a sweep folder
+    IDENTITY = ("train", "total", "epochs", "batch_size", "lr", "aug_views", "n_val", "split", "split_seed",
+                "seed", "eval_seed", "backend", "base_weights", "test_limit")
+
+    @classmethod
+    def for_profile(cls, profile, **settings) -> "SweepConfig":
+        """A sweep with the profile's SAM (back-end, base weights) and diffusion base unless `settings`
+        name them: the one way the dashboard and the CLI make one, so a sweep started under the paper
+        profile never fine-tunes LiteMedSAM or generates its SYN set with the tiny base."""
+        backend = settings.get("backend", profile.sam_backend)
+        return cls.from_dict({"backend": backend, "diffusion_base": profile.diffusion_base,
+                              "base_weights": profile.sam_checkpoint if backend == profile.sam_backend else None,
+                              **settings})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DataError(f"unknown sweep setting(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "split" in d:
+            d["split"] = tuple(d["split"])
+        return cls(**d)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    def validate(self) -> None:
+        bad = [a for a in self.augmentations if a not in AUG_ORDER]
+        if bad:
+            raise DataError(f"unknown augmentation(s) {bad}: choose from {', '.join(AUG_ORDER)}")
+        if not self.n_real or min(self.n_real) < 1:
+            raise DataError("n_real needs at least one value, each at least 1")
+        if self.repeats < 1 or self.epochs < 1:
+            raise DataError("repeats and epochs must be at least 1")
+        if "syn" in self.augmentations:
+            if max(self.n_real) > self.total:
+                raise DataError(f"SYN keeps N_real + synthetic = total ({self.total}); N_real "
+                                f"{max(self.n_real)} is larger")
+            if not self.synthetic and not self.loras and not self.train_loras:
+                raise DataError("the SYN arm needs a synthetic dataset (synthetic: folder:PATH), the "
+                                "trimester LoRAs to generate one (loras: {first: DIR, ...}), or "
+                                "train_loras: true to train them on the train pool first")
+        if not self.tests:
+            raise DataError("give at least one test source (heldout = the train source's test split)")
+        from ..validate import check_float, check_int, check_seed
+        # every numeric setting has a checked range, refused with the field's name (never clamped)
+        self.n_real = [check_int(v, "N_real", 1, 100_000) for v in self.n_real]
+        self.repeats = check_int(self.repeats, "repeats", 1, 1000)
+        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
+        self.total = check_int(self.total, "total (SYN)", 1, 1_000_000)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
+        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
+        self.n_val = check_int(self.n_val, "n_val", 1, 100_000)
+        self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
+        self.lora_n = check_int(self.lora_n, "lora_n", 1, 10_000)
+        self.generate_min_qc = check_float(self.generate_min_qc, "generate_min_qc", 0, 1)
+        if self.test_limit is not None:
+            self.test_limit = check_int(self.test_limit, "test_limit", 1, 1_000_000)
+        for k in ("seed", "split_seed", "eval_seed", "generate_seed"):
+            setattr(self, k, check_seed(getattr(self, k), k))
+
+    def check_sources(self, allowed_roots=None) -> None:
+        """Open every source the sweep names (train, tests, synthetic) and check the LoRAs it is given, so a
+        bad one is refused BEFORE the sweep folder is created (a test folder outside the allowed roots was
+        once refused only after a whole cell had trained, and the folder stayed listed)."""
+        open_source(self.train, allowed_roots)
+        for spec in self.tests:
+            if spec != HELDOUT:
+                open_source(spec, allowed_roots)
+        if self.synthetic:
+            open_source(self.synthetic, allowed_roots)
+        for tri, d in (self.loras or {}).items():
+            _check_lora_pool(self, tri, d)
+
+
+PRESETS: dict[str, dict] = {
+    # the paper's grid (GPU): 4 augmentations x 7 N_real x 5 repeats, 20 epochs, total 500
+    "paper": dict(n_real=[5, 10, 20, 50, 100, 300, 500], repeats=5, epochs=20, total=500, aug_views=4,
+                  n_val=40),
+    # finishes in about an hour on a 2-core CPU with LiteMedSAM (cached embeddings): fewer N_real values,
+    # 3 repeats, 8 epochs instead of 20, SYN total 100 instead of 500, 2 cached augmented views per image
+    "cpu-small": dict(n_real=[5, 20, 50], repeats=3, epochs=8, total=100, aug_views=2, n_val=30),
+    # a smoke test: two cells on tiny data
+    "smoke": dict(augmentations=["none", "weak"], n_real=[3], repeats=1, epochs=1, total=6, aug_views=1,
+                  n_val=4, test_limit=4, split=(0.5, 0.25, 0.25)),
+}
+
+
+def preset(name: str, profile=None, **overrides) -> SweepConfig:
+    """A named grid with `overrides` (None: the preset's value), for `profile`'s models when given."""
+    if name not in PRESETS:
+        raise DataError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    settings = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return SweepConfig.from_dict(settings) if profile is None else SweepConfig.for_profile(profile, **settings)
+
+
+def _check_lora_pool(cfg: SweepConfig, trimester: str, lora_dir: str) -> None:
+    """A LoRA trained on the sweep's own train source must have chosen its images from the train part of
+    the same split: one chosen among all images (the LoRA tab's default) may have seen test images, and
+    synthetic pairs made from it would leak them into the result."""
+    p = Path(lora_dir) / "lora_config.json"
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{trimester}-trimester LoRA {lora_dir}: no readable lora_config.json") from None
+    if rec.get("data") != cfg.train:
+        return  # trained on another source: it cannot have seen this source's test part
+    if rec.get("pool") != "train" or list(rec.get("split") or []) != list(cfg.split) \
+            or rec.get("split_seed") != cfg.split_seed:
+        raise DataError(f"{trimester}-trimester LoRA {Path(lora_dir).name} chose its images among "
+                        f"{'all images' if rec.get('pool') != 'train' else 'another split'} of {cfg.train}, so it "
+                        f"may have seen test images: train it on the train pool (train-lora --pool train) or "
+                        f"let the sweep train the LoRAs (train_loras)")

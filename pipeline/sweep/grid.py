@@ -1,0 +1,31 @@
+"""The grid of a sweep: its cells (augmentation x N_real x repeat) in the order they run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..results import AUG_ORDER
+from .config import SweepConfig
+
+
+@dataclass(frozen=True)
+class Cell:
+    augmentation: str
+    n_real: int
+    repeat: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.augmentation}-n{self.n_real}-r{self.repeat}"
+
+
+def cells(cfg: SweepConfig) -> list[Cell]:
+    """Repeat by repeat, so a partly finished sweep already holds whole repeats of every arm; within a
+    repeat the cheap arms (none/WA/SA) first and SYN last, whose synthetic set (or LoRAs) is only needed,
+    or made, when its first cell runs."""
+    order = [a for a in AUG_ORDER if a in cfg.augmentations and a != "syn"]
+    out = []
+    for r in range(cfg.repeats):
+        out += [Cell(a, n, r) for a in order for n in sorted(cfg.n_real)]
+        if "syn" in cfg.augmentations:
+            out += [Cell("syn", n, r) for n in sorted(cfg.n_real)]
+    return out
