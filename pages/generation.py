@@ -147,6 +147,32 @@ def build(ctx) -> None:
         yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], folder, ctx.work_dir),
                samples, {})
 
+    @guarded
+
+    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+    def make_grid(trimester, lora, scales, seeds, steps, guidance, progress=gr.Progress()):
+        """A LoRA strength x seed grid of the chosen LoRA: columns are strengths, rows are seeds."""
+        from pipeline.diffusion.grid import GridConfig, lora_grid, parse_numbers
+        lora_path = None if (not lora or lora == NO_LORA) else str(lora_root / Path(lora).name)
+        # raw values: the config checks each one and names the field when it refuses
+        cfg = GridConfig(lora=lora_path, trimester=trimester, scales=parse_numbers(scales, "LoRA strengths"),
+                         seeds=parse_numbers(seeds, "seeds"), steps=steps, guidance=guidance,
+                         base=ctx.profile.diffusion_base)
+        cfg.validate()  # refuses a missing LoRA after checking every number
+        warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
+        if warn:
+            gr.Warning(warn)
+        progress(0, desc="loading the model")
+        started = time.monotonic()
+
+        def step(k, n):
+            progress((k, n), desc=f"strengths done · {eta_text(started, k, n)}", unit="strengths")
+        picture, cells = lora_grid(cfg, progress=step)
+        valid = " · ".join(f"{s:g}: {sum(c['valid'] for c in cells if c['scale'] == s)}/{len(cfg.seeds)}"
+                           for s in cfg.scales)
+        return picture, (f"{len(cfg.seeds)} seeds × {len(cfg.scales)} strengths, {cfg.steps} sampler steps, "
+                         f"{time.monotonic() - started:.0f} s · valid ellipses per strength: {valid}")
+
     def select(samples, evt: gr.SelectData):
         if not samples or evt.index is None or evt.index >= len(samples):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -250,6 +276,20 @@ def build(ctx) -> None:
             batch_size = gr.Number(8, label="batch size", precision=0, minimum=1)
             threshold = gr.Slider(0, 255, value=_G.extractor_threshold, step=1, label="extractor threshold")
             qc = gr.Checkbox(True, label="SAM QC score", elem_id="gen-qc")
+    with gr.Accordion("LoRA strength × seed grid: what the LoRA does", open=False):
+        gr.Markdown("One picture: **columns** are LoRA strengths (0 = the base model alone), **rows** are seeds "
+                    "(a row keeps its starting noise, so left to right only the strength changes). Each cell "
+                    "shows the extracted ellipse and the extractor's verdict. Few sampler steps: a quick look, "
+                    "nothing is saved to a dataset. Uses the trimester, LoRA and guidance chosen above.")
+        with gr.Row():
+            grid_scales = gr.Textbox("0, 0.5, 0.9, 1.2", label="LoRA strengths (columns, up to 8)",
+                                     elem_id="grid-scales")
+            grid_seeds = gr.Textbox("0, 1, 2", label="seeds (rows, up to 8)", elem_id="grid-seeds")
+            grid_steps = gr.Number(8, label="UniPC steps", precision=0, minimum=1, elem_id="grid-steps")
+            grid_btn = gr.Button("Make the grid", elem_id="grid-start")
+        grid_image = gr.Image(label="LoRA strength × seed", type="numpy", interactive=False, format="png",
+                              elem_id="grid-image")
+        grid_info = gr.Markdown("", elem_id="grid-info")
     with gr.Row():
         dataset = gr.Textbox("synthetic-1", label="dataset name (synthetic/NAME)", elem_id="gen-dataset")
         gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-start")
@@ -297,6 +337,8 @@ def build(ctx) -> None:
     gen_btn.click(generate, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
                                     dataset],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
+    grid_btn.click(make_grid, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
+                   outputs=[grid_image, grid_info], api_name="lora_grid", **HEAVY)
     gallery.select(select, inputs=[samples], outputs=[index, editor, info, history], api_visibility="private")
     refit_btn.click(refit_mask, inputs=[samples, index, editor, history], outputs=[editor, info, history],
                     api_visibility="private")

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-base": ("pipeline.diffusion.cli", "pretrain the tiny diffusion base (phantoms + unlabelled real images)"),
     "train-lora": ("pipeline.diffusion.cli", "train one trimester's LoRA on real image+mask pairs"),
     "generate": ("pipeline.diffusion.cli", "generate image+mask pairs and extract their ellipses"),
+    "lora-grid": ("pipeline.diffusion.grid", "a LoRA strength x seed grid: one labelled picture of what a LoRA does"),
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),
     "sweep": ("pipeline.sweep.cli", "the paper's Table 1 as a resumable sweep"),
     "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper"),

@@ -126,6 +126,12 @@ CASES = [
     ("/generate", gen(threshold=999), "extractor threshold: Value 999 is greater than maximum"),
     ("/generate", gen(steps=10**6), "steps must be between"),
     ("/generate", gen(seed=-7), "seed"),
+    # /lora_grid: trimester, lora, strengths, seeds, steps, guidance (numbers are checked before the LoRA)
+    ("/lora_grid", ["second", "(none: base model only)", "0, 1", "0", 2, 7.5], "pick a LoRA"),
+    ("/lora_grid", ["second", "(none: base model only)", "0, abc", "0", 2, 7.5], "expected numbers"),
+    ("/lora_grid", ["second", "(none: base model only)", "0, 9", "0", 2, 7.5], "LoRA strength must be in"),
+    ("/lora_grid", ["second", "(none: base model only)", "0", "0,1,2,3,4,5,6,7,8", 2, 7.5], "give 1 to 8 seeds"),
+    ("/lora_grid", ["second", "(none: base model only)", "0", "0", 0, 7.5], "UniPC steps: Value 0 is less than"),
     # /accept_valid: min_qc, dataset
     ("/accept_valid", [0.8, "../escape"], "dataset name"),
     ("/accept_valid", [0.8, LONG], "at most 60"),

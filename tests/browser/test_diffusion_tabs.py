@@ -91,3 +91,16 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     meta = json.loads((ds / "meta" / f"{masks[0].stem}.json").read_text())
     assert meta["edited"] is True and meta["lora"].endswith("lora-second") and meta["seed"] == 0
     assert (ds / "raw" / f"{masks[0].stem}.png").is_file()
+
+    # the LoRA strength x seed grid of the same LoRA (still selected above): one labelled picture
+    page.get_by_text("LoRA strength × seed grid").click()  # open the accordion
+    page.locator("#grid-scales textarea, #grid-scales input").first.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    set_input(page, "#grid-scales textarea, #grid-scales input", "0, 0.9")
+    set_input(page, "#grid-seeds textarea, #grid-seeds input", "0")
+    set_input(page, "#grid-steps input", 2)
+    page.locator("#grid-start").click()
+    wait_text(page, "#grid-info", "valid ellipses per strength", timeout_s=240)
+    assert "1 seeds × 2 strengths, 2 sampler steps" in page.locator("#grid-info").inner_text()
+    wait_js(page, "() => [...document.querySelectorAll('#grid-image img')]"
+                  ".some(i => i.complete && i.naturalWidth == 70 + 2 * 128)", "the grid picture (2 columns)")
