@@ -186,7 +186,7 @@ def build(ctx) -> None:
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Real pairs: data source (from the Data tab)", scale=3,
                             elem_id="ft-source")
-        n_real = gr.Number(20, label="N_real (real training pairs)", precision=0, minimum=0, scale=1,
+        n_real = gr.Number(_D.n_real, label="N_real (real training pairs)", precision=0, minimum=0, scale=1,
                            elem_id="ft-nreal")
         synthetic = gr.Dropdown(synthetic_choices(ctx.work_dir), value="(none)", allow_custom_value=True,
                                 label="Synthetic pairs (folder: dataset, optional)", scale=3, elem_id="ft-synthetic")
@@ -204,8 +204,8 @@ def build(ctx) -> None:
             wd = gr.Number(_D.weight_decay, label="weight decay", minimum=0)
         with gr.Row():
             jitter = gr.Number(_D.box_jitter_px, label="box jitter (max px per side)", precision=0, minimum=0)
-            views = gr.Number(4, label="cached augmented views per image", precision=0, minimum=1)
-            n_val = gr.Number(40, label="validation pairs (held out)", precision=0, minimum=1, elem_id="ft-nval")
+            views = gr.Number(_D.aug_views, label="cached augmented views per image", precision=0, minimum=1)
+            n_val = gr.Number(_D.n_val, label="validation pairs (held out)", precision=0, minimum=1, elem_id="ft-nval")
             seed = gr.Number(0, label="seed", precision=0)
     with gr.Row():
         start_btn = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")

@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 
 from pipeline.config import LoraDefaults
+from pipeline.diffusion.lora import LoraTrainConfig
 from pipeline.masks import TRIMESTERS, overlay
 
 from pipeline.gpu import gpu_task
@@ -25,6 +26,7 @@ from .common import HEAVY, guarded
 
 TITLE = "LoRA training"
 _D = LoraDefaults()
+_C = LoraTrainConfig()  # the tab's defaults are the config's (one home per setting, as the CLI reads them)
 _STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
 # seconds per LoRA step on a 2-core CPU, tiny base (README, Diffusion: 0.126 s quiet, ~0.3 s busy) plus
 # loading and encoding: what the estimate beside Start assumes before a run has measured its own rate
@@ -104,7 +106,6 @@ def build(ctx) -> None:
     def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
                    empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
         """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
-        from pipeline.diffusion.lora import LoraTrainConfig
         from pipeline.diffusion.lora import train_lora as run
         if not trimesters:
             raise ValueError("pick at least one trimester")
@@ -123,7 +124,8 @@ def build(ctx) -> None:
                                   batch_size=batch_size, grad_clip=grad_clip, selection_seed=seed, seed=seed,
                                   preview_every=preview_every, base=ctx.profile.diffusion_base,
                                   save_every=max(10, preview_every or 50),
-                                  empty_prompt_prob=0.0 if empty_prompt_prob in (None, "") else empty_prompt_prob)
+                                  empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
+                                  else empty_prompt_prob)
             cfg.validate()
             losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
             progress(0, desc=f"{t}: loading the base and encoding the images once")
@@ -203,7 +205,7 @@ def build(ctx) -> None:
         with gr.Row():
             n = gr.Number(n0, label="images per trimester", precision=0, minimum=1, elem_id="lora-n",
                           info="paper: 20; follows the source when it has fewer")
-            steps = gr.Number(300, label="steps", precision=0, minimum=1, elem_id="lora-steps")
+            steps = gr.Number(_C.steps, label="steps", precision=0, minimum=1, elem_id="lora-steps")
             rank = gr.Number(_D.rank, label="rank", precision=0, minimum=1,
                              info="the LoRA's size: directions it may change per layer (paper: 128)")
             alpha = gr.Number(_D.alpha, label="alpha", precision=0, minimum=1,
@@ -212,10 +214,10 @@ def build(ctx) -> None:
             lr = gr.Number(_D.lr, label="learning rate (constant)")
             batch_size = gr.Number(_D.batch_size, label="batch size", precision=0, minimum=1, elem_id="lora-batch")
             grad_clip = gr.Number(_D.grad_clip, label="gradient clipping")
-            seed = gr.Number(0, label="seed (selection and training)", precision=0)
-            preview_every = gr.Number(100, label="preview every N steps (0: none)", precision=0, minimum=0,
+            seed = gr.Number(_C.seed, label="seed (selection and training)", precision=0)
+            preview_every = gr.Number(_C.preview_every, label="preview every N steps (0: none)", precision=0, minimum=0,
                                       elem_id="lora-preview-every")
-            empty_prompt_prob = gr.Number(0.0, label="empty-prompt share (caption dropout; 0 = paper)",
+            empty_prompt_prob = gr.Number(_C.empty_prompt_prob, label="empty-prompt share (caption dropout; 0 = paper)",
                                           minimum=0, maximum=0.95, elem_id="lora-empty-prompt")
     with gr.Row():
         show_btn = gr.Button("Show the chosen images", elem_id="lora-show")

@@ -8,7 +8,7 @@ file/folder or downloaded from their public hubs when the machine is online).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,9 @@ class SamFinetuneDefaults:
     epochs: int = 20
     box_jitter_px: int = 20
     total_train: int = 500  # SYN keeps N_real + synthetic at this total
+    n_real: int = 20  # real training pairs of a single run (the sweep sets its own grid)
+    aug_views: int = 4  # cached augmented views per image (WA / SA)
+    n_val: int = 40  # validation pairs of the held-out val part that choose the best epoch
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,9 @@ class Profile:
     sam_checkpoint: str | None  # file path, or None for the back-end's default
     diffusion_base: str  # a local diffusers folder or a hub id
     resolution: int
-    lora: LoraDefaults = field(default_factory=LoraDefaults)
-    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
-    sam_finetune: SamFinetuneDefaults = field(default_factory=SamFinetuneDefaults)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    # the recipes' settings are not copied here: each has one home, its config dataclass's default
+    # (LoraDefaults / LoraTrainConfig, GenerationDefaults / GenerateConfig, SamFinetuneDefaults /
+    # FinetuneConfig), which the CLI, the tabs and the sweep read
 
 
 PROFILES = {

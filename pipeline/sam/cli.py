@@ -60,7 +60,7 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--n-synthetic", type=int, default=None, help="use N synthetic pairs (default all)")
         p.add_argument("--aug", choices=["none", "weak", "strong"], default="none",
                        help="classic augmentation baseline: WA (weak) or SA (strong)")
-        p.add_argument("--aug-views", type=int, default=4, help="cached augmented views per image")
+        p.add_argument("--aug-views", type=int, default=_D.aug_views, help="cached augmented views per image")
         p.add_argument("--recompute", action="store_true",
                        help="no embedding cache: fresh augmentation and encoder pass every step (slow)")
         p.add_argument("--epochs", type=int, default=_D.epochs, help="passes over the training pairs")
@@ -68,7 +68,7 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--lr", type=float, default=_D.lr, help="Adam learning rate")
         p.add_argument("--weight-decay", type=float, default=_D.weight_decay, help="Adam weight decay")
         p.add_argument("--jitter", type=int, default=_D.box_jitter_px, help="max px added to each box side")
-        p.add_argument("--n-val", type=int, default=40, help="validation pairs held out (val split)")
+        p.add_argument("--n-val", type=int, default=_D.n_val, help="validation pairs held out (val split)")
         p.add_argument("--seed", type=int, default=0, help="seed of the data order, views and jitter")
         p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
         p.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/../../cache/embeddings)")

@@ -57,11 +57,11 @@ _D = SamFinetuneDefaults()
 @dataclass
 class FinetuneConfig:
     data: str  # the real source spec (hc18:PATH, folder:PATH, phantom:N)
-    n_real: int = 20
+    n_real: int = _D.n_real
     synthetic: str | None = None  # a folder: dataset of synthetic pairs (optional)
     n_synthetic: int | None = None  # None: all of them
     aug: str = "none"  # none | weak (WA) | strong (SA)
-    aug_views: int = 4  # cached augmented views per image (when aug != none)
+    aug_views: int = _D.aug_views  # cached augmented views per image (when aug != none)
     cache_embeddings: bool = True  # False: recompute the encoder every step, fresh augmentation
     epochs: int = _D.epochs
     batch_size: int = _D.batch_size
@@ -71,7 +71,7 @@ class FinetuneConfig:
     seed: int = 0  # training seed: subset choice, views, order, jitter
     split_seed: int = 0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    n_val: int = 40
+    n_val: int = _D.n_val
     backend: str = "litemedsam"
     base_weights: str | None = None  # None: the back-end's default weights
     cache_dir: str | None = None  # on-disk embedding cache (default: <run>/../../cache/embeddings)

@@ -26,7 +26,8 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--loras", help="first=DIR,second=DIR,third=DIR: generate the SYN set with these LoRAs")
     p.add_argument("--train-loras", action="store_true",
                    help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
-    p.add_argument("--lora-steps", type=int, help="steps per LoRA with --train-loras (default 300)")
+    p.add_argument("--lora-steps", type=int,
+                   help=f"steps per LoRA with --train-loras (default {SweepConfig.lora_steps})")
     p.add_argument("--augmentations", help="comma list of none,weak,strong,syn (WA, SA, synthetic data; default: the preset's)")
     p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
     p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")

@@ -8,9 +8,11 @@ import json
 
 from ..config import SamFinetuneDefaults
 from ..data import DataError, open_source
+from ..diffusion.lora import LoraTrainConfig
 from ..results import AUG_ORDER
 
 _D = SamFinetuneDefaults()
+_L = LoraTrainConfig()  # the SYN arm's LoRAs train with the LoRA config's defaults unless the sweep sets them
 HELDOUT = "heldout"
 AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none"}
 
@@ -26,15 +28,15 @@ class SweepConfig:
     synthetic: str | None = None  # a folder: dataset of synthetic pairs for SYN
     loras: dict[str, str] | None = None  # trimester -> LoRA folder: generate the synthetic set first
     train_loras: bool = False  # or train the trimester LoRAs here, on the train pool only (never test)
-    lora_steps: int = 300
-    lora_n: int = 20  # the paper's 20 images per trimester
+    lora_steps: int = _L.steps
+    lora_n: int = _L.n  # the paper's 20 images per trimester
     generate_min_qc: float = 0.8
     generate_seed: int = 1000
     epochs: int = _D.epochs
     batch_size: int = _D.batch_size
     lr: float = _D.lr
-    aug_views: int = 4
-    n_val: int = 40
+    aug_views: int = _D.aug_views
+    n_val: int = _D.n_val
     test_limit: int | None = None  # evaluate on at most this many images per test source
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 0
