@@ -6,6 +6,7 @@ image encoder again. API endpoint: segment (image, box -> mask, ellipse, HC).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ BASE = "base model"
 _PREDICTORS: "OrderedDict[tuple[str, str], object]" = OrderedDict()  # (session, model) -> SamPredictor
 _LOCK = threading.Lock()
 MAX_SESSIONS = 8
+log = logging.getLogger(__name__)
 MIN_BOX_PX = 4  # the annotator's box_min_size
 
 # gradio_image_annotation switches to "Drag boxes" after a box is drawn, so a second drag panned the image
@@ -139,6 +141,19 @@ def build(ctx) -> None:
                 {"name": name, "mask": None, "hc_mm": None}, None,
                 f"**{name}** (upload) · {img.shape[1]}×{img.shape[0]} px — type the pixel size for HC/GA, "
                 f"then draw a box", None, None)
+
+    def prefetch_embedding(image, model_name, request: gr.Request):
+        """Encode the loaded image while the person is still drawing the box. The image encoder is the
+        wait in the Playground (~1 s on 2 quiet cores, several under load: it is ~75 GFLOPs, see `bench
+        sam`), the box decoder ~0.06 s; the predictor's cache, keyed by the image's pixels, then answers
+        the first box as fast as a second one. A failure here is silent: the box request reports it."""
+        if image is None:
+            return
+        session = getattr(request, "session_hash", None) or "api"
+        try:
+            _predictor(ctx, session, model_name).set_image(image)
+        except Exception as exc:  # noqa: BLE001  (the user asked for nothing yet)
+            log.warning("prefetch of the image embedding failed (%s): the first box will encode it", exc)
 
     @guarded
 
@@ -298,12 +313,18 @@ def build(ctx) -> None:
         spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private") \
             .then(list_samples, inputs=[source], outputs=[sample, info], api_visibility="private")
     source.submit(list_samples, inputs=[source], outputs=[sample, info], api_visibility="private")
+    # every way an image arrives is followed by its encoding in the background (prefetch_embedding)
+    prefetch = dict(fn=prefetch_embedding, inputs=[image_state, model], outputs=None, api_visibility="private",
+                    show_progress="hidden", concurrency_limit=4, concurrency_id="playground")
     gr.on([load_btn.click], load_sample, inputs=[source, sample],
-          outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private")
+          outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private"
+          ).success(**prefetch)
     sample.input(load_sample, inputs=[source, sample],
-                 outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private")
+                 outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private"
+                 ).success(**prefetch)
     upload.upload(load_upload, inputs=[upload], outputs=[annot, image_state, gt_state, pixel, info, result_img, files],
-                  api_visibility="private")
+                  api_visibility="private").success(**prefetch)
+    model.input(**prefetch)  # another model has its own predictor (and cache)
     refresh.click(refresh_models, inputs=[model], outputs=[model], api_visibility="private")
     if ctx.tab is not None:  # runs fine-tuned meanwhile are listed whenever the tab is opened
         ctx.tab.select(refresh_models, inputs=[model], outputs=[model], api_visibility="private", queue=False)
