@@ -9,7 +9,7 @@ import importlib
 import os
 from pathlib import Path
 
-import pipeline  # noqa: F401  (first: it sets OMP_WAIT_POLICY before anything loads torch)
+import pipeline
 
 import gradio as gr
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", default=None, help="where runs, LoRAs and datasets are written (default ./outputs)")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest accepted upload (default 200 MB)")
     args = p.parse_args(argv)
+    pipeline.prepare_process()  # before anything loads torch: the OpenMP wait policy is read once, at its start
     ctx = make_context(args.profile, args.data_root, args.work_dir)
     ctx.max_upload_mb = args.max_upload_mb
     print(f"SonoSynth Lab: profile {ctx.profile.name}, work dir {ctx.work_dir}, typed paths allowed under "

@@ -8,9 +8,9 @@ This package never imports gradio; the dashboard (`app.py`, `pages/`) is thin wi
 import os as _os
 
 
-def _choose_omp_wait_policy() -> str:
-    """How OpenMP threads wait between torch ops, chosen once before torch starts its OpenMP runtime (so
-    here, where every entry point — app.py, python -m pipeline — passes first).
+def choose_omp_wait_policy() -> str:
+    """How OpenMP threads wait between torch ops, chosen once before torch starts its OpenMP runtime (by
+    prepare_process, which every entry point — app.py, python -m pipeline — calls first).
 
     Measured on 2 cores (`bench diffusion` / `bench sam`): on a quiet machine, spinning (libgomp's default)
     makes the small-op-bound diffusion work ~1.8x faster than passive waits (LoRA step 0.134 vs 0.238 s,
@@ -18,6 +18,12 @@ def _choose_omp_wait_policy() -> str:
     slices and passive waits win (LoRA reference step 0.32 vs 0.63 s, SAM second box 0.09 vs 0.13 s).
     So: passive when every core already has a runnable process at start-up, otherwise the default.
     An OMP_WAIT_POLICY set by the user always wins."""
+    global OMP_WAIT_POLICY_CHOICE
+    OMP_WAIT_POLICY_CHOICE = _omp_wait_policy()
+    return OMP_WAIT_POLICY_CHOICE
+
+
+def _omp_wait_policy() -> str:
     if "OMP_WAIT_POLICY" in _os.environ:
         return f"{_os.environ['OMP_WAIT_POLICY'] or 'default'} (set by the user)"
     try:
@@ -31,6 +37,15 @@ def _choose_omp_wait_policy() -> str:
     return f"default, spinning (load {load:.1f} on {cores} cores at start)"
 
 
-OMP_WAIT_POLICY_CHOICE = _choose_omp_wait_policy()
+# what the benchmarks report; importing the package changes nothing in the process (no side effect)
+OMP_WAIT_POLICY_CHOICE = "not chosen (pipeline used as a library: the OpenMP default unless OMP_WAIT_POLICY is set)"
+
+
+def prepare_process() -> None:
+    """Process settings an entry point (app.py, `python -m pipeline`) makes once, before torch loads:
+    the OpenMP wait policy (choose_omp_wait_policy) and glibc keeping freed memory (sam.keep_freed_memory)."""
+    choose_omp_wait_policy()
+    from .sam import keep_freed_memory
+    keep_freed_memory()
 
 __version__ = "0.1.0"

@@ -41,6 +41,8 @@ class HelpWithDefaults(argparse.HelpFormatter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import prepare_process
+    prepare_process()  # before a command loads torch: the OpenMP wait policy is read once, at its start
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv

@@ -54,9 +54,6 @@ class Ellipse:
         (cx, cy), (w, h), ang = box
         return cls(float(cx), float(cy), float(w), float(h), float(ang))
 
-    def to_cv(self):
-        return (self.cx, self.cy), (self.width, self.height), self.angle
-
     @property
     def semi_axes(self) -> tuple[float, float]:
         """(semi-major, semi-minor) in pixels."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import GenerationDefaults, add_profile_argument, resolve_profile
 from ..fileio import atomic_write_json
-from ..masks import TRIMESTERS, Ellipse, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
+from ..masks import TRIMESTERS, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
 
 _G = GenerationDefaults()
 PRECISIONS = ("auto", "bf16", "weights")

@@ -185,7 +185,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     import torch
     from accelerate import Accelerator
 
-    from .base import base_resolution, load_pipeline, prompt_for, rgb_to_tensor, tensor_to_rgb
+    from .base import base_resolution, load_pipeline, prompt_for, rgb_to_tensor
     cfg.validate()
     out = Path(out_dir)
     # before anything is loaded or written: the resume rule of every run (runs.RunDir.start) refuses a changed

@@ -56,16 +56,3 @@ def build_clip_tokenizer():
     vocab, merges = vocab_and_merges()
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), unk_token=EOS, bos_token=BOS,
                          eos_token=EOS, pad_token=EOS, model_max_length=MAX_LENGTH)
-
-
-def save_sd_tokenizer_files(folder: str | Path) -> Path:
-    """Write SD's tokenizer folder (vocab.json, merges.txt + configs) so from_pretrained loads it."""
-    import json
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = vocab_and_merges()
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                       encoding="utf-8")
-    build_clip_tokenizer().save_pretrained(str(folder))
-    return folder

@@ -6,13 +6,15 @@ cache, and mask-decoder fine-tuning (finetune.py). Nothing here imports gradio.
     pred.set_image(image)                     # encoder runs once per image
     mask = pred.predict(box=(x0, y0, x1, y1)) # bool (H, W), original size
 """
-# OMP_WAIT_POLICY=PASSIVE is set in pipeline/__init__.py (it must precede torch's first import).
+# The OpenMP wait policy (passive only on a busy machine) is chosen by pipeline.prepare_process, which the
+# entry points call before torch's first import; so is keep_freed_memory below.
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """glibc returns every large freed block (the 40 MB activations of a decoder step) to the OS and
     page-faults it back in on the next step: keep it instead (measured: system time 20 s -> 3.6 s and
-    the recompute step 13.2 s -> 8.5 s in `bench sam`)."""
+    the recompute step 13.2 s -> 8.5 s in `bench sam`). Called by pipeline.prepare_process (entry points),
+    never at import."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
@@ -20,9 +22,6 @@ def _keep_freed_memory() -> None:
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim the heap only above 1 GiB free
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
         pass
-
-
-_keep_freed_memory()
 
 # The public names load lazily (PEP 562): `python -m pipeline segment --help` imports pipeline.sam.cli,
 # and importing torch for that took 4 s before argparse could print anything.

@@ -10,7 +10,8 @@ Profiling a batch-5 training step on a 2-core CPU showed most of the time in the
   - the positional encoding is broadcast over the batch instead of copied once per image;
   - optionally (`crop`) the upscaling skips the padding below / right of a non-square image (HC18's
     800x540 fills 173 of 256 rows: a third of the upscaling work and of the loss was padding).
-`check_equivalence` in the tests compares it with the original forward.
+tests/test_sam.py::test_single_mask_decoder_matches_the_original compares it with the original forward
+(and test_cropped_decode_equals_the_uncropped_logits the cropped upscaling with the full one).
 """
 from __future__ import annotations
 
