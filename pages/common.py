@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,70 @@ def guarded(fn):
         except Exception as exc:  # noqa: BLE001
             raise translate(exc) from None
     return wrapper
+
+
+# ----------------------------------------------------------------------------- helpers every page shares
+def safe_name(name: str, what: str, default: str | None = None) -> str:
+    """A user-chosen folder name (run, LoRA, sweep, dataset), refused when unsafe or too long, never cut: a
+    cut name may match another run's (pipeline.validate.check_name)."""
+    from pipeline.validate import check_name
+    return check_name(name, what, default=default)
+
+
+class StopRegistry:
+    """The Stop buttons of one page's long job, one flag per browser session (gradio_client calls: "api").
+
+    A handler decorated with `job` gets a fresh flag for its call (`flag(request)`), dropped when the call
+    ends, so the registry holds only the jobs running now (a dict of flags that were never removed grew by
+    one per session that ever trained). `stop(request)` sets the flag of that session's running job."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(request) -> str:
+        return getattr(request, "session_hash", None) or "api"
+
+    def job(self, fn):
+        """Decorate a streaming handler that takes `request`: its session's flag lives as long as the call."""
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            key = self._key(sig.bind_partial(*args, **kwargs).arguments.get("request"))
+            flag = threading.Event()
+            with self._lock:
+                self._flags[key] = flag
+            try:
+                yield from fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    if self._flags.get(key) is flag:
+                        del self._flags[key]
+        return wrapper
+
+    def flag(self, request) -> threading.Event:
+        """The running job's flag (inside a `job` handler): pass `flag.is_set` to the pipeline as `stop`."""
+        with self._lock:
+            return self._flags[self._key(request)]
+
+    def stop(self, request) -> bool:
+        """Ask this session's running job to stop; False when it has none."""
+        with self._lock:
+            flag = self._flags.get(self._key(request))
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+
+def follow_data_tab(ctx: AppContext, source) -> Any:
+    """Keep a page's source box on the Data tab's loaded source (ctx.shared["data_spec"]); returns the
+    change event (chain .then(...) on it), or None in a build without the Data tab."""
+    spec_state = ctx.shared.get("data_spec")
+    if spec_state is None:
+        return None
+    return spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")

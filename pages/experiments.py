@@ -5,7 +5,6 @@ Sweeps live in work_dir/sweeps/NAME; starting an existing name resumes it (finis
 """
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from pipeline.gpu import gpu_task
 
 from pipeline.eta import eta_text
 
-from .common import HEAVY, guarded
+from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
 
 TITLE = "Experiments"
-_STOP: dict[str, threading.Event] = {}
+_STOP = StopRegistry()  # per browser session: the Stop button's flag
 
 INTRO = """### Experiments — does synthetic data help SAM when real labelled images are few?
 The paper's Table 1 as a grid of fine-tuning runs: augmentation **None / WA / SA / SYN** × **N_real** real
@@ -28,11 +27,6 @@ trimester LoRAs. `heldout` is the test part of the train source's seeded split: 
 used to choose a checkpoint. A sweep resumes where it stopped; re-opening a finished one does no work.
 Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats, 8 epochs, SYN total 100),
 **paper** (the full grid, GPU), **smoke** (2 tiny cells to try the tab)."""
-
-
-def _safe_name(name: str) -> str:
-    from pipeline.validate import check_name
-    return check_name(name, "sweep name")  # refused when too long, never cut (a cut name may match another)
 
 
 def _ints(text: str) -> list[int] | None:
@@ -100,11 +94,12 @@ def build(ctx) -> None:
     @guarded
 
     @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+    @_STOP.job
     def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
               repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
         """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
         from pipeline.sweep import preset, run_sweep
-        name = _safe_name(name)
+        name = safe_name(name, "sweep name")
         loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
                  if p and p != "(none)"}
         over = dict(train=(train or "").strip() or ctx.default_source,
@@ -115,8 +110,7 @@ def build(ctx) -> None:
                     augmentations=list(augmentations) if augmentations else None)
         cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
         out = sweeps_root / name
-        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
-        stop.clear()
+        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
         status, last = "", 0.0
         total, done = 1, 0
         started, done_at_start = time.monotonic(), 0  # the estimate: mean time per cell finished in this start
@@ -164,16 +158,14 @@ def build(ctx) -> None:
                 yield (f"**{name}**: {msg}", *_views(out), gr.update(choices=list_sweeps(), value=name))
 
     def stop_sweep(request: gr.Request):
-        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
-        if ev is not None:
-            ev.set()
+        _STOP.stop(request)
         return "⏹ stopping after the current training step…"
 
     @guarded
     def open_sweep(name):
         if not name:
             raise ValueError("choose a sweep to open")
-        out = sweeps_root / _safe_name(name)
+        out = sweeps_root / safe_name(name, "sweep name")
         from pipeline.sweep import Sweep, cells
         cfg = Sweep(out).config()
         grid = cells(cfg)
@@ -228,9 +220,7 @@ def build(ctx) -> None:
         past = gr.Dropdown(list_sweeps(), label="Past sweeps", scale=3, elem_id="sw-past")
         open_btn = gr.Button("Open", scale=0, elem_id="sw-open")
 
-    spec_state = ctx.shared.get("data_spec")
-    if spec_state is not None:
-        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[train], api_visibility="private")
+    follow_data_tab(ctx, train)
     def fresh_lists():
         return (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
                 gr.update(choices=list_sweeps()))

@@ -6,7 +6,6 @@ API endpoint: finetune_sam.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import gradio as gr
@@ -18,11 +17,11 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text
 from pipeline.readable import gain_verdict, paired_gain
 
-from .common import HEAVY, guarded
+from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
 
 TITLE = "Fine-tune SAM"
 _D = SamFinetuneDefaults()
-_STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
+_STOP = StopRegistry()  # per browser session: the Stop button's flag
 
 INTRO = """### Fine-tune SAM — the mask decoder on a hybrid dataset of real and synthetic pairs
 The paper's recipe: image and prompt encoders frozen, only the mask decoder trains; box prompt = the mask's
@@ -62,9 +61,7 @@ def curves_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]
 
 
 def _run_name(name: str) -> str:
-    from pipeline.validate import check_name
-    # refused when too long, never cut: a cut name once matched another run and returned its result
-    return check_name(name, "run name", default="sam-run")
+    return safe_name(name, "run name", default="sam-run")
 
 
 def _n_synthetic(text) -> int | None:
@@ -95,6 +92,7 @@ def build(ctx) -> None:
     @guarded
 
     @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+    @_STOP.job
     def finetune_sam(spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
                      aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
         """Fine-tune the mask decoder; streams status, live curves and the final comparison."""
@@ -109,8 +107,7 @@ def build(ctx) -> None:
                              base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
                              cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
         cfg.validate()  # raw values above: each one's range is checked here, the message names the field
-        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
-        stop.clear()
+        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
         out = runs_root / name
         run = RunDir(out)
         steps = [(r["step"], r["loss"]) for r in run.metrics() if r.get("kind") == "step"] if run.exists() else []
@@ -175,14 +172,11 @@ def build(ctx) -> None:
                 yield head, curves_figure(steps, epochs_, name), summary, name
 
     def stop_training(request: gr.Request):
-        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
-        if ev is not None:
-            ev.set()
+        _STOP.stop(request)
         return "⏹ stopping after the current step (the best checkpoint is kept)…"
 
     # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO)
-    spec_state = ctx.shared.get("data_spec")
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Real pairs: data source (from the Data tab)", scale=3,
                             elem_id="ft-source")
@@ -217,8 +211,7 @@ def build(ctx) -> None:
     finished = gr.State("")  # the finished run's name (other tabs may listen)
     ctx.shared["sam_run_finished"] = finished
 
-    if spec_state is not None:
-        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")
+    follow_data_tab(ctx, source)
     refresh.click(lambda: gr.Dropdown(choices=synthetic_choices(ctx.work_dir)), outputs=[synthetic],
                   api_visibility="private")
     if ctx.tab is not None:  # a dataset accepted in the Generation tab is listed when this tab is opened

@@ -6,7 +6,6 @@ saved) so the Generation tab refreshes its list.
 """
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text, estimate_text
 from pipeline.readable import short_path
 
-from .common import HEAVY, guarded
+from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
 
 TITLE = "LoRA training"
 _D = LoraDefaults()
 _C = LoraTrainConfig()  # the tab's defaults are the config's (one home per setting, as the CLI reads them)
-_STOP: dict[str, threading.Event] = {}  # per browser session: the Stop button's flag
+_STOP = StopRegistry()  # per browser session: the Stop button's flag
 # seconds per LoRA step on a 2-core CPU, tiny base (README, Diffusion: 0.126 s quiet, ~0.3 s busy) plus
 # loading and encoding: what the estimate beside Start assumes before a run has measured its own rate
 LORA_STEP_S = 0.3
@@ -56,8 +55,7 @@ def _default_n(spec: str, allowed_roots) -> tuple[int, str]:
 
 
 def _safe_name(name: str) -> str:
-    from pipeline.validate import check_name
-    return check_name(name, "LoRA name", default="lora")  # refused when too long, never cut
+    return safe_name(name, "LoRA name", default="lora")
 
 
 def loss_figure(losses: list[float], title: str = "LoRA loss"):
@@ -103,6 +101,7 @@ def build(ctx) -> None:
     @guarded
 
     @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+    @_STOP.job
     def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
                    empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
         """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
@@ -112,8 +111,7 @@ def build(ctx) -> None:
         name = _safe_name(name)
         spec = (spec or "").strip() or ctx.default_source
         preview_every = check_int(preview_every, "preview every N steps", 0, 1_000_000)
-        stop = _STOP.setdefault(getattr(request, "session_hash", None) or "api", threading.Event())
-        stop.clear()
+        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
         previews, saved = [], []
         for t in trimesters:
             if t not in TRIMESTERS:
@@ -186,14 +184,11 @@ def build(ctx) -> None:
         return new, (f"ℹ️ {note}" if note else "")
 
     def stop_training(request: gr.Request):
-        ev = _STOP.get(getattr(request, "session_hash", None) or "api")
-        if ev is not None:
-            ev.set()
+        _STOP.stop(request)
         return "⏹ stopping after the current step…"
 
     # ------------------------------------------------------------------ widgets
-    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(300 * LORA_STEP_S)))
-    spec_state = ctx.shared.get("data_spec")
+    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(_C.steps * LORA_STEP_S)))
     n0, n0_note = _default_n(ctx.default_source, ctx.allowed_roots)
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
@@ -242,8 +237,9 @@ def build(ctx) -> None:
     source.blur(**fit)
     source.submit(**fit)
     trimesters.change(**fit)
-    if spec_state is not None:
-        spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private").then(**fit)
+    follows = follow_data_tab(ctx, source)
+    if follows is not None:
+        follows.then(**fit)
     show_btn.click(show_selection, inputs=[source, trimesters, n, seed], outputs=[selection, sel_info],
                    api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(train_lora, inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip,

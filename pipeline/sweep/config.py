@@ -35,9 +35,9 @@ class SweepConfig:
     epochs: int = _D.epochs
     batch_size: int = _D.batch_size
     lr: float = _D.lr
+    test_limit: int | None = None  # evaluate on at most this many images per test source
     aug_views: int = _D.aug_views
     n_val: int = _D.n_val
-    test_limit: int | None = None  # evaluate on at most this many images per test source
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 0
     seed: int = 0  # repeat r trains with seed + r
