@@ -11,3 +11,9 @@ done
 .venv/bin/python -m pipeline.diffusion.report --base $BASE --lora first=outputs/eval/$TAG/lora-first \
   --lora second=outputs/eval/$TAG/lora-second --lora third=outputs/eval/$TAG/lora-third \
   --real hc18:../shared/data/hc18 --n 32 --qc --out outputs/eval/$TAG/samples.png --json outputs/eval/$TAG/report.json --save outputs/eval/$TAG/gen --paper ../shared/reference/paper_synthetic 2>&1 | grep -v Warn | tail -5
+# realism per trimester (KID x1000 and classifier AUC vs real images of the trimester the LoRA did not train on)
+for T in first second third; do
+  .venv/bin/python -m pipeline realism --generated outputs/eval/$TAG/gen/$T/raw --real hc18:../shared/data/hc18 \
+     --trimester $T --exclude-lora outputs/eval/$TAG/lora-$T --json > outputs/eval/$TAG/realism-$T.json 2> outputs/eval/$TAG/realism-$T.err
+  .venv/bin/python -c "import json,sys; j=json.load(open(sys.argv[1])); g=j['generated_vs_real']; print(sys.argv[2], 'KID x1000', g['kid_x1000'], '+-', g['kid_x1000_std'], 'AUC', g['auc'])" outputs/eval/$TAG/realism-$T.json $T
+done

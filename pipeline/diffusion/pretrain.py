@@ -396,7 +396,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     if vae_ck.is_file():
         ck = torch.load(vae_ck, weights_only=False, map_location=dev)
         vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
-        g.set_state(ck["rng"])
+        g.set_state(ck["rng"].cpu())
         if "rng_np" in ck:
             rng_np.bit_generator.state = ck["rng_np"]
     yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
@@ -479,7 +479,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     if unet_ck.is_file():
         ck = torch.load(unet_ck, weights_only=False, map_location=dev)
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
-        ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"])
+        ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"].cpu())
     n_real = int(round(cfg.unet_batch * real_frac))
     alphas = sched.alphas_cumprod.to(dev)
     snr = alphas / (1 - alphas)
