@@ -112,8 +112,8 @@ class RunDir:
                 atomic_write_json(self.config_path,
                                   {**old, **{k: config[k] for k in rule["may_change"] if k in config}})
             return has_state
-        self.path.mkdir(parents=True, exist_ok=True)
-        if write:
+        if write:  # write=False: nothing is made yet (a start refused later, e.g. for its data, leaves no folder)
+            self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.config_path, config)
         return False
 

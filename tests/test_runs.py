@@ -43,3 +43,8 @@ def test_rundir_with_its_own_file_names_compares_the_saved_settings(tmp_path):
     with pytest.raises(DataError, match="train_state.pt cannot be read"):
         run.state_path.write_bytes(b"not a torch file")
         run.resume_state()
+
+
+def test_a_check_without_writing_makes_no_folder(tmp_path):
+    run = RunDir(tmp_path / "new", config_name="lora_config.json", what="LoRA")
+    assert run.start({"rank": 4}, write=False) is False and not run.path.exists()
