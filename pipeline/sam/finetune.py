@@ -202,6 +202,65 @@ def _stopper(stop) -> Callable[[], bool]:
     return stop
 
 
+def _embed_items(cfg: FinetuneConfig, model, cache, train: list[Item], val: list[Item], augmentation,
+                 n_views: int) -> Iterator[dict]:
+    """Step 1, prepare: load every pair and store its image embeddings on the items (val: the image; train:
+    n_views augmented views, or the sample itself when nothing is cached), yielding "prepare" events."""
+    total = len(val) + (len(train) * n_views if cfg.cache_embeddings else len(train))
+    done = 0
+    for items, is_val in ((val, True), (train, False)):
+        for k, it in enumerate(items):
+            sample = it.load()
+            if sample.mask is None:
+                raise DataError(f"{it.name} has no mask: training and validation need image+mask pairs")
+            if is_val:
+                it.views = [View(None, None, (0, 0, 0, 0), sample.image.shape[:2])]
+                it.gt = sample.mask  # type: ignore[attr-defined]
+                it.meta = sample.meta  # type: ignore[attr-defined]
+                imgs = [sample.image]
+            elif not cfg.cache_embeddings:
+                it.sample = sample  # type: ignore[attr-defined]  # augmented afresh every step
+                done += 1
+                continue
+            else:
+                imgs, it.views = [], []
+                for v in range(n_views):
+                    ap = augment_pair(sample.image, sample.mask, augmentation,
+                                      _seed(cfg.seed, 7, hash_name(it.name), v))
+                    if ap is None:  # augmented out of view: fall back to the original pair
+                        ap = augment_pair(sample.image, sample.mask, None, 0)
+                    imgs.append(ap.image)
+                    it.views.append(View(None, model.mask_to_lowres(ap.mask).astype(np.uint8),
+                                         ap.box, ap.mask.shape[:2]))
+            embs = cache.get_or_compute(imgs)
+            for view, e in zip(it.views, embs):
+                view.embedding = e
+            done += len(imgs)
+            yield {"kind": "prepare", "done": done, "total": total,
+                   "message": f"image embeddings: {done}/{total} ({cache.misses} computed, {cache.hits} cached)"}
+
+
+def _step_batch(cfg: FinetuneConfig, model, train: list[Item], idx: list[int], view_of, augmentation, epoch: int,
+                j: int, device) -> tuple[list[View], torch.Tensor, torch.Tensor]:
+    """One step's batch: (views, embeddings, low-res targets) of the train items `idx`, from the cached views
+    (view_of[i] chooses one), or augmented afresh and encoded now (cache_embeddings=False)."""
+    if cfg.cache_embeddings:
+        views = [train[i].views[view_of[i]] for i in idx]
+        emb = torch.stack([v.embedding for v in views]).to(device, torch.float32)
+        return views, emb, torch.from_numpy(np.stack([v.target for v in views])).float()
+    views, imgs, tg = [], [], []
+    for i in idx:
+        s = train[i].sample
+        ap = augment_pair(s.image, s.mask, augmentation, _seed(cfg.seed, 3, epoch, j, i)) \
+            or augment_pair(s.image, s.mask, None, 0)
+        views.append(View(None, None, ap.box, ap.mask.shape[:2]))
+        imgs.append(ap.image)
+        tg.append(model.mask_to_lowres(ap.mask))
+    with torch.no_grad():
+        emb = model.encode(torch.cat([model.preprocess(im)[0] for im in imgs]))
+    return views, emb, torch.from_numpy(np.stack(tg)).float()
+
+
 def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop=None,
              allowed_roots=None) -> Iterator[dict]:
     cfg.validate()
@@ -240,39 +299,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     from .cache import EmbeddingCache
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(out_dir).resolve().parent.parent / "cache" / "embeddings"
     cache = EmbeddingCache(cache_dir, model)
-    total = len(val) + (len(train) * n_views if cfg.cache_embeddings else len(train))
-    done = 0
     with acc.main_process_first():  # other processes then read what the main process stored
-        for items, is_val in ((val, True), (train, False)):
-            for k, it in enumerate(items):
-                sample = it.load()
-                if sample.mask is None:
-                    raise DataError(f"{it.name} has no mask: training and validation need image+mask pairs")
-                if is_val:
-                    it.views = [View(None, None, (0, 0, 0, 0), sample.image.shape[:2])]
-                    it.gt = sample.mask  # type: ignore[attr-defined]
-                    it.meta = sample.meta  # type: ignore[attr-defined]
-                    imgs = [sample.image]
-                elif not cfg.cache_embeddings:
-                    it.sample = sample  # type: ignore[attr-defined]  # augmented afresh every step
-                    done += 1
-                    continue
-                else:
-                    imgs, it.views = [], []
-                    for v in range(n_views):
-                        ap = augment_pair(sample.image, sample.mask, augmentation,
-                                          _seed(cfg.seed, 7, hash_name(it.name), v))
-                        if ap is None:  # augmented out of view: fall back to the original pair
-                            ap = augment_pair(sample.image, sample.mask, None, 0)
-                        imgs.append(ap.image)
-                        it.views.append(View(None, model.mask_to_lowres(ap.mask).astype(np.uint8),
-                                             ap.box, ap.mask.shape[:2]))
-                embs = cache.get_or_compute(imgs)
-                for view, e in zip(it.views, embs):
-                    view.embedding = e
-                done += len(imgs)
-                yield {"kind": "prepare", "done": done, "total": total,
-                       "message": f"image embeddings: {done}/{total} ({cache.misses} computed, {cache.hits} cached)"}
+        yield from _embed_items(cfg, model, cache, train, val, augmentation, n_views)
 
     val_boxes = []
     for k, it in enumerate(val):
@@ -353,22 +381,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                     break
                 idx = [int(perm[(k) % len(perm)]) for k in range((j * P + R) * B, (j * P + R + 1) * B)]
                 jr = _box_rng(cfg.seed, 2, epoch, j, R)
-                if cfg.cache_embeddings:
-                    views = [train[i].views[view_of[i]] for i in idx]
-                    emb = torch.stack([v.embedding for v in views]).to(acc.device, torch.float32)
-                    target = torch.from_numpy(np.stack([v.target for v in views])).float()
-                else:
-                    views, imgs, tg = [], [], []
-                    for i in idx:
-                        s = train[i].sample
-                        ap = augment_pair(s.image, s.mask, augmentation, _seed(cfg.seed, 3, epoch, j, i)) \
-                            or augment_pair(s.image, s.mask, None, 0)
-                        views.append(View(None, None, ap.box, ap.mask.shape[:2]))
-                        imgs.append(ap.image)
-                        tg.append(model.mask_to_lowres(ap.mask))
-                    with torch.no_grad():
-                        emb = model.encode(torch.cat([model.preprocess(im)[0] for im in imgs]))
-                    target = torch.from_numpy(np.stack(tg)).float()
+                views, emb, target = _step_batch(cfg, model, train, idx, view_of, augmentation, epoch, j, acc.device)
                 boxes = np.concatenate([model.box_to_input(jitter_box(v.box, v.hw, jr, cfg.box_jitter_px), v.hw)
                                         for v in views])
                 clean = False
