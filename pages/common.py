@@ -173,3 +173,24 @@ def follow_data_tab(ctx: AppContext, source) -> Any:
     if spec_state is None:
         return None
     return spec_state.change(lambda s: s, inputs=[spec_state], outputs=[source], api_visibility="private")
+
+
+def bind_ctx(fn, ctx: AppContext):
+    """A module-level handler fn(ctx, ...) as the event handler of its other parameters. Gradio reads a
+    handler's signature and type hints (gr.Request, gr.Progress) to fill its special arguments, which a
+    functools.partial hides from it, so the handler gets them explicitly here."""
+    import typing
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())[1:]  # without ctx
+    if inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(inspect.unwrap(fn)):
+        def handler(*args, **kwargs):
+            yield from fn(ctx, *args, **kwargs)
+    else:
+        def handler(*args, **kwargs):
+            return fn(ctx, *args, **kwargs)
+    handler.__name__ = handler.__qualname__ = fn.__name__
+    handler.__doc__ = fn.__doc__
+    handler.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    names = {p.name for p in params}
+    handler.__annotations__ = {k: v for k, v in typing.get_type_hints(fn).items() if k in names}
+    return handler

@@ -14,7 +14,7 @@ from pipeline.gpu import gpu_task
 
 from pipeline.eta import eta_text
 
-from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
+from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "Experiments"
 _STOP = StopRegistry()  # per browser session: the Stop button's flag
@@ -74,111 +74,124 @@ def _views(sweep_dir: Path):
     return report_markdown(sweep_dir), fig, df
 
 
+def _sweeps_root(ctx) -> Path:
+    return ctx.work_dir / "sweeps"
+
+
+def list_sweeps(ctx) -> list[str]:
+    root = _sweeps_root(ctx)
+    if not root.is_dir():
+        return []
+    return sorted((p.name for p in root.iterdir() if (p / "sweep.json").is_file()), reverse=True)
+
+
+def list_synthetic(ctx) -> list[str]:
+    from pipeline.diffusion.dataset import list_datasets
+    return ["(none)"] + [str(p) for p in list_datasets(ctx.work_dir / "synthetic")]
+
+
+def list_lora_dirs(ctx) -> list[str]:
+    from pipeline.diffusion.lora import list_loras
+    return ["(none)"] + [d["path"] for d in list_loras(ctx.work_dir / "loras")]
+
+
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+@_STOP.job
+def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
+          repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
+    """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
+    from pipeline.sweep import preset, run_sweep
+    name = safe_name(name, "sweep name")
+    loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
+             if p and p != "(none)"}
+    over = dict(train=(train or "").strip() or ctx.default_source,
+                tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
+                synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
+                loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
+                repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
+                augmentations=list(augmentations) if augmentations else None)
+    cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
+    out = _sweeps_root(ctx) / name
+    stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
+    status, last = "", 0.0
+    total, done = 1, 0
+    started, done_at_start = time.monotonic(), 0  # the estimate: mean time per cell finished in this start
+    for ev in run_sweep(cfg, out, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+        k = ev["kind"]
+        if k == "plan":
+            total, done = len(ev["cells"]), len(ev["done"])
+            started, done_at_start = time.monotonic(), done
+            status = f"**{name}**: {done}/{total} cells finished before this start"
+            yield (status, *_views(out), gr.update(choices=list_sweeps(ctx), value=name))
+        elif k == "cell_start":
+            eta = eta_text(started, done - done_at_start, total - done_at_start)
+            status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}` · {eta}"
+            progress((done, total), desc=f"cell {ev['cell']} · {eta}", unit="cells")
+        elif k == "lora":
+            progress((ev["step"], ev["total"]), desc=f"SYN arm: {ev['trimester']}-trimester LoRA")
+            if time.monotonic() - last > 2:
+                last = time.monotonic()
+                yield (f"**{name}**: SYN arm — training the {ev['trimester']}-trimester LoRA on the train pool: "
+                       f"step {ev['step']}/{ev['total']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        elif k == "generate":
+            progress((done, total), desc=f"generating {ev['trimester']} {ev['have']}/{ev['want']}")
+            if time.monotonic() - last > 2:
+                last = time.monotonic()
+                yield (f"**{name}**: SYN arm — generating the synthetic set: {ev['trimester']} "
+                       f"{ev['have']}/{ev['want']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        elif k == "train":
+            if ev["event"] == "epoch":
+                yield (f"{status} · epoch {ev['epoch']} · val Dice {100 * ev['val_dice']:.2f} %",
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            elif ev["event"] == "prepare" and time.monotonic() - last > 2:
+                last = time.monotonic()
+                yield f"{status} · {ev['message']}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        elif k == "cell_done":
+            done += 1
+            eta = eta_text(started, done - done_at_start, total - done_at_start)
+            progress((done, total), desc=f"{done}/{total} cells · {eta}", unit="cells")
+            r = ev["rows"][0]
+            status = (f"**{name}**: {done}/{total} cells · {eta} · `{ev['cell']}`: Dice {r['dice']:.2f} % "
+                      f"on {r['test']}")
+            yield (status, *_views(out), gr.skip())
+        elif k == "done":
+            msg = ("⏹ stopped — press Start with the same name to resume" if ev["stopped"]
+                   else f"✅ sweep finished: {total} cells")
+            yield (f"**{name}**: {msg}", *_views(out), gr.update(choices=list_sweeps(ctx), value=name))
+
+
+def stop_sweep(request: gr.Request):
+    _STOP.stop(request)
+    return "⏹ stopping after the current training step…"
+
+
+@guarded
+def open_sweep(ctx, name):
+    if not name:
+        raise ValueError("choose a sweep to open")
+    out = _sweeps_root(ctx) / safe_name(name, "sweep name")
+    from pipeline.sweep import Sweep, cells
+    cfg = Sweep(out).config()
+    grid = cells(cfg)
+    n_done = sum(Sweep(out).is_done(c) for c in grid)
+    # the form takes the opened sweep's settings, so Start resumes it instead of mixing the old name
+    # and source with this sweep's results
+    form = (name, cfg.train, ", ".join(cfg.tests), ",".join(str(v) for v in cfg.n_real), str(cfg.repeats),
+            str(cfg.epochs), list(cfg.augmentations))
+    return (f"**{name}**: {n_done}/{len(grid)} cells finished (train `{cfg.train}`, "
+            f"{cfg.epochs} epochs, SYN total {cfg.total}) — the form above now holds its settings; "
+            "Start resumes it", *_views(out), *form)
+
+
+def fresh_lists(ctx):
+    return (gr.update(choices=list_synthetic(ctx)), *[gr.update(choices=list_lora_dirs(ctx))] * 3,
+            gr.update(choices=list_sweeps(ctx)))
+
+
 def build(ctx) -> None:
+    """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     from pipeline.sweep import PRESETS
-    sweeps_root = ctx.work_dir / "sweeps"
-
-    def list_sweeps() -> list[str]:
-        if not sweeps_root.is_dir():
-            return []
-        return sorted((p.name for p in sweeps_root.iterdir() if (p / "sweep.json").is_file()), reverse=True)
-
-    def list_synthetic() -> list[str]:
-        from pipeline.diffusion.dataset import list_datasets
-        return ["(none)"] + [str(p) for p in list_datasets(ctx.work_dir / "synthetic")]
-
-    def list_lora_dirs() -> list[str]:
-        from pipeline.diffusion.lora import list_loras
-        return ["(none)"] + [d["path"] for d in list_loras(ctx.work_dir / "loras")]
-
-    @guarded
-
-    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-    @_STOP.job
-    def start(name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
-              repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
-        """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
-        from pipeline.sweep import preset, run_sweep
-        name = safe_name(name, "sweep name")
-        loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
-                 if p and p != "(none)"}
-        over = dict(train=(train or "").strip() or ctx.default_source,
-                    tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
-                    synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
-                    loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
-                    repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
-                    augmentations=list(augmentations) if augmentations else None)
-        cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
-        out = sweeps_root / name
-        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
-        status, last = "", 0.0
-        total, done = 1, 0
-        started, done_at_start = time.monotonic(), 0  # the estimate: mean time per cell finished in this start
-        for ev in run_sweep(cfg, out, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
-            k = ev["kind"]
-            if k == "plan":
-                total, done = len(ev["cells"]), len(ev["done"])
-                started, done_at_start = time.monotonic(), done
-                status = f"**{name}**: {done}/{total} cells finished before this start"
-                yield (status, *_views(out), gr.update(choices=list_sweeps(), value=name))
-            elif k == "cell_start":
-                eta = eta_text(started, done - done_at_start, total - done_at_start)
-                status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}` · {eta}"
-                progress((done, total), desc=f"cell {ev['cell']} · {eta}", unit="cells")
-            elif k == "lora":
-                progress((ev["step"], ev["total"]), desc=f"SYN arm: {ev['trimester']}-trimester LoRA")
-                if time.monotonic() - last > 2:
-                    last = time.monotonic()
-                    yield (f"**{name}**: SYN arm — training the {ev['trimester']}-trimester LoRA on the train pool: "
-                           f"step {ev['step']}/{ev['total']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
-            elif k == "generate":
-                progress((done, total), desc=f"generating {ev['trimester']} {ev['have']}/{ev['want']}")
-                if time.monotonic() - last > 2:
-                    last = time.monotonic()
-                    yield (f"**{name}**: SYN arm — generating the synthetic set: {ev['trimester']} "
-                           f"{ev['have']}/{ev['want']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
-            elif k == "train":
-                if ev["event"] == "epoch":
-                    yield (f"{status} · epoch {ev['epoch']} · val Dice {100 * ev['val_dice']:.2f} %",
-                           gr.skip(), gr.skip(), gr.skip(), gr.skip())
-                elif ev["event"] == "prepare" and time.monotonic() - last > 2:
-                    last = time.monotonic()
-                    yield f"{status} · {ev['message']}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            elif k == "cell_done":
-                done += 1
-                eta = eta_text(started, done - done_at_start, total - done_at_start)
-                progress((done, total), desc=f"{done}/{total} cells · {eta}", unit="cells")
-                r = ev["rows"][0]
-                status = (f"**{name}**: {done}/{total} cells · {eta} · `{ev['cell']}`: Dice {r['dice']:.2f} % "
-                          f"on {r['test']}")
-                yield (status, *_views(out), gr.skip())
-            elif k == "done":
-                msg = ("⏹ stopped — press Start with the same name to resume" if ev["stopped"]
-                       else f"✅ sweep finished: {total} cells")
-                yield (f"**{name}**: {msg}", *_views(out), gr.update(choices=list_sweeps(), value=name))
-
-    def stop_sweep(request: gr.Request):
-        _STOP.stop(request)
-        return "⏹ stopping after the current training step…"
-
-    @guarded
-    def open_sweep(name):
-        if not name:
-            raise ValueError("choose a sweep to open")
-        out = sweeps_root / safe_name(name, "sweep name")
-        from pipeline.sweep import Sweep, cells
-        cfg = Sweep(out).config()
-        grid = cells(cfg)
-        n_done = sum(Sweep(out).is_done(c) for c in grid)
-        # the form takes the opened sweep's settings, so Start resumes it instead of mixing the old name
-        # and source with this sweep's results
-        form = (name, cfg.train, ", ".join(cfg.tests), ",".join(str(v) for v in cfg.n_real), str(cfg.repeats),
-                str(cfg.epochs), list(cfg.augmentations))
-        return (f"**{name}**: {n_done}/{len(grid)} cells finished (train `{cfg.train}`, "
-                f"{cfg.epochs} epochs, SYN total {cfg.total}) — the form above now holds its settings; "
-                "Start resumes it", *_views(out), *form)
-
-    # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         name = gr.Textbox(f"sweep-{time.strftime('%Y%m%d')}", label="Sweep name (same name = resume)", scale=2,
@@ -189,11 +202,11 @@ def build(ctx) -> None:
         tests = gr.Textbox("heldout", label="Test source(s), comma separated", scale=2, elem_id="sw-tests")
     with gr.Accordion("SYN arm and grid overrides", open=False):
         with gr.Row():
-            synthetic = gr.Dropdown(list_synthetic(), value="(none)", label="Synthetic dataset (folder)",
+            synthetic = gr.Dropdown(list_synthetic(ctx), value="(none)", label="Synthetic dataset (folder)",
                                     allow_custom_value=False, scale=3, elem_id="sw-synthetic")
             refresh = gr.Button("↻ refresh lists", scale=0)
         with gr.Row():
-            lora_dirs = list_lora_dirs()
+            lora_dirs = list_lora_dirs(ctx)
             lf = gr.Dropdown(lora_dirs, value="(none)", label="first-trimester LoRA")
             ls = gr.Dropdown(lora_dirs, value="(none)", label="second-trimester LoRA")
             lt = gr.Dropdown(lora_dirs, value="(none)", label="third-trimester LoRA")
@@ -217,19 +230,19 @@ def build(ctx) -> None:
     with gr.Accordion("Tidy results (one row per cell and test source)", open=False):
         results = gr.Dataframe(interactive=False, elem_id="sw-results")
     with gr.Row():
-        past = gr.Dropdown(list_sweeps(), label="Past sweeps", scale=3, elem_id="sw-past")
+        past = gr.Dropdown(list_sweeps(ctx), label="Past sweeps", scale=3, elem_id="sw-past")
         open_btn = gr.Button("Open", scale=0, elem_id="sw-open")
 
     follow_data_tab(ctx, train)
-    def fresh_lists():
-        return (gr.update(choices=list_synthetic()), *[gr.update(choices=list_lora_dirs())] * 3,
-                gr.update(choices=list_sweeps()))
-    refresh.click(fresh_lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    lists = bind_ctx(fresh_lists, ctx)
+    refresh.click(lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
     if ctx.tab is not None:  # LoRAs, datasets and sweeps made in other tabs are listed when this tab opens
-        ctx.tab.select(fresh_lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
-    start_btn.click(start, inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real,
-                                   repeats, epochs, augmentations],
+        ctx.tab.select(lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    start_btn.click(bind_ctx(start, ctx),
+                    inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real, repeats, epochs,
+                            augmentations],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
-    open_btn.click(open_sweep, inputs=[past], outputs=[status, table, chart, results, name, train, tests, n_real,
-                                                     repeats, epochs, augmentations], api_name="open_sweep")
+    open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],
+                   outputs=[status, table, chart, results, name, train, tests, n_real, repeats, epochs, augmentations],
+                   api_name="open_sweep")

@@ -51,3 +51,40 @@ def test_the_source_boxes_follow_the_data_tab(tmp_path):
     boxes = {b.elem_id: b._id for b in demo.blocks.values() if getattr(b, "elem_id", None) in
              ("lora-source", "ft-source", "sw-train")}
     assert set(boxes) == {"lora-source", "ft-source", "sw-train"} and set(boxes.values()) <= followers
+
+
+def test_experiments_handlers_are_functions_of_the_context(tmp_path):
+    """The Experiments tab's handlers are module-level functions of ctx: testable without building the tab."""
+    import gradio as gr
+
+    import app
+    from pages import experiments as X
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    assert X.list_sweeps(ctx) == [] and X.list_synthetic(ctx) == ["(none)"]
+    (ctx.work_dir / "sweeps" / "s1").mkdir(parents=True)
+    (ctx.work_dir / "sweeps" / "s1" / "sweep.json").write_text('{"train": "phantom:12"}')
+    assert X.list_sweeps(ctx) == ["s1"]
+    with pytest.raises(gr.Error, match="choose a sweep"):
+        X.open_sweep(ctx, "")
+    status, *_, name, train, tests, n_real, repeats, epochs, augs = X.open_sweep(ctx, "s1")
+    assert "0/" in status and (name, train, tests) == ("s1", "phantom:12", "heldout")
+
+
+def test_bind_ctx_keeps_what_gradio_reads():
+    import inspect
+    import typing
+
+    import gradio as gr
+
+    from pages.common import bind_ctx
+
+    def job(ctx, name, request: gr.Request, progress=gr.Progress()):
+        yield ctx, name, request
+
+    def plain(ctx, name):
+        return ctx, name
+    h = bind_ctx(job, "CTX")
+    assert list(inspect.signature(h).parameters) == ["name", "request", "progress"]
+    assert inspect.isgeneratorfunction(h) and typing.get_type_hints(h) == {"request": gr.Request}
+    assert list(h("n", request="r")) == [("CTX", "n", "r")]
+    assert bind_ctx(plain, "CTX")("n") == ("CTX", "n") and bind_ctx(plain, 1).__name__ == "plain"
