@@ -300,7 +300,8 @@ def build(ctx) -> None:
             summary = gr.Markdown("", elem_id="gen-summary")
         with gr.Column(scale=2):
             info = gr.Markdown("Select a sample to edit its mask.", elem_id="gen-info")
-            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head; ↶ / ↷ in its toolbar undo / redo a stroke)",
+            gr.Markdown("↶ / ↷ in the canvas toolbar undo / redo a brush or eraser stroke", elem_id="gen-undo-hint")
+            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Mask canvas (green = head)",
                                     brush=gr.Brush(colors=["#00ff00"], color_mode="fixed", default_size=4),
                                     eraser=gr.Eraser(default_size=4), layers=False, transforms=(), sources=(),
                                     format="png", canvas_size=(ctx.profile.resolution, ctx.profile.resolution),

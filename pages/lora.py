@@ -38,7 +38,7 @@ previews look **yellow with a blue head** (R = G = image, B = mask). A *LoRA* is
 size), *alpha* 128 (its strength: alpha / rank = 1), learning rate 1e-4 constant, batch 4, AdamW, clipping 1.0,
 20 images per trimester chosen by a seeded draw from the Data tab's source (fewer when the source has fewer:
 the field below follows the source). Base model: `{base}`.
-300 steps take about {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
+300 steps take {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
 Generation tab."""
 
 
