@@ -135,8 +135,9 @@ def compose(cells: list[list], scales, seeds) -> np.ndarray:
             x0 = left + j * cell
             out[y0:y0 + cell, x0:x0 + cell] = pic[..., :3]
             ok = cells[j][i].valid
-            text = "valid" if ok else cells[j][i].extraction.reason
-            cv2.putText(out, text[:22], (x0 + 4, y0 + cell + 13), font, 0.38,
+            # a refusal's name only ("two heads", "open shape"): its explanation is in the .json / the reason
+            text = "valid" if ok else cells[j][i].extraction.reason.split(":")[0]
+            cv2.putText(out, text[:24], (x0 + 4, y0 + cell + 13), font, 0.38,
                         (0, 128, 0) if ok else (200, 0, 0), 1, cv2.LINE_AA)
     return out
 
