@@ -261,6 +261,32 @@ def _step_batch(cfg: FinetuneConfig, model, train: list[Item], idx: list[int], v
     return views, emb, torch.from_numpy(np.stack(tg)).float()
 
 
+def _resume_or_start(run: RunDir, state: dict | None, acc, decoder, opt, validate, val_scores):
+    """Step 2, resume: put the saved decoder, optimizer and position back (dropping metric rows logged after
+    it), or start: score the zero-shot decoder as epoch 0 and keep it as the first best. Yields the
+    "resume" / epoch-0 event; returns the position (epoch, step_in_epoch, global_step), the best so far,
+    the zero-shot val Dice and the resumed epoch's losses."""
+    if state is not None:
+        acc.unwrap_model(decoder).load_state_dict(state["decoder"])
+        opt.load_state_dict(state["optimizer"])
+        run.truncate_metrics(state["global_step"])
+        yield {"kind": "resume", "epoch": state["epoch"], "step": state["global_step"],
+               "message": f"resumed at epoch {state['epoch'] + 1}, step {state['global_step']}"}
+        keys = ("epoch", "step_in_epoch", "global_step", "best_val_dice", "best_epoch", "zero_shot_val_dice")
+        # the resumed epoch's losses so far (its mean)
+        return {**{k: state[k] for k in keys}, "epoch_losses": list(state.get("epoch_losses", []))}
+    if run.metrics():
+        run.truncate_metrics(-1)
+    zero_shot = validate()
+    # best starts as the zero-shot decoder: a run never hands back something worse on val
+    run.save_weights("best", acc.unwrap_model(decoder).state_dict(), {"epoch": 0, "val_dice": zero_shot})
+    run.log({"kind": "epoch", "epoch": 0, "step": 0, "val_dice": round(zero_shot, 5), "best": 1})
+    yield {"kind": "epoch", "epoch": 0, "val_dice": zero_shot, "best": True, "train_loss": None,
+           "val_scores": list(val_scores)}
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_dice": zero_shot, "best_epoch": 0,
+            "zero_shot_val_dice": zero_shot, "epoch_losses": []}
+
+
 def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop=None,
              allowed_roots=None) -> Iterator[dict]:
     cfg.validate()
@@ -326,32 +352,15 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
     bf16 = use_bf16(cfg.mixed_precision, acc.device)
     P, R, B = acc.num_processes, acc.process_index, cfg.batch_size
     steps_per_epoch = max(1, math.ceil(len(train) / (B * P)))
-    state = run.resume_state() if resuming else None
-    if state is not None:
-        acc.unwrap_model(decoder).load_state_dict(state["decoder"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, step_in_epoch, gstep = state["epoch"], state["step_in_epoch"], state["global_step"]
-        best, best_epoch, zero_shot = state["best_val_dice"], state["best_epoch"], state["zero_shot_val_dice"]
-        epoch_losses = list(state.get("epoch_losses", []))  # the resumed epoch's losses so far (its mean)
-        run.truncate_metrics(gstep)
-        yield {"kind": "resume", "epoch": epoch, "step": gstep,
-               "message": f"resumed at epoch {epoch + 1}, step {gstep}"}
-    else:
-        epoch, step_in_epoch, gstep = 0, 0, 0
-        if run.metrics():
-            run.truncate_metrics(-1)
-        zero_shot = validate()
-        best, best_epoch = zero_shot, 0
-        # best starts as the zero-shot decoder: a run never hands back something worse on val
-        run.save_weights("best", acc.unwrap_model(decoder).state_dict(), {"epoch": 0, "val_dice": zero_shot})
-        run.log({"kind": "epoch", "epoch": 0, "step": 0, "val_dice": round(zero_shot, 5), "best": 1})
-        yield {"kind": "epoch", "epoch": 0, "val_dice": zero_shot, "best": True, "train_loss": None,
-               "val_scores": list(val_scores)}
+    begun = yield from _resume_or_start(run, run.resume_state() if resuming else None, acc, decoder, opt,
+                                        validate, val_scores)
+    epoch, step_in_epoch, gstep = begun["epoch"], begun["step_in_epoch"], begun["global_step"]
+    best, best_epoch, zero_shot = begun["best_val_dice"], begun["best_epoch"], begun["zero_shot_val_dice"]
 
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": gstep}
     pending: list[dict] = []
     clean = True
-    losses: list[float] = list(epoch_losses) if state is not None and step_in_epoch else []
+    losses: list[float] = list(begun["epoch_losses"]) if step_in_epoch else []
     last_save = time.monotonic()
 
     def save_last(reason: str) -> None:
