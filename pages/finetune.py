@@ -17,7 +17,7 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text
 from pipeline.readable import gain_verdict, paired_gain
 
-from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
+from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "Fine-tune SAM"
 _D = SamFinetuneDefaults()
@@ -83,99 +83,97 @@ def synthetic_choices(work_dir) -> list[str]:
     return ["(none)"] + [f"folder:{p}" for p in list_datasets(work_dir / "synthetic")]
 
 
-def build(ctx) -> None:
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+@_STOP.job
+def finetune_sam(ctx, spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
+                 aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
+    """Fine-tune the mask decoder; streams status, live curves and the final comparison."""
     from pipeline.runs import RunDir
     from pipeline.sam.finetune import FinetuneConfig, finetune
-
-    runs_root = ctx.work_dir / "runs"
-
-    @guarded
-
-    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-    @_STOP.job
-    def finetune_sam(spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
-                     aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
-        """Fine-tune the mask decoder; streams status, live curves and the final comparison."""
-        name = _run_name(run_name)
-        spec = (spec or "").strip() or ctx.default_source
-        syn = None if not synthetic or synthetic == "(none)" else synthetic.strip()
-        cfg = FinetuneConfig(data=spec, n_real=n_real, synthetic=syn,
-                             n_synthetic=_n_synthetic(n_synthetic) if syn else None, aug=aug,
-                             aug_views=aug_views, epochs=epochs, batch_size=batch_size, lr=lr,
-                             weight_decay=weight_decay, box_jitter_px=jitter, seed=seed,
-                             n_val=n_val, backend=ctx.profile.sam_backend,
-                             base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
-                             cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
-        cfg.validate()  # raw values above: each one's range is checked here, the message names the field
-        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
-        out = runs_root / name
-        run = RunDir(out)
-        steps = [(r["step"], r["loss"]) for r in run.metrics() if r.get("kind") == "step"] if run.exists() else []
-        epochs_ = [(r["epoch"], r["val_dice"]) for r in run.metrics() if r.get("kind") == "epoch"] if run.exists() else []
-        last_plot, prep_started, train_started, first_step = 0.0, None, None, None
-        scores: dict[int, list[float]] = {}  # per-image validation Dice by epoch: is the gain beyond noise?
-        progress(0, desc="preparing: loading the model and the images")
-        yield "preparing…", curves_figure(steps, epochs_, name), "", gr.skip()
-        for ev in finetune(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
-            k = ev["kind"]
-            if k == "prepare":
-                prep_started = prep_started or time.monotonic() - 1e-3
-                eta = eta_text(prep_started, ev["done"], ev["total"])
-                progress((ev["done"], ev["total"]), desc=f"image embeddings (computed once, then cached) · {eta}",
-                         unit="images")
-                if time.monotonic() - last_plot > 1.0:
-                    last_plot = time.monotonic()
-                    yield (f"{ev['message']} · {eta} — fine-tuning starts after this", gr.skip(), "", gr.skip())
-            elif k == "warning":
-                gr.Warning(ev["message"])
-            elif k == "resume":
-                gr.Info(f"{name}: {ev['message']}")
-                steps = [s for s in steps if s[0] <= ev["step"]]
-                epochs_ = [e for e in epochs_ if e[0] <= ev["epoch"]]
-            elif k == "step":
-                steps.append((ev["step"], ev["loss"]))
-                total = ev["steps_per_epoch"] * ev["epochs"]
-                if first_step is None:
-                    first_step, train_started = ev["step"], time.monotonic()
-                # validation after each epoch is part of the measured rate, so the estimate includes it
-                eta = eta_text(train_started, ev["step"] - first_step, total - first_step)
-                progress((ev["step"], total), desc=f"epoch {ev['epoch']}/{ev['epochs']} · {eta}", unit="steps")
-                if time.monotonic() - last_plot > 1.0:
-                    last_plot = time.monotonic()
-                    yield (f"epoch {ev['epoch']}/{ev['epochs']} · step {ev['step']}/{total} · loss {ev['loss']:.4f} · {eta}",
-                           curves_figure(steps, epochs_, name), "", gr.skip())
-            elif k == "epoch":
-                if ev["epoch"] == 0:
-                    epochs_ = []
-                epochs_.append((ev["epoch"], ev["val_dice"]))
-                if ev.get("val_scores"):
-                    scores[ev["epoch"]] = ev["val_scores"]
+    name = _run_name(run_name)
+    spec = (spec or "").strip() or ctx.default_source
+    syn = None if not synthetic or synthetic == "(none)" else synthetic.strip()
+    cfg = FinetuneConfig(data=spec, n_real=n_real, synthetic=syn,
+                         n_synthetic=_n_synthetic(n_synthetic) if syn else None, aug=aug,
+                         aug_views=aug_views, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, box_jitter_px=jitter, seed=seed,
+                         n_val=n_val, backend=ctx.profile.sam_backend,
+                         base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
+                         cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
+    cfg.validate()  # raw values above: each one's range is checked here, the message names the field
+    stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
+    out = ctx.work_dir / "runs" / name
+    run = RunDir(out)
+    steps = [(r["step"], r["loss"]) for r in run.metrics() if r.get("kind") == "step"] if run.exists() else []
+    epochs_ = [(r["epoch"], r["val_dice"]) for r in run.metrics() if r.get("kind") == "epoch"] if run.exists() else []
+    last_plot, prep_started, train_started, first_step = 0.0, None, None, None
+    scores: dict[int, list[float]] = {}  # per-image validation Dice by epoch: is the gain beyond noise?
+    progress(0, desc="preparing: loading the model and the images")
+    yield "preparing…", curves_figure(steps, epochs_, name), "", gr.skip()
+    for ev in finetune(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+        k = ev["kind"]
+        if k == "prepare":
+            prep_started = prep_started or time.monotonic() - 1e-3
+            eta = eta_text(prep_started, ev["done"], ev["total"])
+            progress((ev["done"], ev["total"]), desc=f"image embeddings (computed once, then cached) · {eta}",
+                     unit="images")
+            if time.monotonic() - last_plot > 1.0:
                 last_plot = time.monotonic()
-                label = "zero-shot" if ev["epoch"] == 0 else f"epoch {ev['epoch']}"
-                yield (f"{label}: validation Dice {ev['val_dice']:.4f}" + (" (best so far)" if ev["best"] else ""),
+                yield (f"{ev['message']} · {eta} — fine-tuning starts after this", gr.skip(), "", gr.skip())
+        elif k == "warning":
+            gr.Warning(ev["message"])
+        elif k == "resume":
+            gr.Info(f"{name}: {ev['message']}")
+            steps = [s for s in steps if s[0] <= ev["step"]]
+            epochs_ = [e for e in epochs_ if e[0] <= ev["epoch"]]
+        elif k == "step":
+            steps.append((ev["step"], ev["loss"]))
+            total = ev["steps_per_epoch"] * ev["epochs"]
+            if first_step is None:
+                first_step, train_started = ev["step"], time.monotonic()
+            # validation after each epoch is part of the measured rate, so the estimate includes it
+            eta = eta_text(train_started, ev["step"] - first_step, total - first_step)
+            progress((ev["step"], total), desc=f"epoch {ev['epoch']}/{ev['epochs']} · {eta}", unit="steps")
+            if time.monotonic() - last_plot > 1.0:
+                last_plot = time.monotonic()
+                yield (f"epoch {ev['epoch']}/{ev['epochs']} · step {ev['step']}/{total} · loss {ev['loss']:.4f} · {eta}",
                        curves_figure(steps, epochs_, name), "", gr.skip())
-            elif k == "done":
-                # "better" only beyond noise: the paired per-image gain must exceed two standard errors
-                # (a +0.0024 Dice on 40 images was called "better than the base model" before, issue 11)
-                if ev["best_epoch"] == 0:
-                    verdict = "no epoch beat the base model on the validation images: the base model is kept"
-                else:
-                    verdict = gain_verdict(paired_gain(scores.get(0), scores.get(ev["best_epoch"])))
-                final = (f" Last epoch ({epochs_[-1][0]}): {epochs_[-1][1]:.4f}."
-                         if epochs_ and epochs_[-1][0] > 0 else "")
-                summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}, the kept "
-                           f"checkpoint) vs **zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict}.{final} "
-                           "The validation images also chose the epoch, so this is optimistic; the Experiments tab "
-                           f"measures on held-out test images. Saved as run `{name}` (pick it in the Playground).")
-                head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
-                        if ev["stopped"] else "✅ done")
-                yield head, curves_figure(steps, epochs_, name), summary, name
+        elif k == "epoch":
+            if ev["epoch"] == 0:
+                epochs_ = []
+            epochs_.append((ev["epoch"], ev["val_dice"]))
+            if ev.get("val_scores"):
+                scores[ev["epoch"]] = ev["val_scores"]
+            last_plot = time.monotonic()
+            label = "zero-shot" if ev["epoch"] == 0 else f"epoch {ev['epoch']}"
+            yield (f"{label}: validation Dice {ev['val_dice']:.4f}" + (" (best so far)" if ev["best"] else ""),
+                   curves_figure(steps, epochs_, name), "", gr.skip())
+        elif k == "done":
+            # "better" only beyond noise: the paired per-image gain must exceed two standard errors
+            # (a +0.0024 Dice on 40 images was called "better than the base model" before, issue 11)
+            if ev["best_epoch"] == 0:
+                verdict = "no epoch beat the base model on the validation images: the base model is kept"
+            else:
+                verdict = gain_verdict(paired_gain(scores.get(0), scores.get(ev["best_epoch"])))
+            final = (f" Last epoch ({epochs_[-1][0]}): {epochs_[-1][1]:.4f}."
+                     if epochs_ and epochs_[-1][0] > 0 else "")
+            summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}, the kept "
+                       f"checkpoint) vs **zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict}.{final} "
+                       "The validation images also chose the epoch, so this is optimistic; the Experiments tab "
+                       f"measures on held-out test images. Saved as run `{name}` (pick it in the Playground).")
+            head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
+                    if ev["stopped"] else "✅ done")
+            yield head, curves_figure(steps, epochs_, name), summary, name
 
-    def stop_training(request: gr.Request):
-        _STOP.stop(request)
-        return "⏹ stopping after the current step (the best checkpoint is kept)…"
 
-    # ------------------------------------------------------------------ widgets
+def stop_training(request: gr.Request):
+    _STOP.stop(request)
+    return "⏹ stopping after the current step (the best checkpoint is kept)…"
+
+
+def build(ctx) -> None:
+    """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Real pairs: data source (from the Data tab)", scale=3,
@@ -217,7 +215,8 @@ def build(ctx) -> None:
     if ctx.tab is not None:  # a dataset accepted in the Generation tab is listed when this tab is opened
         ctx.tab.select(lambda: gr.Dropdown(choices=synthetic_choices(ctx.work_dir)), outputs=[synthetic],
                        api_visibility="private", queue=False)
-    start_btn.click(finetune_sam, inputs=[source, n_real, synthetic, n_syn, aug, epochs, batch_size, lr, wd, jitter,
-                                          views, n_val, seed, run_name],
+    start_btn.click(bind_ctx(finetune_sam, ctx),
+                    inputs=[source, n_real, synthetic, n_syn, aug, epochs, batch_size, lr, wd, jitter, views, n_val,
+                            seed, run_name],
                     outputs=[status, plot, summary, finished], api_name="finetune_sam", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

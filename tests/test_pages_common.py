@@ -88,3 +88,17 @@ def test_bind_ctx_keeps_what_gradio_reads():
     assert inspect.isgeneratorfunction(h) and typing.get_type_hints(h) == {"request": gr.Request}
     assert list(h("n", request="r")) == [("CTX", "n", "r")]
     assert bind_ctx(plain, "CTX")("n") == ("CTX", "n") and bind_ctx(plain, 1).__name__ == "plain"
+
+
+def test_finetune_handler_is_a_function_of_the_context(tmp_path):
+    import gradio as gr
+
+    import app
+    from pages import finetune as F
+
+    class Req:
+        session_hash = "t"
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    with pytest.raises(gr.Error, match="n_real"):
+        list(F.finetune_sam(ctx, "phantom:12", -1, "(none)", "", "none", 1, 5, 1e-5, 0, 20, 4, 40, 0, "r1", Req()))
+    assert not (ctx.work_dir / "runs" / "r1").exists()  # refused before anything is written
