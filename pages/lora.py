@@ -14,14 +14,16 @@ import numpy as np
 
 from pipeline.config import LoraDefaults
 from pipeline.diffusion.lora import LoraTrainConfig
+from pipeline.data import open_source, select_per_trimester
 from pipeline.masks import TRIMESTERS, overlay
 
 from pipeline.gpu import gpu_task
 
 from pipeline.eta import eta_text, estimate_text
 from pipeline.readable import short_path
+from pipeline.validate import check_int, check_seed
 
-from .common import HEAVY, StopRegistry, follow_data_tab, guarded, safe_name
+from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "LoRA training"
 _D = LoraDefaults()
@@ -78,116 +80,115 @@ def loss_figure(losses: list[float], title: str = "LoRA loss"):
     return fig
 
 
-def build(ctx) -> None:
-    from pipeline.data import open_source, select_per_trimester
-    from pipeline.validate import check_int, check_seed
-    lora_root = ctx.work_dir / "loras"
+@guarded
+def show_selection(ctx, spec, trimesters, n, seed):
+    """The real pairs each chosen trimester's LoRA will train on (mask tinted)."""
+    if not trimesters:
+        raise ValueError("pick at least one trimester")
+    src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
+    sel = select_per_trimester(src.metas, check_int(n, "images per trimester", 1, 10_000), check_seed(seed),
+                               trimesters=list(trimesters))
+    items = []
+    for t in trimesters:
+        for i in sel[t]:
+            s = src[i]
+            items.append((overlay(s.image, s.mask, 0.35), f"{t} · {s.name}"))
+    return items, f"{len(items)} pairs from `{src.spec}`"
 
-    @guarded
-    def show_selection(spec, trimesters, n, seed):
-        """The real pairs each chosen trimester's LoRA will train on (mask tinted)."""
-        if not trimesters:
-            raise ValueError("pick at least one trimester")
+
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+@_STOP.job
+def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
+               empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
+    """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
+    from pipeline.diffusion.lora import train_lora as run
+    if not trimesters:
+        raise ValueError("pick at least one trimester")
+    name = _safe_name(name)
+    spec = (spec or "").strip() or ctx.default_source
+    preview_every = check_int(preview_every, "preview every N steps", 0, 1_000_000)
+    stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
+    previews, saved = [], []
+    for t in trimesters:
+        if t not in TRIMESTERS:
+            raise ValueError(f"unknown trimester {t!r}")
+        out = ctx.work_dir / "loras" / f"{name}-{t}"
+        # raw values: the config checks each one's range and names the field when it refuses
+        cfg = LoraTrainConfig(data=spec, trimester=t, n=n, steps=steps, rank=rank, alpha=alpha, lr=lr,
+                              batch_size=batch_size, grad_clip=grad_clip, selection_seed=seed, seed=seed,
+                              preview_every=preview_every, base=ctx.profile.diffusion_base,
+                              save_every=max(10, preview_every or 50),
+                              empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
+                              else empty_prompt_prob)
+        cfg.validate()
+        losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
+        progress(0, desc=f"{t}: loading the base and encoding the images once")
+        yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()
+        for ev in run(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+            k = ev["kind"]
+            if k == "start":
+                losses = list(ev["losses"])
+                if ev["step"]:
+                    gr.Info(f"{t}: resuming {out.name} at step {ev['step']}")
+            elif k == "step":
+                losses.append(ev["loss"])
+                if first_step is None:  # the rate is measured from the first step on (after loading/encoding)
+                    first_step, started = ev["step"], time.monotonic()
+                eta = eta_text(started, ev["step"] - first_step, ev["total"] - first_step)
+                progress((ev["step"], ev["total"]), desc=f"{t} trimester LoRA · {eta}", unit="steps")
+                if time.monotonic() - last_plot > 1.0 or ev["step"] == ev["total"]:
+                    last_plot = time.monotonic()
+                    yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f} · {eta}",
+                           loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
+            elif k == "preview":
+                previews = [(im, f"{t} · step {ev['step']} · seed {s}")
+                            for im, s in zip(ev["images"], cfg.preview_seeds)] + previews
+                yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
+                       loss_figure(losses, f"{out.name} loss"), previews, str(out))
+            elif k == "stopped":
+                yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in "
+                       f"`{short_path(out, ctx.work_dir)}` — it is **unfinished**; press Start again with the "
+                       f"same name to resume", loss_figure(losses, f"{out.name} loss"), previews,
+                       str(out))
+                return
+            elif k == "done":
+                saved.append(str(out))
+    yield (f"✅ saved {len(saved)} LoRA(s): " + ", ".join(f"`{Path(s).name}`" for s in saved)
+           + " — pick them in the Generation tab", gr.skip(), previews, ";".join(saved))
+
+
+def fit_n(ctx, spec, trimesters, n, n_auto):
+    """Images per trimester that the source can give for the ticked trimesters: the paper's 20 (or
+    the most the source has) while the field holds the tab's own value; a value the user typed is
+    only lowered, and only when the source cannot give it. A default run on the offline phantom:24
+    (17 second-trimester images) used to refuse to start with n = 20."""
+    from pipeline.data import images_per_trimester_available
+    try:
         src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
-        sel = select_per_trimester(src.metas, check_int(n, "images per trimester", 1, 10_000), check_seed(seed),
-                                   trimesters=list(trimesters))
-        items = []
-        for t in trimesters:
-            for i in sel[t]:
-                s = src[i]
-                items.append((overlay(s.image, s.mask, 0.35), f"{t} · {s.name}"))
-        return items, f"{len(items)} pairs from `{src.spec}`"
+    except Exception:  # a half-typed or bad source: Show/Start say what is wrong with it
+        return gr.skip(), gr.skip()
+    picked = [t for t in (trimesters or []) if t in TRIMESTERS]
+    best, note = images_per_trimester_available(src.metas, picked, _D.n_per_trimester)
+    if best < 1:
+        return gr.skip(), f"⚠️ {note.split(', so')[0]}: pick another trimester or source"
+    current = int(n) if isinstance(n, (int, float)) and np.isfinite(n) else None
+    new = best if (n_auto or current is None) else min(current, best)
+    if current is not None and new == current:
+        return gr.skip(), (f"ℹ️ {note}" if note and new == best else "")
+    if not n_auto and current is not None:
+        note = (f"the source has only {best} images for one of the ticked trimesters, so images per "
+                f"trimester was lowered from {current} to {best}")
+    return new, (f"ℹ️ {note}" if note else "")
 
-    @guarded
 
-    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-    @_STOP.job
-    def train_lora(spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
-                   empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
-        """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
-        from pipeline.diffusion.lora import train_lora as run
-        if not trimesters:
-            raise ValueError("pick at least one trimester")
-        name = _safe_name(name)
-        spec = (spec or "").strip() or ctx.default_source
-        preview_every = check_int(preview_every, "preview every N steps", 0, 1_000_000)
-        stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
-        previews, saved = [], []
-        for t in trimesters:
-            if t not in TRIMESTERS:
-                raise ValueError(f"unknown trimester {t!r}")
-            out = lora_root / f"{name}-{t}"
-            # raw values: the config checks each one's range and names the field when it refuses
-            cfg = LoraTrainConfig(data=spec, trimester=t, n=n, steps=steps, rank=rank, alpha=alpha, lr=lr,
-                                  batch_size=batch_size, grad_clip=grad_clip, selection_seed=seed, seed=seed,
-                                  preview_every=preview_every, base=ctx.profile.diffusion_base,
-                                  save_every=max(10, preview_every or 50),
-                                  empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
-                                  else empty_prompt_prob)
-            cfg.validate()
-            losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
-            progress(0, desc=f"{t}: loading the base and encoding the images once")
-            yield f"**{t}**: preparing…", loss_figure([]), previews, gr.skip()
-            for ev in run(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
-                k = ev["kind"]
-                if k == "start":
-                    losses = list(ev["losses"])
-                    if ev["step"]:
-                        gr.Info(f"{t}: resuming {out.name} at step {ev['step']}")
-                elif k == "step":
-                    losses.append(ev["loss"])
-                    if first_step is None:  # the rate is measured from the first step on (after loading/encoding)
-                        first_step, started = ev["step"], time.monotonic()
-                    eta = eta_text(started, ev["step"] - first_step, ev["total"] - first_step)
-                    progress((ev["step"], ev["total"]), desc=f"{t} trimester LoRA · {eta}", unit="steps")
-                    if time.monotonic() - last_plot > 1.0 or ev["step"] == ev["total"]:
-                        last_plot = time.monotonic()
-                        yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f} · {eta}",
-                               loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
-                elif k == "preview":
-                    previews = [(im, f"{t} · step {ev['step']} · seed {s}")
-                                for im, s in zip(ev["images"], cfg.preview_seeds)] + previews
-                    yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
-                           loss_figure(losses, f"{out.name} loss"), previews, str(out))
-                elif k == "stopped":
-                    yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in "
-                           f"`{short_path(out, ctx.work_dir)}` — it is **unfinished**; press Start again with the "
-                           f"same name to resume", loss_figure(losses, f"{out.name} loss"), previews,
-                           str(out))
-                    return
-                elif k == "done":
-                    saved.append(str(out))
-        yield (f"✅ saved {len(saved)} LoRA(s): " + ", ".join(f"`{Path(s).name}`" for s in saved)
-               + " — pick them in the Generation tab", gr.skip(), previews, ";".join(saved))
+def stop_training(request: gr.Request):
+    _STOP.stop(request)
+    return "⏹ stopping after the current step…"
 
-    def fit_n(spec, trimesters, n, n_auto):
-        """Images per trimester that the source can give for the ticked trimesters: the paper's 20 (or
-        the most the source has) while the field holds the tab's own value; a value the user typed is
-        only lowered, and only when the source cannot give it. A default run on the offline phantom:24
-        (17 second-trimester images) used to refuse to start with n = 20."""
-        from pipeline.data import images_per_trimester_available
-        try:
-            src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
-        except Exception:  # a half-typed or bad source: Show/Start say what is wrong with it
-            return gr.skip(), gr.skip()
-        picked = [t for t in (trimesters or []) if t in TRIMESTERS]
-        best, note = images_per_trimester_available(src.metas, picked, _D.n_per_trimester)
-        if best < 1:
-            return gr.skip(), f"⚠️ {note.split(', so')[0]}: pick another trimester or source"
-        current = int(n) if isinstance(n, (int, float)) and np.isfinite(n) else None
-        new = best if (n_auto or current is None) else min(current, best)
-        if current is not None and new == current:
-            return gr.skip(), (f"ℹ️ {note}" if note and new == best else "")
-        if not n_auto and current is not None:
-            note = (f"the source has only {best} images for one of the ticked trimesters, so images per "
-                    f"trimester was lowered from {current} to {best}")
-        return new, (f"ℹ️ {note}" if note else "")
 
-    def stop_training(request: gr.Request):
-        _STOP.stop(request)
-        return "⏹ stopping after the current step…"
-
-    # ------------------------------------------------------------------ widgets
+def build(ctx) -> None:
+    """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(_C.steps * LORA_STEP_S)))
     n0, n0_note = _default_n(ctx.default_source, ctx.allowed_roots)
     with gr.Row(equal_height=True):
@@ -231,8 +232,8 @@ def build(ctx) -> None:
     trained = gr.State("")  # the saved LoRA folder(s); the Generation tab listens to its changes
     ctx.shared["lora_trained"] = trained
 
-    fit = dict(fn=fit_n, inputs=[source, trimesters, n, n_auto], outputs=[n, sel_info], api_visibility="private",
-               concurrency_limit=2, concurrency_id="data")
+    fit = dict(fn=bind_ctx(fit_n, ctx), inputs=[source, trimesters, n, n_auto], outputs=[n, sel_info],
+               api_visibility="private", concurrency_limit=2, concurrency_id="data")
     n.input(lambda: False, outputs=[n_auto], api_visibility="private", queue=False)
     source.blur(**fit)
     source.submit(**fit)
@@ -240,9 +241,10 @@ def build(ctx) -> None:
     follows = follow_data_tab(ctx, source)
     if follows is not None:
         follows.then(**fit)
-    show_btn.click(show_selection, inputs=[source, trimesters, n, seed], outputs=[selection, sel_info],
-                   api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
-    start_btn.click(train_lora, inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip,
-                                        seed, preview_every, empty_prompt_prob],
+    show_btn.click(bind_ctx(show_selection, ctx), inputs=[source, trimesters, n, seed],
+                   outputs=[selection, sel_info], api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
+    start_btn.click(bind_ctx(train_lora, ctx),
+                    inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed,
+                            preview_every, empty_prompt_prob],
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

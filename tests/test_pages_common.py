@@ -102,3 +102,19 @@ def test_finetune_handler_is_a_function_of_the_context(tmp_path):
     with pytest.raises(gr.Error, match="n_real"):
         list(F.finetune_sam(ctx, "phantom:12", -1, "(none)", "", "none", 1, 5, 1e-5, 0, 20, 4, 40, 0, "r1", Req()))
     assert not (ctx.work_dir / "runs" / "r1").exists()  # refused before anything is written
+
+
+def test_lora_handlers_are_functions_of_the_context(tmp_path):
+    import gradio as gr
+
+    import app
+    from pages import lora as L
+
+    class Req:
+        session_hash = "t"
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    items, info = L.show_selection(ctx, "phantom:12", ["second"], 2, 0)
+    assert len(items) == 2 and "2 pairs" in info
+    with pytest.raises(gr.Error, match="LoRA name"):
+        list(L.train_lora(ctx, "phantom:12", ["second"], "../x", 2, 2, 4, 4, 1e-4, 2, 1.0, 0, 0, 0.0, Req()))
+    assert not (ctx.work_dir / "loras").exists() and len(L._STOP) == 0
