@@ -65,7 +65,8 @@ The phantom images are made by our own generator for demonstration. They are not
 
 PROFILE_HELP = {
     "tiny": "runs offline on a CPU: LiteMedSAM (pretrained on medical images) and a small diffusion model "
-            "with Stable Diffusion's architecture, pretrained by us on phantoms, at 128×128.",
+            "with Stable Diffusion's architecture, pretrained by us on phantoms and on unlabelled ultrasound "
+            "(the HC18 test-set images, never an annotated one), at 128×128.",
     "paper": "the paper's setup: SAM ViT-B and Stable Diffusion v1.5 at 512×512; needs a GPU and the "
              "model weights (local files, or downloaded when the machine is online).",
 }
