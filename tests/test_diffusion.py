@@ -174,14 +174,15 @@ def test_precision_modes(random_base):
 
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
 def test_extractor_verdicts_on_generated_samples(tmp_path):
-    """The shipped base draws a head and its mask channel (without a LoRA 6 of these 8 samples give a valid
-    ellipse, the other 2 touch the border); the verdict, mask and ellipse recorded are the Ellipse
+    """The shipped base draws a head and its mask channel (without a LoRA all 8 of these samples give a valid
+    ellipse with the domain-pretrained base of 2026-11-25; 6 of 8 with the phantom base before it: a
+    regression guard, not the benchmark); the verdict, mask and ellipse recorded are the Ellipse
     Extractor's on the blue channel."""
     from pipeline.masks import extract_ellipse, split_channels
     G.clear_pipelines()
     cfg = G.GenerateConfig(trimester="second", n=8, seed=0, batch_size=8, qc=False)
     smp = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"]
-    assert sum(s.valid for s in smp) >= 4, [s.extraction.reason for s in smp]
+    assert sum(s.valid for s in smp) >= 6, [s.extraction.reason for s in smp]
     assert all(s.extraction.ellipse is not None for s in smp)  # a head-like blob in every mask channel
     for s in smp:
         gray, blue = split_channels(s.rgb)
