@@ -346,6 +346,3 @@ def run_cli(args) -> int:
           + (f", mean QC {summary['mean_qc']:.3f}" if summary["mean_qc"] is not None else "") + ")")
     return 0
 
-
-# save_raw lives in dataset.py; pipeline/diffusion/report.py still imports it from here
-from .dataset import save_raw  # noqa: E402,F401  (dataset.py imports this module only inside fill())

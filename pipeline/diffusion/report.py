@@ -22,15 +22,20 @@ from ..masks import TRIMESTERS
 
 def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: str | None = None,
              qc: bool = False, batch_size: int = 16, base: str | None = None,
-             precision: str = "auto") -> tuple[dict, dict]:
+             precision: str = "auto", profile=None) -> tuple[dict, dict]:
+    """Generate n samples per trimester (one LoRA each) and summarise them; the profile (default: tiny) gives
+    the base when none is named and the SAM that scores QC."""
+    from ..config import get_profile
     from .base import real_head_sizes
     from .generate import GenerateConfig, generate, summarize
+    profile = profile or get_profile()
     out, samples = {}, {}
     real_sizes = real_head_sizes(real) if real else {}
     for tri, lora in loras.items():
         t0 = time.time()
-        cfg = GenerateConfig(trimester=tri, n=n, lora=lora, seed=seed, qc=qc, batch_size=batch_size, base=base,
-                             precision=precision)
+        cfg = GenerateConfig.for_profile(profile, trimester=tri, n=n, lora=lora, seed=seed, qc=qc,
+                                         batch_size=batch_size, precision=precision,
+                                         **({"base": base} if base else {}))
         smp = [e["sample"] for e in generate(cfg) if e["kind"] == "sample"]
         samples[tri] = smp
         s = summarize(smp)
@@ -137,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--qc", action="store_true", help="also compute SAM QC scores (slower)")
     p.add_argument("--base", default=None, help="diffusion base folder (default: the profile's)")
+    p.add_argument("--profile", choices=("paper", "tiny"), default=None,
+                   help="tiny (the tiny base, LiteMedSAM for QC) or paper (SD v1.5, SAM ViT-B) "
+                        "(default: SONOSYNTH_PROFILE or tiny)")
     from .generate import PRECISIONS
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--out", default=None, help="picture path (PNG)")
@@ -154,12 +162,14 @@ def main(argv=None) -> int:
         loras[t] = d or None
     import torch
     torch.set_num_threads(2)
-    rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision)
+    from ..config import resolve_profile
+    rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision,
+                            profile=resolve_profile(args.profile))
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)
     if args.save:
-        from .generate import save_raw
+        from .dataset import save_raw
         for t, smp in samples.items():
             for x in smp:
                 save_raw(Path(args.save) / t, x)
