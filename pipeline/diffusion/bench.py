@@ -56,7 +56,7 @@ def run_bench(args) -> dict:
         steps = repeats * 3 + 2
         for name, cached, decodes in (("reference", False, True), ("reference_encode_only", False, False),
                                       ("cached", True, True)):
-            cfg = LoraTrainConfig(steps=steps, cached=cached, reference_decodes=decodes, save_every=10 ** 9,
+            cfg = LoraTrainConfig(steps=steps, cached=cached, reference_decodes=decodes, save_every=1_000_000,
                                   preview_every=0, names=[f"phantom_{i}" for i in range(len(images))])
             # fresh base each time: add_adapter must start from clean weights
             t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(dtype=torch.float32))
