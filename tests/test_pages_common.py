@@ -118,3 +118,30 @@ def test_lora_handlers_are_functions_of_the_context(tmp_path):
     with pytest.raises(gr.Error, match="LoRA name"):
         list(L.train_lora(ctx, "phantom:12", ["second"], "../x", 2, 2, 4, 4, 1e-4, 2, 1.0, 0, 0, 0.0, Req()))
     assert not (ctx.work_dir / "loras").exists() and len(L._STOP) == 0
+
+
+def test_playground_handlers_are_functions_of_the_context(tmp_path):
+    import gradio as gr
+
+    import app
+    from pages import playground as P
+    from pipeline.masks import mask_bbox
+
+    class Req:
+        session_hash = "pg-handler-test"
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    with pytest.raises(gr.Error, match="pick an image first"):
+        P.load_sample(ctx, "phantom:12", "")
+    update, info = P.list_samples(ctx, "phantom:12")
+    name = update["value"]
+    assert update["choices"][0] == name and "12 images" in info
+    annot, image, gt, px, info, *_ = P.load_sample(ctx, "phantom:12", name)
+    assert annot["boxes"] == [] and image.ndim == 2 and gt["name"] == name and name in info
+    x0, y0, x1, y1 = mask_bbox(gt["mask"])
+    annot = {**annot, "boxes": [{"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}]}
+    over, text, files = P.segment_ui(ctx, annot, image, gt, px, P.BASE, 0.45, False, Req())
+    dice = float(text.split("Dice vs ground truth: ")[1].split("*")[0])
+    assert over.shape[:2] == image.shape and dice > 0.8, text
+    assert all(f.startswith(str(ctx.work_dir / "exports")) for f in files)
+    with pytest.raises(gr.Error, match="no box"):
+        P.segment_ui(ctx, {"image": annot["image"], "boxes": []}, image, gt, px, P.BASE, 0.45, False, Req())
