@@ -16,6 +16,9 @@ import gradio as gr
 import numpy as np
 
 from pipeline.config import GenerationDefaults
+from pipeline.diffusion import dataset as D
+from pipeline.diffusion import generate as G
+from pipeline.diffusion.lora import list_loras
 from pipeline.masks import TRIMESTERS, refit
 
 from pipeline.gpu import gpu_task
@@ -23,7 +26,7 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text
 from pipeline.readable import ellipse_markdown, generation_markdown, lora_label, lora_state, lora_warning, short_path
 
-from .common import HEAVY, guarded
+from .common import HEAVY, bind_ctx, guarded, safe_name
 
 TITLE = "Generation"
 _G = GenerationDefaults()
@@ -78,193 +81,214 @@ def editor_mask(value, shape) -> np.ndarray:
     return m
 
 
-def build(ctx) -> None:
-    from pipeline.diffusion import dataset as D
-    from pipeline.diffusion import generate as G
-    from pipeline.diffusion.lora import list_loras
-    lora_root = ctx.work_dir / "loras"
-    syn_root = ctx.work_dir / "synthetic"
+def _lora_root(ctx) -> Path:
+    return ctx.work_dir / "loras"
 
-    def lora_choices():
-        # (label, value): the label says when a LoRA is unfinished (stopped at step 2 of 300)
-        return [NO_LORA] + [(lora_label(r["name"], lora_state(r["path"])), r["name"]) for r in list_loras(lora_root)]
 
-    def dataset_dir(name: str) -> Path:
-        from pipeline.validate import check_name
-        return syn_root / check_name(name, "dataset name")
+def lora_choices(ctx):
+    # (label, value): the label says when a LoRA is unfinished (stopped at step 2 of 300)
+    return [NO_LORA] + [(lora_label(r["name"], lora_state(r["path"])), r["name"]) for r in list_loras(_lora_root(ctx))]
 
-    def items(samples, decisions):
-        out = []
-        for s in samples:
-            d = decisions.get(s.name)
-            # the verdict and QC first: a long caption wraps, and what matters must come before the name
-            verdict = "✅ valid" if s.valid else f"✗ {s.extraction.reason}"
-            qc = "QC n/a" if s.qc is None else f"QC {s.qc:.2f}"
-            out.append((s.picture(), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
-        return out
 
-    def dataset_status(folder: Path) -> str:
-        c = D.counts(folder)
-        return (f"`{short_path(folder, ctx.work_dir)}`: **{c['accepted']}** accepted, {c['rejected']} rejected · "
-                "train on it in Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
+def dataset_dir(ctx, name: str) -> Path:
+    return ctx.work_dir / "synthetic" / safe_name(name, "dataset name")
 
-    @guarded
 
-    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-    def generate(trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
-                 progress=gr.Progress()):
-        """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
-        folder = dataset_dir(dataset)
-        lora_path = None if (not lora or lora == NO_LORA) else str(lora_root / Path(lora).name)
-        from pipeline.validate import check_int
-        seed = None if seed in (None, "") else check_int(seed, "seed (-1: random)", -1, 2**32 - 1)
-        # raw values: the config checks each one's range and names the field when it refuses
-        # the dashboard's profile: its diffusion base, and its SAM for the QC score
-        cfg = G.GenerateConfig.for_profile(ctx.profile, trimester=trimester, n=n, lora=lora_path,
-                                           seed=None if seed == -1 else seed, steps=steps, lora_scale=scale,
-                                           guidance=guidance, batch_size=batch_size, threshold=threshold, qc=bool(qc))
-        cfg.validate()
-        if lora_path is not None:
-            warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
-            if warn:
-                gr.Warning(warn)
-        progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
-        samples, started = [], time.monotonic()
-        for ev in D.fill(folder, cfg, decide=False):  # every raw sample saved (provenance); a person decides
-            if ev["kind"] == "start":
-                progress((0, ev["total"]), desc="generating", unit="images")
-                started = time.monotonic()  # the estimate counts sampling, not the model loading before it
-            elif ev["kind"] == "sample":
-                s = ev["sample"]
-                samples.append(s)
-                eta = eta_text(started, ev["index"] + 1, ev["total"])
-                progress((ev["index"] + 1, ev["total"]), desc=f"generating · {eta}", unit="images")
-                if len(samples) % int(batch_size) == 0 or len(samples) == ev["total"]:
-                    summ = G.summarize(samples)
-                    yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], total=ev["total"])
-                           + f"\n\n{eta}", samples, {})
-        summ = G.summarize(samples)
-        yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], folder, ctx.work_dir),
-               samples, {})
+def items(samples, decisions):
+    out = []
+    for s in samples:
+        d = decisions.get(s.name)
+        # the verdict and QC first: a long caption wraps, and what matters must come before the name
+        verdict = "✅ valid" if s.valid else f"✗ {s.extraction.reason}"
+        qc = "QC n/a" if s.qc is None else f"QC {s.qc:.2f}"
+        out.append((s.picture(), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
+    return out
 
-    @guarded
 
-    @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-    def make_grid(trimester, lora, scales, seeds, steps, guidance, progress=gr.Progress()):
-        """A LoRA strength x seed grid of the chosen LoRA: columns are strengths, rows are seeds."""
-        from pipeline.diffusion.grid import GridConfig, lora_grid, parse_numbers
-        lora_path = None if (not lora or lora == NO_LORA) else str(lora_root / Path(lora).name)
-        # raw values: the config checks each one and names the field when it refuses
-        cfg = GridConfig(lora=lora_path, trimester=trimester, scales=parse_numbers(scales, "LoRA strengths"),
-                         seeds=parse_numbers(seeds, "seeds"), steps=steps, guidance=guidance,
-                         base=ctx.profile.diffusion_base)
-        cfg.validate()  # refuses a missing LoRA after checking every number
+def dataset_status(ctx, folder: Path) -> str:
+    c = D.counts(folder)
+    return (f"`{short_path(folder, ctx.work_dir)}`: **{c['accepted']}** accepted, {c['rejected']} rejected · "
+            "train on it in Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
+
+
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
+             progress=gr.Progress()):
+    """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
+    folder = dataset_dir(ctx, dataset)
+    lora_path = None if (not lora or lora == NO_LORA) else str(_lora_root(ctx) / Path(lora).name)
+    from pipeline.validate import check_int
+    seed = None if seed in (None, "") else check_int(seed, "seed (-1: random)", -1, 2**32 - 1)
+    # raw values: the config checks each one's range and names the field when it refuses
+    # the dashboard's profile: its diffusion base, and its SAM for the QC score
+    cfg = G.GenerateConfig.for_profile(ctx.profile, trimester=trimester, n=n, lora=lora_path,
+                                       seed=None if seed == -1 else seed, steps=steps, lora_scale=scale,
+                                       guidance=guidance, batch_size=batch_size, threshold=threshold, qc=bool(qc))
+    cfg.validate()
+    if lora_path is not None:
         warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
         if warn:
             gr.Warning(warn)
-        progress(0, desc="loading the model")
-        started = time.monotonic()
+    progress(0, desc="loading the model" + (" and SAM for QC" if qc else ""))
+    samples, started = [], time.monotonic()
+    for ev in D.fill(folder, cfg, decide=False):  # every raw sample saved (provenance); a person decides
+        if ev["kind"] == "start":
+            progress((0, ev["total"]), desc="generating", unit="images")
+            started = time.monotonic()  # the estimate counts sampling, not the model loading before it
+        elif ev["kind"] == "sample":
+            s = ev["sample"]
+            samples.append(s)
+            eta = eta_text(started, ev["index"] + 1, ev["total"])
+            progress((ev["index"] + 1, ev["total"]), desc=f"generating · {eta}", unit="images")
+            if len(samples) % int(batch_size) == 0 or len(samples) == ev["total"]:
+                summ = G.summarize(samples)
+                yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], total=ev["total"])
+                       + f"\n\n{eta}", samples, {})
+    summ = G.summarize(samples)
+    yield (items(samples, {}), generation_markdown(summ, [x.seed for x in samples], folder, ctx.work_dir),
+           samples, {})
 
-        def step(k, n):
-            progress((k, n), desc=f"strengths done · {eta_text(started, k, n)}", unit="strengths")
-        picture, cells = lora_grid(cfg, progress=step)
-        valid = " · ".join(f"{s:g}: {sum(c['valid'] for c in cells if c['scale'] == s)}/{len(cfg.seeds)}"
-                           for s in cfg.scales)
-        return picture, (f"{len(cfg.seeds)} seeds × {len(cfg.scales)} strengths, {cfg.steps} sampler steps, "
-                         f"{time.monotonic() - started:.0f} s · valid ellipses per strength: {valid}")
 
-    def select(samples, evt: gr.SelectData):
-        if not samples or evt.index is None or evt.index >= len(samples):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        s = samples[evt.index]
-        ex = s.extraction
-        qc = "n/a" if s.qc is None else f"{s.qc:.3f}"
-        ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.0f} px"
-        info = (f"**{s.name}** (seed {s.seed}) · extractor: **{'valid' if ex.valid else 'refused'}** "
-                f"({ex.reason}) · QC {qc}{ell}")
-        return evt.index, editor_value(s.gray, ex.mask), info, []  # a new sample: a new undo stack
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+def make_grid(ctx, trimester, lora, scales, seeds, steps, guidance, progress=gr.Progress()):
+    """A LoRA strength x seed grid of the chosen LoRA: columns are strengths, rows are seeds."""
+    from pipeline.diffusion.grid import GridConfig, lora_grid, parse_numbers
+    lora_path = None if (not lora or lora == NO_LORA) else str(_lora_root(ctx) / Path(lora).name)
+    # raw values: the config checks each one and names the field when it refuses
+    cfg = GridConfig(lora=lora_path, trimester=trimester, scales=parse_numbers(scales, "LoRA strengths"),
+                     seeds=parse_numbers(seeds, "seeds"), steps=steps, guidance=guidance,
+                     base=ctx.profile.diffusion_base)
+    cfg.validate()  # refuses a missing LoRA after checking every number
+    warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
+    if warn:
+        gr.Warning(warn)
+    progress(0, desc="loading the model")
+    started = time.monotonic()
 
-    @guarded
-    def refit_mask(samples, index, value, history):
-        if index is None or not samples:
-            raise ValueError("select a sample first")
-        s = samples[int(index)]
-        m = editor_mask(value, s.gray.shape)
-        ex = refit(m, allow_border=True)
-        if ex.ellipse is None:
-            raise ValueError(f"cannot fit an ellipse: {ex.reason}")
-        return (editor_value(s.gray, ex.mask), f"re-fitted ellipse: {ellipse_markdown(ex.ellipse)} "
-                "(**Undo re-fit / revert** brings back the mask before it)", push_history(history, m))
+    def step(k, n):
+        progress((k, n), desc=f"strengths done · {eta_text(started, k, n)}", unit="strengths")
+    picture, cells = lora_grid(cfg, progress=step)
+    valid = " · ".join(f"{s:g}: {sum(c['valid'] for c in cells if c['scale'] == s)}/{len(cfg.seeds)}"
+                       for s in cfg.scales)
+    return picture, (f"{len(cfg.seeds)} seeds × {len(cfg.scales)} strengths, {cfg.steps} sampler steps, "
+                     f"{time.monotonic() - started:.0f} s · valid ellipses per strength: {valid}")
 
-    @guarded
-    def revert_mask(samples, index, value, history):
-        """Back to the mask the Ellipse Extractor gave the sample; the edited mask goes on the undo stack."""
-        if index is None or not samples:
-            raise ValueError("select a sample first")
-        s = samples[int(index)]
-        m = editor_mask(value, s.gray.shape)
-        return (editor_value(s.gray, s.extraction.mask),
-                "reverted to the generated mask (**Undo re-fit / revert** brings your edits back)",
-                push_history(history, m))
 
-    @guarded
-    def undo_mask(samples, index, history):
-        if index is None or not samples:
-            raise ValueError("select a sample first")
-        s = samples[int(index)]
-        prev, rest = pop_history(history)
-        if prev is None:
-            gr.Info("no re-fit or revert to undo: brush and eraser strokes are undone with ↶ in the canvas toolbar")
-            return gr.skip(), gr.skip(), rest
-        return (editor_value(s.gray, prev), f"undone: the mask before the last re-fit / revert "
-                f"({len(rest)} more to undo)", rest)
+def select(samples, evt: gr.SelectData):
+    if not samples or evt.index is None or evt.index >= len(samples):
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    s = samples[evt.index]
+    ex = s.extraction
+    qc = "n/a" if s.qc is None else f"{s.qc:.3f}"
+    ell = "" if ex.ellipse is None else f" · ellipse perimeter {ex.ellipse.perimeter_px():.0f} px"
+    info = (f"**{s.name}** (seed {s.seed}) · extractor: **{'valid' if ex.valid else 'refused'}** "
+            f"({ex.reason}) · QC {qc}{ell}")
+    return evt.index, editor_value(s.gray, ex.mask), info, []  # a new sample: a new undo stack
 
-    @guarded
-    def accept_one(samples, decisions, index, value, dataset):
-        if index is None or not samples:
-            raise ValueError("select a sample first")
-        s = samples[int(index)]
-        folder = dataset_dir(dataset)
-        m = editor_mask(value, s.gray.shape)
-        edited = not np.array_equal(m, s.extraction.mask)
-        D.accept(folder, s, m, edited=edited)
-        decisions = {**decisions, s.name: "accepted" + (" (edited)" if edited else "")}
-        return items(samples, decisions), decisions, dataset_status(folder)
 
-    @guarded
-    def reject_one(samples, decisions, index, dataset):
-        if index is None or not samples:
-            raise ValueError("select a sample first")
-        s = samples[int(index)]
-        folder = dataset_dir(dataset)
-        D.reject(folder, s, "rejected by a person")
-        decisions = {**decisions, s.name: "rejected"}
-        return items(samples, decisions), decisions, dataset_status(folder)
+@guarded
+def refit_mask(samples, index, value, history):
+    if index is None or not samples:
+        raise ValueError("select a sample first")
+    s = samples[int(index)]
+    m = editor_mask(value, s.gray.shape)
+    ex = refit(m, allow_border=True)
+    if ex.ellipse is None:
+        raise ValueError(f"cannot fit an ellipse: {ex.reason}")
+    return (editor_value(s.gray, ex.mask), f"re-fitted ellipse: {ellipse_markdown(ex.ellipse)} "
+            "(**Undo re-fit / revert** brings back the mask before it)", push_history(history, m))
 
-    @guarded
-    def accept_all(samples, decisions, min_qc, dataset):
-        """Accept every valid pair whose QC is at least min_qc (pairs a person already decided are kept)."""
-        folder = dataset_dir(dataset)  # the name first: a bad one is refused whatever else is wrong
-        if not samples:
-            raise ValueError("generate some samples first")
-        decisions = dict(decisions)
-        n = 0
-        for s in samples:
-            if s.name in decisions:
-                continue
-            ok, reason = D.auto_verdict(s, float(min_qc))
-            if ok:
-                D.accept(folder, s)
-                decisions[s.name] = "accepted"
-                n += 1
-        gr.Info(f"accepted {n} valid pair(s) with QC ≥ {float(min_qc):.2f}")
-        return items(samples, decisions), decisions, dataset_status(folder)
 
+@guarded
+def revert_mask(samples, index, value, history):
+    """Back to the mask the Ellipse Extractor gave the sample; the edited mask goes on the undo stack."""
+    if index is None or not samples:
+        raise ValueError("select a sample first")
+    s = samples[int(index)]
+    m = editor_mask(value, s.gray.shape)
+    return (editor_value(s.gray, s.extraction.mask),
+            "reverted to the generated mask (**Undo re-fit / revert** brings your edits back)",
+            push_history(history, m))
+
+
+@guarded
+def undo_mask(samples, index, history):
+    if index is None or not samples:
+        raise ValueError("select a sample first")
+    s = samples[int(index)]
+    prev, rest = pop_history(history)
+    if prev is None:
+        gr.Info("no re-fit or revert to undo: brush and eraser strokes are undone with ↶ in the canvas toolbar")
+        return gr.skip(), gr.skip(), rest
+    return (editor_value(s.gray, prev), f"undone: the mask before the last re-fit / revert "
+            f"({len(rest)} more to undo)", rest)
+
+
+@guarded
+def accept_one(ctx, samples, decisions, index, value, dataset):
+    if index is None or not samples:
+        raise ValueError("select a sample first")
+    s = samples[int(index)]
+    folder = dataset_dir(ctx, dataset)
+    m = editor_mask(value, s.gray.shape)
+    edited = not np.array_equal(m, s.extraction.mask)
+    D.accept(folder, s, m, edited=edited)
+    decisions = {**decisions, s.name: "accepted" + (" (edited)" if edited else "")}
+    return items(samples, decisions), decisions, dataset_status(ctx, folder)
+
+
+@guarded
+def reject_one(ctx, samples, decisions, index, dataset):
+    if index is None or not samples:
+        raise ValueError("select a sample first")
+    s = samples[int(index)]
+    folder = dataset_dir(ctx, dataset)
+    D.reject(folder, s, "rejected by a person")
+    decisions = {**decisions, s.name: "rejected"}
+    return items(samples, decisions), decisions, dataset_status(ctx, folder)
+
+
+@guarded
+def accept_all(ctx, samples, decisions, min_qc, dataset):
+    """Accept every valid pair whose QC is at least min_qc (pairs a person already decided are kept)."""
+    folder = dataset_dir(ctx, dataset)  # the name first: a bad one is refused whatever else is wrong
+    if not samples:
+        raise ValueError("generate some samples first")
+    decisions = dict(decisions)
+    n = 0
+    for s in samples:
+        if s.name in decisions:
+            continue
+        ok, reason = D.auto_verdict(s, float(min_qc))
+        if ok:
+            D.accept(folder, s)
+            decisions[s.name] = "accepted"
+            n += 1
+    gr.Info(f"accepted {n} valid pair(s) with QC ≥ {float(min_qc):.2f}")
+    return items(samples, decisions), decisions, dataset_status(ctx, folder)
+
+
+def refresh_loras(ctx):
+    return gr.Dropdown(choices=lora_choices(ctx))
+
+
+def newest_lora(ctx, s):
+    """The LoRA list after the LoRA tab saved one (s: its saved folders, ';'-separated)."""
+    names = [Path(p).name for p in (s or "").split(";") if p]
+    ch = lora_choices(ctx)
+    # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
+    ok = names and names[-1] in [c[1] for c in ch[1:]] and lora_state(_lora_root(ctx) / names[-1])["finished"]
+    return gr.Dropdown(choices=ch, value=names[-1] if ok else gr.skip())
+
+
+def build(ctx) -> None:
     # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO)
     with gr.Row():
         trimester = gr.Radio(list(TRIMESTERS), value="second", label="Trimester", elem_id="gen-trimester")
-        lora = gr.Dropdown(lora_choices(), value=NO_LORA, label="LoRA", allow_custom_value=False, elem_id="gen-lora")
+        lora = gr.Dropdown(lora_choices(ctx), value=NO_LORA, label="LoRA", allow_custom_value=False, elem_id="gen-lora")
         refresh = gr.Button("↻", size="sm", min_width=40, scale=0, elem_id="gen-lora-refresh")
         n = gr.Number(8, label="count", precision=0, minimum=1, maximum=1000, elem_id="gen-n")
         seed = gr.Number(0, label="first seed (-1: random)", precision=0, elem_id="gen-seed")
@@ -322,23 +346,20 @@ def build(ctx) -> None:
     index = gr.State(None)
     history = gr.State([])  # masks before each re-fit / revert of the selected sample (push_history)
 
-    refresh.click(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private")
+    # the module-level handlers that need this app's ctx (bind_ctx keeps what Gradio reads)
+    refresh_loras_, newest_lora_, generate_, make_grid_, accept_one_, reject_one_, accept_all_ = (
+        bind_ctx(f, ctx) for f in (refresh_loras, newest_lora, generate, make_grid, accept_one, reject_one,
+                                   accept_all))
+    refresh.click(refresh_loras_, outputs=[lora], api_visibility="private")
     if ctx.tab is not None:  # the list is fresh whenever the tab is opened: no manual refresh needed
-        ctx.tab.select(lambda: gr.Dropdown(choices=lora_choices()), outputs=[lora], api_visibility="private",
-                       queue=False)
+        ctx.tab.select(refresh_loras_, outputs=[lora], api_visibility="private", queue=False)
     trained = ctx.shared.get("lora_trained")
     if trained is not None:
-        def newest(s):
-            names = [Path(p).name for p in (s or "").split(";") if p]
-            ch = lora_choices()
-            # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
-            ok = names and names[-1] in [c[1] for c in ch[1:]] and lora_state(lora_root / names[-1])["finished"]
-            return gr.Dropdown(choices=ch, value=names[-1] if ok else gr.skip())
-        trained.change(newest, inputs=[trained], outputs=[lora], api_visibility="private")
-    gen_btn.click(generate, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
-                                    dataset],
+        trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
+    gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
+                                     dataset],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
-    grid_btn.click(make_grid, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
+    grid_btn.click(make_grid_, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
                    outputs=[grid_image, grid_info], api_name="lora_grid", **HEAVY)
     gallery.select(select, inputs=[samples], outputs=[index, editor, info, history], api_visibility="private")
     refit_btn.click(refit_mask, inputs=[samples, index, editor, history], outputs=[editor, info, history],
@@ -347,11 +368,11 @@ def build(ctx) -> None:
                      api_visibility="private")
     undo_btn.click(undo_mask, inputs=[samples, index, history], outputs=[editor, info, history],
                    api_visibility="private")
-    accept_btn.click(accept_one, inputs=[samples, decisions, index, editor, dataset],
+    accept_btn.click(accept_one_, inputs=[samples, decisions, index, editor, dataset],
                      outputs=[gallery, decisions, ds_status], api_visibility="private")
-    reject_btn.click(reject_one, inputs=[samples, decisions, index, dataset],
+    reject_btn.click(reject_one_, inputs=[samples, decisions, index, dataset],
                      outputs=[gallery, decisions, ds_status], api_visibility="private")
-    accept_all_btn.click(accept_all, inputs=[samples, decisions, min_qc, dataset],
+    accept_all_btn.click(accept_all_, inputs=[samples, decisions, min_qc, dataset],
                          outputs=[gallery, decisions, ds_status], api_name="accept_valid")
 
     # "How real is it?": the realism report on this dataset vs the loaded real data (API endpoint realism)

@@ -145,3 +145,34 @@ def test_playground_handlers_are_functions_of_the_context(tmp_path):
     assert all(f.startswith(str(ctx.work_dir / "exports")) for f in files)
     with pytest.raises(gr.Error, match="no box"):
         P.segment_ui(ctx, {"image": annot["image"], "boxes": []}, image, gt, px, P.BASE, 0.45, False, Req())
+
+
+def test_generation_handlers_are_functions_of_the_context(tmp_path):
+    """Accept / Reject / Accept-all called directly with a ctx: the dataset name is checked (common.safe_name)
+    before anything is written, and accepted pairs land in work_dir/synthetic/NAME."""
+    import gradio as gr
+    import numpy as np
+
+    import app
+    from pages import generation as P
+    from pipeline.diffusion import dataset as D
+    from pipeline.diffusion import generate as G
+    from pipeline.masks import Ellipse, inject_mask
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    gray = np.full((128, 128), 60, np.uint8)
+    smp = G.make_sample(inject_mask(gray, Ellipse(64, 64, 60, 44, 10).fill((128, 128))), 5,
+                        {"trimester": "second", "prompt": "p", "steps": 20, "scale": 0.9, "guidance": 7.5,
+                         "base": "b", "lora": "l", "threshold": 127})
+    assert smp.valid
+    value = P.editor_value(smp.gray, smp.extraction.mask)
+    with pytest.raises(gr.Error, match="dataset name"):
+        P.accept_one(ctx, [smp], {}, 0, value, "../x")
+    with pytest.raises(gr.Error, match="dataset name"):
+        P.accept_all(ctx, [smp], {}, 0.0, "a/b")
+    assert not (ctx.work_dir / "synthetic").exists()  # refused before anything is written
+    gallery, decisions, status = P.accept_one(ctx, [smp], {}, 0, value, "set1")
+    assert decisions == {smp.name: "accepted"} and "**1** accepted" in status and "ACCEPTED" in gallery[0][1]
+    assert [p.name for p in D.list_datasets(ctx.work_dir / "synthetic")] == ["set1"]
+    gallery, decisions, status = P.reject_one(ctx, [smp], decisions, 0, "set1")
+    assert decisions[smp.name] == "rejected" and "**0** accepted, 1 rejected" in status
+    assert P.lora_choices(ctx) == [P.NO_LORA]  # no LoRA trained in this work_dir
