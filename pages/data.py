@@ -14,7 +14,7 @@ from pipeline.cli_data import summarize
 from pipeline.data import DataError, open_source
 from pipeline.readable import data_summary_markdown, hc_check_markdown
 
-from .common import HEAVY, guarded
+from .common import HEAVY, bind_ctx, guarded
 
 TITLE = "Data"
 log = logging.getLogger(__name__)
@@ -26,81 +26,114 @@ synthetic datasets made in the Generation tab). Typed paths must lie under: {roo
 You can also upload a dataset as a `.zip` (at most {max_mb} MB). Click a thumbnail to see it large."""
 
 
+def _open(ctx, spec: str):
+    return open_source(spec, ctx.allowed_roots)
+
+
+def render_page(ctx, spec, page, alpha, trimester):
+    src = _open(ctx, spec)
+    items, shown, page, problems = browse.gallery_page(src, page, alpha, trimester)
+    label = browse.page_label(len(browse.filtered_indices(src.metas, trimester)), len(src), page)
+    if problems:
+        gr.Warning(f"{len(problems)} sample(s) on this page cannot be read: {problems[0]}")
+    return src, items, shown, page, label, problems
+
+
+@guarded
+def load_data(ctx, spec, upload, alpha, trimester):
+    """Open a data source (a spec string, or an uploaded dataset zip, which wins) and show page 1."""
+    if upload:
+        size_mb = _size_mb(upload)
+        if size_mb > ctx.max_upload_mb:
+            raise DataError(f"the zip is {size_mb:.0f} MB; the limit is {ctx.max_upload_mb} MB")
+        spec = browse.open_upload(upload, ctx.work_dir / "uploads")
+    spec = (spec or "").strip() or ctx.default_source
+    src, items, shown, page, label, problems = render_page(ctx, spec, 0, alpha, trimester)
+    img, head, info = _first_detail(src, shown, alpha)
+    if src.warnings:
+        gr.Warning(f"{src.spec}: {len(src.warnings)} warning(s), e.g. {src.warnings[0]}")
+    summary = browse.summary(src)  # from the metadata only: cheap
+    choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
+    return (spec, page, shown,
+            gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
+            _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label,
+            shown[0] + 1 if shown else None, img, head, info)
+
+
+@guarded
+def data_page(ctx, spec, page, alpha, trimester):
+    """Show one page (0-based) of the loaded source, optionally one trimester only."""
+    _, items, shown, page, label, _ = render_page(ctx, spec, int(page or 0), alpha, trimester)
+    return page, shown, items, label
+
+
+@guarded
+def sample_detail(ctx, spec, number, alpha):
+    """One sample (1-based number in the source) at full size with its metadata."""
+    if number is None:
+        return None, "", None
+    img, info = browse.sample_detail(_open(ctx, spec), int(number) - 1, alpha)
+    return img, browse.headline(info), info
+
+
+@guarded
+def select_sample(ctx, spec, shown, alpha, evt: gr.SelectData):
+    i = shown[evt.index] if shown and evt.index is not None and evt.index < len(shown) else None
+    if i is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    img, info = browse.sample_detail(_open(ctx, spec), i, alpha)
+    return i + 1, img, browse.headline(info), info
+
+
+@guarded
+def first_shown_detail(ctx, spec, shown, alpha, trimester):
+    if not shown:
+        return None, None, f"no {trimester} trimester sample in this source", None
+    img, info = browse.sample_detail(_open(ctx, spec), shown[0], alpha)
+    return shown[0] + 1, img, browse.headline(info), info
+
+
+@guarded
+def data_summary(ctx, spec, progress=gr.Progress()):
+    """The data-summary CLI command: loads every sample to check HC from the masks against the CSV."""
+    def tick(i, n):
+        if i % 10 == 0 or i == n - 1:
+            progress((i + 1, n), desc="loading masks", unit="images")
+    out = summarize(spec, ctx.allowed_roots, progress=tick)
+    problems = out.pop("problems")
+    out["problems"] = problems[:50]
+    return out
+
+
+def first_page(ctx, spec, alpha, trimester):
+    """Page 1 of the loaded source under a new trimester filter."""
+    return data_page(ctx, spec, 0, alpha, trimester)
+
+
+def previous_page(ctx, spec, page, alpha, trimester):
+    return data_page(ctx, spec, (page or 0) - 1, alpha, trimester)
+
+
+def next_page(ctx, spec, page, alpha, trimester):
+    return data_page(ctx, spec, (page or 0) + 1, alpha, trimester)
+
+
+def offer_last(ctx, saved, current):
+    """A new browser tab starts at the default source: offer the last source this browser loaded."""
+    if not saved or saved == ctx.default_source or saved == current:
+        return gr.skip(), gr.skip()
+    return (gr.update(value=saved),
+            f"This page started with the default source `{ctx.default_source}`. Your last source in this "
+            f"browser was `{saved}`: it is in the box above — press **Load** to open it again.")
+
+
 def build(ctx) -> None:
     roots = ctx.allowed_roots
-    uploads = ctx.work_dir / "uploads"
-
-    def open_(spec: str):
-        return open_source(spec, roots)
-
-    def render_page(spec, page, alpha, trimester):
-        src = open_(spec)
-        items, shown, page, problems = browse.gallery_page(src, page, alpha, trimester)
-        label = browse.page_label(len(browse.filtered_indices(src.metas, trimester)), len(src), page)
-        if problems:
-            gr.Warning(f"{len(problems)} sample(s) on this page cannot be read: {problems[0]}")
-        return src, items, shown, page, label, problems
-
-    # ------------------------------------------------------------------ handlers
-    @guarded
-    def load_data(spec, upload, alpha, trimester):
-        """Open a data source (a spec string, or an uploaded dataset zip, which wins) and show page 1."""
-        if upload:
-            size_mb = _size_mb(upload)
-            if size_mb > ctx.max_upload_mb:
-                raise DataError(f"the zip is {size_mb:.0f} MB; the limit is {ctx.max_upload_mb} MB")
-            spec = browse.open_upload(upload, uploads)
-        spec = (spec or "").strip() or ctx.default_source
-        src, items, shown, page, label, problems = render_page(spec, 0, alpha, trimester)
-        img, head, info = _first_detail(src, shown, alpha)
-        if src.warnings:
-            gr.Warning(f"{src.spec}: {len(src.warnings)} warning(s), e.g. {src.warnings[0]}")
-        summary = browse.summary(src)  # from the metadata only: cheap
-        choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
-        return (spec, page, shown,
-                gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
-                _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label,
-                shown[0] + 1 if shown else None, img, head, info)
-
-    @guarded
-    def data_page(spec, page, alpha, trimester):
-        """Show one page (0-based) of the loaded source, optionally one trimester only."""
-        _, items, shown, page, label, _ = render_page(spec, int(page or 0), alpha, trimester)
-        return page, shown, items, label
-
-    @guarded
-    def sample_detail(spec, number, alpha):
-        """One sample (1-based number in the source) at full size with its metadata."""
-        if number is None:
-            return None, "", None
-        img, info = browse.sample_detail(open_(spec), int(number) - 1, alpha)
-        return img, browse.headline(info), info
-
-    @guarded
-    def select_sample(spec, shown, alpha, evt: gr.SelectData):
-        i = shown[evt.index] if shown and evt.index is not None and evt.index < len(shown) else None
-        if i is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        img, info = browse.sample_detail(open_(spec), i, alpha)
-        return i + 1, img, browse.headline(info), info
-
-    @guarded
-    def first_shown_detail(spec, shown, alpha, trimester):
-        if not shown:
-            return None, None, f"no {trimester} trimester sample in this source", None
-        img, info = browse.sample_detail(open_(spec), shown[0], alpha)
-        return shown[0] + 1, img, browse.headline(info), info
-
-    @guarded
-    def data_summary(spec, progress=gr.Progress()):
-        """The data-summary CLI command: loads every sample to check HC from the masks against the CSV."""
-        def tick(i, n):
-            if i % 10 == 0 or i == n - 1:
-                progress((i + 1, n), desc="loading masks", unit="images")
-        out = summarize(spec, roots, progress=tick)
-        problems = out.pop("problems")
-        out["problems"] = problems[:50]
-        return out
+    # the module-level handlers, each a function of this app's ctx (bind_ctx keeps what Gradio reads)
+    (load_data_, data_page_, sample_detail_, select_sample_, first_shown_detail_, data_summary_, first_page_,
+     previous_page_, next_page_, offer_last_) = (bind_ctx(f, ctx) for f in (
+        load_data, data_page, sample_detail, select_sample, first_shown_detail, data_summary, first_page,
+        previous_page, next_page, offer_last))
 
     # ------------------------------------------------------------------ widgets
     initial = _initial(ctx)
@@ -151,7 +184,7 @@ def build(ctx) -> None:
 
     # ------------------------------------------------------------------ events
     # errors: a toast, and one "Error" badge on the status line (not on every output, which keep their view)
-    gr.on([load_btn.click, upload.upload], load_data,
+    gr.on([load_btn.click, upload.upload], load_data_,
           inputs=[source, upload, alpha, trimester],
           outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
                    number, detail, headline, info],
@@ -163,34 +196,28 @@ def build(ctx) -> None:
     page_io = dict(outputs=[page_state, shown_state, gallery, page_md], concurrency_limit=2,
                    concurrency_id="data", show_progress="minimal", show_progress_on=[gallery])
     # the detail panel follows the filter: it shows the first sample still on screen, never one filtered out
-    trimester.change(lambda s, a, t: data_page(s, 0, a, t), inputs=[spec_state, alpha, trimester],
+    trimester.change(first_page_, inputs=[spec_state, alpha, trimester],
                      api_visibility="private", **page_io) \
-        .then(first_shown_detail, inputs=[spec_state, shown_state, alpha, trimester],
+        .then(first_shown_detail_, inputs=[spec_state, shown_state, alpha, trimester],
               outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
-    prev_btn.click(lambda s, p, a, t: data_page(s, (p or 0) - 1, a, t),
+    prev_btn.click(previous_page_,
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
-    next_btn.click(lambda s, p, a, t: data_page(s, (p or 0) + 1, a, t),
+    next_btn.click(next_page_,
                    inputs=[spec_state, page_state, alpha, trimester], api_visibility="private", **page_io)
-    number.submit(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
+    number.submit(sample_detail_, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
                   api_name="sample_detail", show_progress_on=[detail])
-    alpha.release(data_page, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private",
+    alpha.release(data_page_, inputs=[spec_state, page_state, alpha, trimester], api_visibility="private",
                   **page_io) \
-        .then(sample_detail, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
+        .then(sample_detail_, inputs=[spec_state, number, alpha], outputs=[detail, headline, info],
               api_visibility="private", show_progress_on=[detail])
-    gallery.select(select_sample, inputs=[spec_state, shown_state, alpha],
+    gallery.select(select_sample_, inputs=[spec_state, shown_state, alpha],
                    outputs=[number, detail, headline, info], api_visibility="private", show_progress_on=[detail])
-    def offer_last(saved, current):
-        if not saved or saved == ctx.default_source or saved == current:
-            return gr.skip(), gr.skip()
-        return (gr.update(value=saved),
-                f"This page started with the default source `{ctx.default_source}`. Your last source in this "
-                f"browser was `{saved}`: it is in the box above — press **Load** to open it again.")
     # the browser hands the stored value over after the page loaded: its change event is the moment
     # (demo.load alone saw it still empty); saving a newly loaded source changes it too, hence `current`
     triggers = [last_spec.change] + ([ctx.demo.load] if getattr(ctx, "demo", None) is not None else [])
-    gr.on(triggers, offer_last, inputs=[last_spec, spec_state], outputs=[source, status], api_visibility="private",
+    gr.on(triggers, offer_last_, inputs=[last_spec, spec_state], outputs=[source, status], api_visibility="private",
           show_progress="hidden")
-    check_btn.click(data_summary, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY) \
+    check_btn.click(data_summary_, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY) \
         .then(hc_check_markdown, inputs=[check_json], outputs=[check_md], api_visibility="private",
               show_progress="hidden")
     summary_json.change(data_summary_markdown, inputs=[summary_json], outputs=[summary_md], api_visibility="private",

@@ -176,3 +176,24 @@ def test_generation_handlers_are_functions_of_the_context(tmp_path):
     gallery, decisions, status = P.reject_one(ctx, [smp], decisions, 0, "set1")
     assert decisions[smp.name] == "rejected" and "**0** accepted, 1 rejected" in status
     assert P.lora_choices(ctx) == [P.NO_LORA]  # no LoRA trained in this work_dir
+
+
+def test_data_handlers_are_functions_of_the_context(tmp_path):
+    """The Data tab's handlers called directly with a ctx: a source outside the allowed roots is refused,
+    paging stays within the source, a sample's detail is its own."""
+    import gradio as gr
+
+    import app
+    from pages import data as P
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    with pytest.raises(gr.Error, match="outside the allowed data folders"):
+        P.load_data(ctx, f"folder:{tmp_path.parent}", None, 0.4, "all")
+    spec, page, shown, _, status, summary, _, items, label, number, img, head, info = \
+        P.load_data(ctx, "phantom:12", None, 0.4, "all")
+    assert spec == "phantom:12" and page == 0 and summary["n"] == 12 and "**12**" in status
+    assert len(items) == len(shown) and number == shown[0] + 1 and info["name"] == "phantom_0_0000"
+    last_page, shown2, _, _ = P.next_page(ctx, spec, 99, 0.4, "all")  # past the end: the last page
+    assert last_page == P.previous_page(ctx, spec, last_page + 1, 0.4, "all")[0] and shown2[-1] == 11
+    img, head, info = P.sample_detail(ctx, spec, 12, 0.4)
+    assert info["name"] == "phantom_0_0011" and img is not None
+    assert P.offer_last(ctx, "phantom:12", ctx.default_source)[0]["value"] == "phantom:12"
