@@ -19,6 +19,7 @@ def add_arguments(p, command: str = "bench") -> None:
     from .diffusion.generate import PRECISIONS
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="diffusion: generation precision for both modes (auto: bf16 autocast on CPUs with native bf16)")
+    p.add_argument("--base", default=None, help="diffusion: a diffusers base folder (default: the profile's)")
     p.add_argument("--size", choices=("full", "reduced"), default="full",
                    help="paper: SD v1.5 + SAM ViT-B at full size, or architecture-true at widths / 10")
     p.add_argument("--lora-batch", type=int, default=None,

@@ -274,3 +274,17 @@ def test_cli_bad_setting_is_a_message_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "empty-prompt share (empty_prompt_prob) must be in [0, 0.95]" in err and "Traceback" not in err
     assert not (tmp_path / "lora").exists()  # nothing written for a refused setting
+
+
+@pytest.mark.slow  # ~7 min on 2 loaded cores: outside the default run (pytest -m slow runs it)
+def test_bench_diffusion_runs_and_reports_every_figure(random_base):
+    """`python -m pipeline bench diffusion` end to end on a small base (its figures are timings, never
+    checked against goals here: a failing start is what this guards against)."""
+    from types import SimpleNamespace
+
+    from pipeline.diffusion.bench import run_bench
+    fig = run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights"))
+    for k in ("lora_step_cached_s", "lora_step_reference_s", "lora_speedup", "gen_batched_img_per_s",
+              "gen_single_img_per_s", "gen_speedup"):
+        assert fig[k] > 0, k
+    assert fig["base"] == str(random_base)

@@ -46,11 +46,12 @@ def run_bench(args) -> dict:
     torch.set_num_threads(2)
     repeats = max(int(getattr(args, "repeats", 5) or 5), 3)
     src = open_source("phantom:20")
-    probe = load_pipeline()
+    base = getattr(args, "base", None) or None
+    probe = load_pipeline(base)
     res = base_resolution(probe)
     images = np.stack([to_model_size(s.image, s.mask, res) for s in src])
     del probe
-    fig: dict = {"base": str(getattr(args, "base", None) or "profile default"), "resolution": res,
+    fig: dict = {"base": str(base or "profile default"), "resolution": res,
                  "threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_CHOICE}
     with tempfile.TemporaryDirectory() as tmp:
         steps = repeats * 3 + 2
@@ -59,13 +60,13 @@ def run_bench(args) -> dict:
             cfg = LoraTrainConfig(steps=steps, cached=cached, reference_decodes=decodes, save_every=1_000_000,
                                   preview_every=0, names=[f"phantom_{i}" for i in range(len(images))])
             # fresh base each time: add_adapter must start from clean weights
-            t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(dtype=torch.float32))
+            t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(base, dtype=torch.float32))
             fig[f"lora_step_{name}_s"] = float(np.median(t[1:]))  # first interval: warm-up
         fig["lora_speedup"] = fig["lora_step_reference_s"] / fig["lora_step_cached_s"]
         fig["lora_speedup_encode_only"] = fig["lora_step_reference_encode_only_s"] / fig["lora_step_cached_s"]
 
         clear_pipelines()
-        pipe = get_pipeline(None, f"{tmp}/lora_cached", 0.9)
+        pipe = get_pipeline(base, f"{tmp}/lora_cached", 0.9)
         prompt = prompt_for("second")
         n = 8
 
