@@ -14,6 +14,7 @@ from pipeline.cli_data import summarize
 from pipeline.data import DataError, open_source
 from pipeline.readable import data_summary_markdown, hc_check_markdown
 
+from .charts import data_figure
 from .common import HEAVY, bind_ctx, guarded
 
 TITLE = "Data"
@@ -56,7 +57,7 @@ def load_data(ctx, spec, upload, alpha, trimester):
     choices = browse.suggest_sources(ctx.data_roots, ctx.work_dir, ctx.default_source)
     return (spec, page, shown,
             gr.Dropdown(choices=list(dict.fromkeys([spec, *choices])), value=spec),
-            _status(src, summary, problems), summary, browse.charts(src.metas, src.spec), items, label,
+            _status(src, summary, problems), summary, data_figure(src.metas, src.spec), items, label,
             shown[0] + 1 if shown else None, img, head, info)
 
 
@@ -249,7 +250,7 @@ def _initial(ctx) -> dict:
         status = _status(src, summary) + " Type or pick another source and press **Load**."
         img, head, info = _first_detail(src, shown, 0.4)
         return dict(items=items, shown=shown, label=browse.page_label(len(src), len(src), page),
-                    figure=browse.charts(src.metas, src.spec), summary=summary, status=status,
+                    figure=data_figure(src.metas, src.spec), summary=summary, status=status,
                     number=1, detail=img, headline=head, info=info)
     except DataError as exc:  # a misconfigured default must not stop the app from starting
         log.warning("default data source %s: %s", ctx.default_source, exc)

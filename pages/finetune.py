@@ -17,6 +17,7 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text
 from pipeline.readable import gain_verdict, paired_gain
 
+from .charts import curves_figure
 from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "Fine-tune SAM"
@@ -30,34 +31,6 @@ batch 5, 20 epochs; validation Dice every epoch on pairs held out from the real 
 kept. Image embeddings are computed once and cached (augmentations: a few cached views per image), so a
 step costs the decoder only. Runs are saved under `runs/NAME` and appear in the Playground's model list;
 Start with an existing run name resumes it."""
-
-
-def curves_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]], title: str = ""):
-    """Training loss per step (left axis) and validation Dice per epoch (right axis), one figure."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (Dice + CE) per step",
-                                                       "validation Dice per epoch"))
-    if steps:
-        fig.add_scatter(x=[s for s, _ in steps], y=[v for _, v in steps], mode="lines", name="loss",
-                        line=dict(color="#d62", width=1.5), row=1, col=1)
-    if epochs:
-        fig.add_scatter(x=[e for e, _ in epochs], y=[v for _, v in epochs], mode="lines+markers",
-                        name="val Dice", line=dict(color="#27a", width=2), row=1, col=2)
-        fig.add_hline(y=epochs[0][1], line=dict(color="#888", dash="dash"), row=1, col=2,
-                      annotation_text="zero-shot", annotation_position="bottom right")
-    fig.update_xaxes(title_text="step", row=1, col=1, rangemode="nonnegative", tickformat="d")
-    # whole epochs only (fractional ticks like 0.5 read as half an epoch)
-    fig.update_xaxes(title_text="epoch (0 = zero-shot)", row=1, col=2, rangemode="nonnegative", tickformat="d",
-                     dtick=1 if epochs and epochs[-1][0] <= 20 else None)
-    for col, data, what in ((1, steps, "the loss curve"), (2, epochs, "validation Dice")):
-        if not data:  # say what will appear, instead of empty axes from -1 to 6
-            fig.update_xaxes(range=[0, 1], showticklabels=False, row=1, col=col)
-            fig.update_yaxes(range=[0, 1], showticklabels=False, row=1, col=col)
-            fig.add_annotation(text=f"{what} appears here during training", showarrow=False, x=0.5, y=0.5,
-                               xref=f"x{'' if col == 1 else col} domain", yref=f"y{'' if col == 1 else col} domain")
-    fig.update_layout(title=title, height=340, margin=dict(l=50, r=20, t=60, b=40), showlegend=False)
-    return fig
 
 
 def _run_name(name: str) -> str:

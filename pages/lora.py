@@ -23,6 +23,7 @@ from pipeline.eta import eta_text, estimate_text
 from pipeline.readable import short_path
 from pipeline.validate import check_int, check_seed
 
+from .charts import loss_figure
 from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "LoRA training"
@@ -58,26 +59,6 @@ def _default_n(spec: str, allowed_roots) -> tuple[int, str]:
 
 def _safe_name(name: str) -> str:
     return safe_name(name, "LoRA name", default="lora")
-
-
-def loss_figure(losses: list[float], title: str = "LoRA loss"):
-    import plotly.graph_objects as go
-    fig = go.Figure()
-    if losses:
-        x = np.arange(1, len(losses) + 1)
-        fig.add_scatter(x=x, y=losses, mode="lines", name="loss", line=dict(width=1, color="#9bb"))
-        k = max(1, min(25, len(losses) // 5))
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        fig.add_scatter(x=x[k - 1:], y=smooth, mode="lines", name=f"mean of {k}", line=dict(width=2.5, color="#d62"))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="MSE (noise)", height=320,
-                      margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=1.12))
-    fig.update_xaxes(rangemode="nonnegative", tickformat="d")  # steps are whole numbers from 0
-    if not losses:  # an empty plot says what will appear, instead of showing axes from -1 to 6
-        fig.update_xaxes(range=[0, 1], showticklabels=False)
-        fig.update_yaxes(range=[0, 1], showticklabels=False)
-        fig.add_annotation(text="the loss curve appears here when training starts", showarrow=False,
-                           x=0.5, y=0.5, xref="paper", yref="paper")
-    return fig
 
 
 @guarded

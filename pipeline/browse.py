@@ -1,4 +1,4 @@
-"""Looking at a data source: pages of overlaid thumbnails, one sample in detail, a summary and charts.
+"""Looking at a data source: pages of overlaid thumbnails, one sample in detail, a summary (the chart: pages/charts.py).
 
 The Data tab is thin wiring over these functions (no gradio here). Everything works from a spec string
 and the cheap metadata, so a page of 24 thumbnails loads 24 samples, never the whole dataset.
@@ -21,7 +21,6 @@ from .masks import TRIMESTERS, overlay
 
 PER_PAGE = 24
 THUMB_SIDE = 256  # longest side of a gallery thumbnail (HC18 images are 800x540)
-TRIMESTER_COLORS = {"first": "#4c9be8", "second": "#3cb371", "third": "#e8884c", "unknown": "#9e9e9e"}
 FILTERS = ("all", *TRIMESTERS, "unknown")
 
 
@@ -170,41 +169,6 @@ def summary(src: DataSource) -> dict:
         "warnings": src.warnings[:50],
         "n_warnings": len(src.warnings),
     }
-
-
-def charts(metas: Sequence[SampleMeta], title: str = ""):
-    """A plotly figure: trimester counts (bars) beside the head-circumference histogram per trimester."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    counts = trimester_counts(metas)
-    n = max(1, len(metas))
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.1,
-                        subplot_titles=("Trimester (Hadlock GA from HC)", "Head circumference (mm)"))
-    cats = [t for t in (*TRIMESTERS, "unknown") if t != "unknown" or counts["unknown"]]
-    fig.add_trace(go.Bar(x=cats, y=[counts[t] for t in cats],
-                         marker_color=[TRIMESTER_COLORS[t] for t in cats],
-                         text=[f"{counts[t]} ({100 * counts[t] / n:.0f}%)" for t in cats], textposition="auto",
-                         showlegend=False, hovertemplate="%{x}: %{y}<extra></extra>"), row=1, col=1)
-    any_hc = False
-    for t in TRIMESTERS:
-        hc = [m.hc_mm for m in metas if m.trimester == t and m.hc_mm is not None]
-        if hc:
-            any_hc = True
-            fig.add_trace(go.Histogram(x=hc, name=t, marker_color=TRIMESTER_COLORS[t], xbins=dict(size=10),
-                                       hovertemplate="HC %{x} mm: %{y}<extra>" + t + "</extra>"), row=1, col=2)
-    if not any_hc:
-        x0, x1 = fig.layout.xaxis2.domain  # the middle of the (empty) histogram panel
-        fig.add_annotation(text="no head circumference known for this source", showarrow=False,
-                           xref="paper", yref="paper", x=(x0 + x1) / 2, y=0.5)
-    fig.update_layout(barmode="stack", height=320, margin=dict(l=40, r=20, t=60, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.12, xanchor="right", x=1,
-                                  traceorder="normal"),
-                      title=dict(text=title, x=0.01, y=0.98, font=dict(size=13)) if title else None,
-                      template="plotly_white")
-    fig.update_yaxes(title_text="images", row=1, col=1)
-    fig.update_yaxes(title_text="images", row=1, col=2)
-    return fig
 
 
 # ----------------------------------------------------------------------------- choosing sources

@@ -1,4 +1,4 @@
-"""pipeline.browse: the Data tab's logic without a browser (pages, detail, summary, charts, uploads)."""
+"""pipeline.browse: the Data tab's logic without a browser (pages, detail, summary, uploads; chart: pages.charts)."""
 import json
 import re
 import zipfile
@@ -67,12 +67,13 @@ def test_trimester_filter():
 
 
 def test_summary_and_charts_from_metadata():
+    from pages.charts import data_figure  # the Data tab's chart (pages/charts.py: every chart in one place)
     src = open_source("phantom:20")
     s = browse.summary(src)
     assert s["n"] == 20 and sum(s["trimesters"].values()) == 20 and s["phantom"] == 20
     assert s["hc_mm"]["known"] == 20 and s["hc_mm"]["min"] <= s["hc_mm"]["median"] <= s["hc_mm"]["max"]
     json.dumps(s)  # the API returns it as JSON
-    fig = browse.charts(src.metas, src.spec)
+    fig = data_figure(src.metas, src.spec)
     bar = fig.data[0]
     assert list(bar.x) == ["first", "second", "third"]
     assert [int(v) for v in bar.y] == [s["trimesters"][t] for t in ("first", "second", "third")]
@@ -81,11 +82,12 @@ def test_summary_and_charts_from_metadata():
 
 
 def test_charts_without_hc_say_so(tmp_path):
+    from pages.charts import data_figure
     root = _write_folder_dataset(tmp_path / "ds", n=2)
     for p in (root / "meta").iterdir():
         p.unlink()
     src = open_source(f"folder:{root}")
-    fig = browse.charts(src.metas)
+    fig = data_figure(src.metas)
     assert len(fig.data) == 1 and fig.data[0].x[-1] == "unknown"
     assert any("no head circumference" in a.text for a in fig.layout.annotations)
 
