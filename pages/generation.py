@@ -377,4 +377,4 @@ def build(ctx) -> None:
 
     # "How real is it?": the realism report on this dataset vs the loaded real data (API endpoint realism)
     from .realism_panel import build_realism_panel
-    build_realism_panel(ctx, trimester=trimester, dataset=dataset, lora=lora, no_lora=NO_LORA)
+    build_realism_panel(ctx, trimester=trimester, dataset=dataset, lora=lora)

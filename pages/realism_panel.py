@@ -11,7 +11,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from .common import HEAVY, guarded
+from pipeline.data import DataError
+from pipeline.diffusion import realism as RL
+
+from .common import HEAVY, bind_ctx, guarded, safe_name
 
 HELP = """**How real is it?** compares the synthetic dataset named above with the real images of the same
 trimester from the Data tab's source (without those its LoRA trained on): KID ×1000 (0 = same distribution)
@@ -19,33 +22,31 @@ and a classifier's AUC (0.5 = it cannot tell them apart), beside the same number
 set. LiteMedSAM features at the generator's working size; see `python -m pipeline realism --help`."""
 
 
-def build_realism_panel(ctx, trimester, dataset, lora=None, no_lora: str | None = None) -> None:
-    """Widgets and the `realism` endpoint. trimester / dataset / lora: the Generation tab's components."""
-    from pipeline.data import DataError
-    from pipeline.diffusion import realism as RL
-    from pipeline.validate import check_name
-    syn_root, lora_root = ctx.work_dir / "synthetic", ctx.work_dir / "loras"
-    spec_state = ctx.shared.get("data_spec")
+@guarded
+def how_real(ctx, dataset_name, tri, lora_name, data_spec, progress=gr.Progress()):
+    """KID ×1000 and classifier AUC of synthetic/NAME vs the loaded real data of the trimester."""
+    folder = ctx.work_dir / "synthetic" / safe_name(dataset_name, "dataset name")
+    if not (folder / "images").is_dir() or not any((folder / "images").iterdir()):
+        raise DataError(f"synthetic/{folder.name} has no accepted pairs yet: generate and accept some first")
+    # the LoRAs the dataset's samples record; else the one chosen above (a LoRA folder that exists: the
+    # "no LoRA" choice is none, LoRA names are checked words)
+    loras = RL.recorded_loras(folder)
+    if not loras and lora_name:
+        chosen = ctx.work_dir / "loras" / Path(str(lora_name)).name
+        if (chosen / "lora_config.json").is_file():
+            loras = [str(chosen)]
+    spec = data_spec or ctx.default_source
+    progress(0, desc="loading images")
+    r = RL.realism_report(str(folder), spec, ctx.profile.resolution, tri, exclude_lora=loras,
+                          cache_dir=ctx.work_dir / "cache" / "realism", allowed_roots=ctx.allowed_roots,
+                          progress=lambda what, d, t: progress((d, t), desc=f"encoding {what} images",
+                                                               unit="images"))
+    return RL.report_markdown(r), r
 
-    @guarded
-    def how_real(dataset_name, tri, lora_name, data_spec, progress=gr.Progress()):
-        """KID ×1000 and classifier AUC of synthetic/NAME vs the loaded real data of the trimester."""
-        folder = syn_root / check_name(dataset_name, "dataset name")
-        if not (folder / "images").is_dir() or not any((folder / "images").iterdir()):
-            raise DataError(f"synthetic/{folder.name} has no accepted pairs yet: generate and accept some first")
-        # the LoRAs the dataset's samples record; else the one chosen above (when it exists)
-        loras = RL.recorded_loras(folder)
-        if not loras and lora_name and lora_name != no_lora:
-            chosen = lora_root / Path(str(lora_name)).name
-            if (chosen / "lora_config.json").is_file():
-                loras = [str(chosen)]
-        spec = data_spec or ctx.default_source
-        progress(0, desc="loading images")
-        r = RL.realism_report(str(folder), spec, ctx.profile.resolution, tri, exclude_lora=loras,
-                              cache_dir=ctx.work_dir / "cache" / "realism", allowed_roots=ctx.allowed_roots,
-                              progress=lambda what, d, t: progress((d, t), desc=f"encoding {what} images",
-                                                                   unit="images"))
-        return RL.report_markdown(r), r
+
+def build_realism_panel(ctx, trimester, dataset, lora=None) -> None:
+    """Widgets and the `realism` endpoint. trimester / dataset / lora: the Generation tab's components."""
+    spec_state = ctx.shared.get("data_spec")
 
     with gr.Accordion("How real is it? (realism report)", open=False):
         gr.Markdown(HELP)
@@ -55,4 +56,4 @@ def build_realism_panel(ctx, trimester, dataset, lora=None, no_lora: str | None 
     if spec_state is None:  # no Data tab in this build: the default source
         spec_state = gr.State(ctx.default_source)
     inputs = [dataset, trimester, lora if lora is not None else gr.State(None), spec_state]
-    btn.click(how_real, inputs=inputs, outputs=[out, raw], api_name="realism", **HEAVY)
+    btn.click(bind_ctx(how_real, ctx), inputs=inputs, outputs=[out, raw], api_name="realism", **HEAVY)

@@ -197,3 +197,19 @@ def test_data_handlers_are_functions_of_the_context(tmp_path):
     img, head, info = P.sample_detail(ctx, spec, 12, 0.4)
     assert info["name"] == "phantom_0_0011" and img is not None
     assert P.offer_last(ctx, "phantom:12", ctx.default_source)[0]["value"] == "phantom:12"
+
+
+def test_realism_handler_is_a_function_of_the_context(tmp_path):
+    """The Generation tab's realism panel: how_real(ctx, ...) checks the dataset name and refuses a dataset
+    with no accepted pair before loading anything."""
+    import gradio as gr
+
+    import app
+    from pages import realism_panel as R
+    ctx = app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work"))
+    with pytest.raises(gr.Error, match="dataset name"):
+        R.how_real(ctx, "../x", "second", None, "phantom:12")
+    (ctx.work_dir / "synthetic" / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(gr.Error, match="no accepted pairs yet"):
+        R.how_real(ctx, "empty", "second", "(none: base model only)", "phantom:12")
+    assert not (ctx.work_dir / "cache").exists()
