@@ -183,10 +183,9 @@ def suggest_sources(roots: Sequence[Path], work_dir: Path | None = None, default
         if r.is_dir():
             dirs.append(r)
             dirs.extend(sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    if work_dir is not None:
-        syn = Path(work_dir) / "synthetic"
-        if syn.is_dir():
-            dirs.extend(sorted(p for p in syn.iterdir() if p.is_dir()))
+    if work_dir is not None:  # the synthetic datasets, as their owner lists them
+        from .diffusion.dataset import list_datasets
+        dirs.extend(list_datasets(Path(work_dir) / "synthetic"))
     for d in dirs:
         if (d / "training_set").is_dir():
             out.append(f"hc18:{d}")

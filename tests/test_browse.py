@@ -153,6 +153,7 @@ def test_suggest_sources(tmp_path):
     _write_folder_dataset(data / "mine", n=1)
     work = tmp_path / "work"
     _write_folder_dataset(work / "synthetic" / "run1", n=1)
+    (work / "synthetic" / "all-rejected" / "rejected").mkdir(parents=True)  # no images/: not a dataset to open
     (data / "empty").mkdir()
     got = browse.suggest_sources([data, tmp_path / "missing"], work, default="phantom:24")
     assert got == ["phantom:24", f"hc18:{data / 'hc18'}", f"folder:{data / 'mine'}",
