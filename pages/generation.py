@@ -188,11 +188,16 @@ def select(samples, evt: gr.SelectData):
     return evt.index, editor_value(s.gray, ex.mask), info, []  # a new sample: a new undo stack
 
 
-@guarded
-def refit_mask(samples, index, value, history):
+def _selected(samples, index):
+    """The sample selected in the gallery; refused when none is."""
     if index is None or not samples:
         raise ValueError("select a sample first")
-    s = samples[int(index)]
+    return samples[int(index)]
+
+
+@guarded
+def refit_mask(samples, index, value, history):
+    s = _selected(samples, index)
     m = editor_mask(value, s.gray.shape)
     ex = refit(m, allow_border=True)
     if ex.ellipse is None:
@@ -204,9 +209,7 @@ def refit_mask(samples, index, value, history):
 @guarded
 def revert_mask(samples, index, value, history):
     """Back to the mask the Ellipse Extractor gave the sample; the edited mask goes on the undo stack."""
-    if index is None or not samples:
-        raise ValueError("select a sample first")
-    s = samples[int(index)]
+    s = _selected(samples, index)
     m = editor_mask(value, s.gray.shape)
     return (editor_value(s.gray, s.extraction.mask),
             "reverted to the generated mask (**Undo re-fit / revert** brings your edits back)",
@@ -215,9 +218,7 @@ def revert_mask(samples, index, value, history):
 
 @guarded
 def undo_mask(samples, index, history):
-    if index is None or not samples:
-        raise ValueError("select a sample first")
-    s = samples[int(index)]
+    s = _selected(samples, index)
     prev, rest = pop_history(history)
     if prev is None:
         gr.Info("no re-fit or revert to undo: brush and eraser strokes are undone with ↶ in the canvas toolbar")
@@ -228,9 +229,7 @@ def undo_mask(samples, index, history):
 
 @guarded
 def accept_one(ctx, samples, decisions, index, value, dataset):
-    if index is None or not samples:
-        raise ValueError("select a sample first")
-    s = samples[int(index)]
+    s = _selected(samples, index)
     folder = dataset_dir(ctx, dataset)
     m = editor_mask(value, s.gray.shape)
     edited = not np.array_equal(m, s.extraction.mask)
@@ -241,9 +240,7 @@ def accept_one(ctx, samples, decisions, index, value, dataset):
 
 @guarded
 def reject_one(ctx, samples, decisions, index, dataset):
-    if index is None or not samples:
-        raise ValueError("select a sample first")
-    s = samples[int(index)]
+    s = _selected(samples, index)
     folder = dataset_dir(ctx, dataset)
     D.reject(folder, s, "rejected by a person")
     decisions = {**decisions, s.name: "rejected"}
