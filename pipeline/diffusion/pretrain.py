@@ -368,7 +368,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     dev = cfg.torch_device()
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.use_bf16())
     t_start = time.time()
-    spent = _spent(work)  # seconds earlier invocations of this run took (the README gives the total)
+    spent = _spent(work)["seconds"]  # seconds earlier invocations of this run took (the README gives the total)
 
     def clock():
         _save_spent(work, spent + time.time() - t_start, dev)
@@ -544,34 +544,28 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     clock()
     for m in (vae, unet, te):
         m.to("cpu")
-    _save_base(comps, out_dir, cfg, _spent(work), _spent_on(work))
+    took = _spent(work)
+    _save_base(comps, out_dir, cfg, took["seconds"], took["on"])
     yield {"kind": "done", "out": str(out_dir), "minutes": (time.time() - t_start) / 60}
 
 
-def _spent(work: Path) -> float:
+def _spent(work: Path) -> dict:
+    """{"seconds", "on"}: the time earlier invocations of this run took, and on what (time.json)."""
     p = work / "time.json"
-    return float(json.loads(p.read_text())["seconds"]) if p.is_file() else 0.0
-
-
-def _spent_on(work: Path) -> str:
-    p = work / "time.json"
-    return json.loads(p.read_text()).get("on", "") if p.is_file() else ""
+    return json.loads(p.read_text()) if p.is_file() else {"seconds": 0.0, "on": ""}
 
 
 def _save_spent(work: Path, seconds: float, dev) -> None:
     import os
 
     import torch
+
+    from .generate import cpu_has_fast_bf16
     on = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-          else f"a {os.cpu_count()}-core CPU ({'native bf16' if _fast_bf16() else 'no native bf16'})")
-    old = _spent_on(work)
+          else f"a {os.cpu_count()}-core CPU ({'native bf16' if cpu_has_fast_bf16() else 'no native bf16'})")
+    old = _spent(work)["on"]
     atomic_write_json(work / "time.json", {"seconds": round(seconds, 1),
                                            "on": on if not old or old == on else f"{old}, then {on}"})
-
-
-def _fast_bf16() -> bool:
-    from .generate import cpu_has_fast_bf16
-    return cpu_has_fast_bf16()
 
 
 def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float, on: str = "") -> None:
