@@ -113,6 +113,14 @@ def dataset_status(ctx, folder: Path) -> str:
 
 @guarded
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
+def _start_guidance(ctx) -> float:
+    from pipeline.diffusion.base import base_guidance
+    try:
+        return base_guidance(ctx.profile.diffusion_base)
+    except ValueError:  # an unreadable sampling file is reported when generating, not while building the page
+        return _G.guidance
+
+
 def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
              progress=gr.Progress()):
     """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
@@ -293,7 +301,9 @@ def build(ctx) -> None:
         with gr.Row():
             steps = gr.Number(_G.steps, label="UniPC steps", precision=0, minimum=1, elem_id="gen-steps")
             scale = gr.Slider(0, 1.5, value=_G.lora_scale, step=0.05, label="LoRA scale")
-            guidance = gr.Slider(1, 15, value=_G.guidance, step=0.5, label="guidance")
+            # the base's own guidance (measured for the tiny base; SD v1.5: 7.5) is what the CLI uses too
+            guidance = gr.Slider(1, 15, value=_start_guidance(ctx), step=0.5, label="guidance",
+                                 info="classifier-free guidance; the default is the base's own", elem_id="gen-guidance")
             batch_size = gr.Number(8, label="batch size", precision=0, minimum=1)
             threshold = gr.Slider(0, 255, value=_G.extractor_threshold, step=1, label="extractor threshold")
             qc = gr.Checkbox(True, label="SAM QC score", elem_id="gen-qc")

@@ -285,6 +285,40 @@ def test_bench_diffusion_runs_and_reports_every_figure(random_base):
     from pipeline.diffusion.bench import run_bench
     fig = run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights"))
     for k in ("lora_step_cached_s", "lora_step_reference_s", "lora_speedup", "gen_batched_img_per_s",
-              "gen_single_img_per_s", "gen_speedup"):
+              "gen_single_img_per_s", "gen_speedup", "gen_batched_unfused_img_per_s", "gen_fused_speedup"):
         assert fig[k] > 0, k
     assert fig["base"] == str(random_base)
+
+
+# ----------------------------------------------------------------------------- the base's own guidance
+def test_base_guidance_is_the_bases_own_and_reaches_every_sample(random_base, tmp_path):
+    import shutil
+
+    from pipeline.config import GenerationDefaults
+    from pipeline.diffusion.base import SAMPLING_FILE, base_guidance
+    sd_default = GenerationDefaults().guidance
+    assert base_guidance(random_base) == sd_default  # no sampling file: Stable Diffusion's 7.5
+    assert base_guidance("someone/some-model") == sd_default  # a hub id
+    b = tmp_path / "base"
+    shutil.copytree(random_base, b)
+    (b / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.5}))
+    assert base_guidance(b) == 2.5
+    G.clear_pipelines()
+    ev = list(G.generate(G.GenerateConfig(base=str(b), n=1, steps=2, qc=False)))
+    assert ev[0]["params"]["guidance"] == 2.5 and ev[1]["sample"].params["guidance"] == 2.5
+    ev = list(G.generate(G.GenerateConfig(base=str(b), n=1, steps=2, qc=False, guidance=4.0)))
+    assert ev[1]["sample"].params["guidance"] == 4.0  # asked for: wins over the base's
+    for text, msg in (('{"guidance": "lots"}', "not a readable sampling file"), ("[1, 2]", "not a readable"),
+                      ('{"guidance": 99}', "between 0 and 50")):
+        (b / SAMPLING_FILE).write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            base_guidance(b)
+    G.clear_pipelines()
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
+def test_shipped_base_names_its_measured_guidance():
+    from pipeline.diffusion.base import SAMPLING_FILE, base_guidance
+    rec = json.loads((SHIPPED / SAMPLING_FILE).read_text())
+    assert rec["measured"] and rec["command"]  # where the number comes from
+    assert 1 <= base_guidance(SHIPPED) < 7.5  # below SD's default: 7.5 oversizes this base's heads

@@ -89,3 +89,36 @@ def test_cli_writes_the_picture_and_the_cells(random_base, lora_dir, tmp_path, c
     assert "valid ellipses per strength" in capsys.readouterr().out
     assert main(["lora-grid", "--lora", str(lora_dir), "--out", str(tmp_path / "g.jpg")]) == 2
     assert main(["lora-grid", "--lora", str(lora_dir), "--scales", "0,9", "--out", str(out)]) == 2
+
+
+def test_fused_lora_samples_like_the_unfused_one_and_switching_restores_the_exact_base(random_base, lora_dir):
+    """get_pipeline fuses the LoRA into the weights (speed); the images match peft's unfused forward to float
+    rounding, and any number of switches leaves the base weights bit-identical."""
+    from pipeline.diffusion.base import load_pipeline, prompt_for
+
+    def imgs(pipe):
+        gens = [torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+        with torch.no_grad():
+            return pipe([prompt_for("second")] * 2, num_inference_steps=3, guidance_scale=2.0, generator=gens,
+                        output_type="np").images
+
+    ref = load_pipeline(random_base, device="cpu")
+    ref.load_lora_weights(str(lora_dir), weight_name="pytorch_lora_weights.safetensors", adapter_name="r")
+    ref.set_adapters(["r"], adapter_weights=[0.9])
+    unfused = imgs(ref)
+    G.clear_pipelines()
+    base_w = {k: v.clone() for k, v in G.get_pipeline(str(random_base)).unet.state_dict().items()}
+    fused = imgs(G.get_pipeline(str(random_base), str(lora_dir), 0.9))
+    assert np.abs(fused - unfused).max() < 1e-4
+    assert np.abs(fused - imgs(G.get_pipeline(str(random_base)))).max() > 1e-3, "the LoRA changed nothing"
+    for scale in (0.5, 1.2, 0.9, 0.0):
+        G.get_pipeline(str(random_base), str(lora_dir), scale)
+    pipe = G.get_pipeline(str(random_base))  # no LoRA: the exact base weights again
+    now = {k.replace(".base_layer", ""): v for k, v in pipe.unet.state_dict().items() if "lora_" not in k}
+    assert set(now) == set(base_w)
+    wrapped = [k for k in pipe.unet.state_dict() if ".base_layer." in k]
+    assert wrapped, "the LoRA wraps no layer"
+    for k, v in now.items():
+        assert torch.equal(v, base_w[k]), k
+    np.testing.assert_array_equal(imgs(G.get_pipeline(str(random_base), str(lora_dir), 0.9)), fused)
+    G.clear_pipelines()

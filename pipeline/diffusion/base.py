@@ -105,6 +105,37 @@ def resolve_base(base: str | os.PathLike | None = None) -> str:
                             f"rebuild it with `python -m pipeline pretrain-base --out assets/tiny-base`")
 
 
+# a base's own sampling settings, measured for it (written by hand from a measurement, see its README):
+# {"guidance": 2.0, "measured": "..."}; a base without the file is sampled with GenerationDefaults
+SAMPLING_FILE = "sonosynth_sampling.json"
+
+
+def base_guidance(base: str | os.PathLike | None = None) -> float:
+    """The classifier-free guidance a base is sampled with when none is asked for: the value measured for it
+    in its folder's SAMPLING_FILE, else GenerationDefaults.guidance (7.5: Stable Diffusion's default; the
+    paper names no guidance). A hub id (no local folder) gets the default."""
+    import json
+
+    from ..config import GenerationDefaults
+    default = GenerationDefaults().guidance
+    try:
+        p = Path(resolve_base(base))
+    except FileNotFoundError:
+        return default
+    f = p / SAMPLING_FILE
+    if not f.is_file():
+        return default
+    try:
+        g = json.loads(f.read_text()).get("guidance", default)
+        g = float(g)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{f} is not a readable sampling file ({exc}); fix or delete it "
+                         f"(without it the base is sampled at guidance {default:g})") from None
+    if not 0 <= g <= 50 or g != g:
+        raise ValueError(f"{f}: guidance must be between 0 and 50, not {g}")
+    return g
+
+
 def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):
     """Load a base (tiny folder, SD v1.5 folder or hub id) as a StableDiffusionPipeline with UniPC.
 

@@ -10,7 +10,10 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
 - omp_wait_policy: how OpenMP threads waited (chosen at start-up from the load, see pipeline/__init__.py);
   spinning (quiet machine) vs passive (busy machine) changes these small-op-bound timings ~1.8x;
 - gen_single_img_per_s: one pipeline call per image (the seed code's loop);
-- gen_batched_img_per_s: one call for the whole batch (per-image seeded generators).
+- gen_batched_img_per_s: one call for the whole batch (per-image seeded generators);
+- gen_batched_unfused_img_per_s, gen_fused_speedup: the same batch with the LoRA left in peft's layers
+  instead of fused into the weights as get_pipeline does (interleaved pairs; the median ratio);
+- gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance).
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
 as generate() does by default; `--precision weights` for fp32): batching is what is compared.
 Training images are 20 phantoms (no real data needed); generation uses the LoRA trained here, scale 0.9.
@@ -40,9 +43,9 @@ def run_bench(args) -> dict:
 
     from .. import OMP_WAIT_POLICY_CHOICE
     from ..data import open_source
-    from .base import base_resolution, load_pipeline, prompt_for, to_model_size
+    from .base import base_guidance, base_resolution, load_pipeline, prompt_for, to_model_size
     from .generate import clear_pipelines, get_pipeline, resolve_precision, run_pipeline
-    from .lora import LoraTrainConfig
+    from .lora import WEIGHTS, LoraTrainConfig
     torch.set_num_threads(2)
     repeats = max(int(getattr(args, "repeats", 5) or 5), 3)
     src = open_source("phantom:20")
@@ -73,8 +76,10 @@ def run_bench(args) -> dict:
         precision = getattr(args, "precision", None) or "auto"
         fig["gen_precision"] = resolve_precision(precision, pipe.device)
 
+        fig["gen_guidance"] = guidance = base_guidance(base)  # what generate() uses by default
+
         def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, 7.5, precision)
+            run_pipeline(pipe, prompt, seeds, 20, guidance, precision)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
@@ -89,5 +94,19 @@ def run_bench(args) -> dict:
         fig["gen_single_img_per_s"] = float(np.median(single))
         fig["gen_batched_img_per_s"] = float(np.median(batched))
         fig["gen_speedup"] = fig["gen_batched_img_per_s"] / fig["gen_single_img_per_s"]
+        # get_pipeline fuses the LoRA into the weights; the same batch through peft's unfused LoRA layers
+        unfused = load_pipeline(base)
+        unfused.load_lora_weights(f"{tmp}/lora_cached", weight_name=WEIGHTS, adapter_name="u")
+        unfused.set_adapters(["u"], adapter_weights=[0.9])
+        pairs = []
+        for r in range(max(1, repeats // 2)):  # interleaved, so a change in load hits both
+            t0 = time.perf_counter()
+            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision)
+            u = n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            call(list(range(n)))
+            pairs.append((u, n / (time.perf_counter() - t0)))
+        fig["gen_batched_unfused_img_per_s"] = float(np.median([u for u, _ in pairs]))
+        fig["gen_fused_speedup"] = float(np.median([f / u for u, f in pairs]))
         clear_pipelines()
     return fig

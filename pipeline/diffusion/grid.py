@@ -34,7 +34,7 @@ class GridConfig:
     scales: tuple[float, ...] = (0.0, 0.5, 0.9, 1.2)
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = GRID_STEPS
-    guidance: float = _G.guidance
+    guidance: float | None = None  # None: the base's own (base.base_guidance)
     threshold: int = _G.extractor_threshold
     base: str | None = None  # a diffusers folder or hub id; None: the tiny base (the CLI and tab pass the profile's)
     precision: str = "auto"
@@ -55,7 +55,8 @@ class GridConfig:
             if len(set(vals)) != len(vals):
                 raise ValueError(f"the {name} repeat a value: {', '.join(f'{v:g}' for v in vals)}")
         self.steps = check_int(self.steps, "steps", 1, 1000)
-        self.guidance = check_float(self.guidance, "guidance", 0, 50)
+        if self.guidance is not None:
+            self.guidance = check_float(self.guidance, "guidance", 0, 50)
         self.threshold = check_int(self.threshold, "the extractor threshold (a gray level)", 0, 255)
         if not self.lora:  # last: every number is checked even when no LoRA was picked yet
             raise ValueError("pick a LoRA: the grid shows what a LoRA changes")
@@ -84,18 +85,19 @@ def lora_grid(cfg: GridConfig, progress=None) -> tuple[np.ndarray, list[dict]]:
     One sampler call per strength with every seed in it; the strength is set on the shared pipeline and
     the images made under the generation lock, so a generation running at the same time never sees
     another strength."""
-    from .base import prompt_for, resolve_base
+    from .base import base_guidance, prompt_for, resolve_base
     from .generate import _LOCK, get_pipeline, make_sample, run_pipeline
     cfg.validate()
+    guidance = float(cfg.guidance) if cfg.guidance is not None else base_guidance(cfg.base)
     prompt = prompt_for(cfg.trimester)
-    params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps), "guidance": float(cfg.guidance),
+    params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps), "guidance": guidance,
               "base": str(cfg.base or resolve_base(None)), "lora": str(cfg.lora), "threshold": int(cfg.threshold)}
     cells: list[list] = []
     records: list[dict] = []
     for j, scale in enumerate(cfg.scales):
         with _LOCK:  # the strength is pipeline state: set and used without another request in between
             p = get_pipeline(cfg.base, cfg.lora, scale)
-            images = run_pipeline(p, prompt, list(cfg.seeds), cfg.steps, cfg.guidance, cfg.precision)
+            images = run_pipeline(p, prompt, list(cfg.seeds), cfg.steps, guidance, cfg.precision)
         col = []
         for seed, im in zip(cfg.seeds, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
@@ -152,7 +154,7 @@ def add_arguments(p, command: str = "lora-grid") -> None:
     p.add_argument("--seeds", default=",".join(str(s) for s in d.seeds), help=f"seeds, the rows (at most {MAX_AXIS})")
     p.add_argument("--steps", type=int, default=d.steps,
                    help="UniPC sampler steps (fewer than generation's 20: a quick look)")
-    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance")
+    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance (default: the base's own)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
     p.add_argument("--out", required=True, help="the grid picture (.png); a .json with each cell's verdict beside it")
     add_profile_argument(p)

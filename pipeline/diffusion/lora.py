@@ -338,10 +338,11 @@ def preview(pipe, cfg: LoraTrainConfig, steps: int = 20) -> list[np.ndarray]:
     """Samples at fixed seeds with the LoRA being trained (scale via cross_attention_kwargs)."""
     import torch
 
-    from .base import prompt_for
+    from .base import base_guidance, prompt_for
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.preview_seeds]
-    with torch.no_grad():
-        out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps, guidance_scale=7.5,
+    with torch.no_grad():  # sampled as generation will sample them: the base's guidance
+        out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps,
+                   guidance_scale=base_guidance(cfg.base),
                    generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale})
     return [(im * 255).round().astype(np.uint8) for im in out.images]
 

@@ -22,7 +22,7 @@ from ..masks import TRIMESTERS
 
 def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: str | None = None,
              qc: bool = False, batch_size: int = 16, base: str | None = None,
-             precision: str = "auto", profile=None) -> tuple[dict, dict]:
+             precision: str = "auto", profile=None, guidance: float | None = None) -> tuple[dict, dict]:
     """Generate n samples per trimester (one LoRA each) and summarise them; the profile (default: tiny) gives
     the base when none is named and the SAM that scores QC."""
     from ..config import get_profile
@@ -35,11 +35,12 @@ def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: 
         t0 = time.time()
         cfg = GenerateConfig.for_profile(profile, trimester=tri, n=n, lora=lora, seed=seed, qc=qc,
                                          batch_size=batch_size, precision=precision,
-                                         **({"base": base} if base else {}))
+                                         guidance=guidance, **({"base": base} if base else {}))
         smp = [e["sample"] for e in generate(cfg) if e["kind"] == "sample"]
         samples[tri] = smp
         s = summarize(smp)
         s["seconds"] = round(time.time() - t0, 1)
+        s["guidance"] = smp[0].params.get("guidance") if smp else guidance
         s["lora"] = lora
         reasons: dict[str, int] = {}
         for x in smp:
@@ -147,6 +148,7 @@ def main(argv=None) -> int:
                         "(default: SONOSYNTH_PROFILE or tiny)")
     from .generate import PRECISIONS
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the base's own)")
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--paper", default=None, help="folder of the paper's synthetic images to show beside ours")
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     from ..config import resolve_profile
     rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision,
-                            profile=resolve_profile(args.profile))
+                            profile=resolve_profile(args.profile), guidance=args.guidance)
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)
