@@ -111,8 +111,6 @@ def dataset_status(ctx, folder: Path) -> str:
             "train on it in Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
 
 
-@guarded
-@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 def _start_guidance(ctx) -> float:
     from pipeline.diffusion.base import base_guidance
     try:
@@ -121,6 +119,8 @@ def _start_guidance(ctx) -> float:
         return _G.guidance
 
 
+@guarded
+@gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
              progress=gr.Progress()):
     """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
