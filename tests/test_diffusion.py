@@ -308,8 +308,8 @@ def test_base_guidance_is_the_bases_own_and_reaches_every_sample(random_base, tm
     assert ev[0]["params"]["guidance"] == 2.5 and ev[1]["sample"].params["guidance"] == 2.5
     ev = list(G.generate(G.GenerateConfig(base=str(b), n=1, steps=2, qc=False, guidance=4.0)))
     assert ev[1]["sample"].params["guidance"] == 4.0  # asked for: wins over the base's
-    for text, msg in (('{"guidance": "lots"}', "not a readable sampling file"), ("[1, 2]", "not a readable"),
-                      ('{"guidance": 99}', "between 0 and 50")):
+    for text, msg in (('{"guidance": "lots"}', "guidance: a number is needed"), ("[1, 2]", "not a readable"),
+                      ("{oops", "not a readable"), ('{"guidance": 99}', r"guidance must be in \[0, 50\]")):
         (b / SAMPLING_FILE).write_text(text)
         with pytest.raises(ValueError, match=msg):
             base_guidance(b)

@@ -110,13 +110,15 @@ def resolve_base(base: str | os.PathLike | None = None) -> str:
 SAMPLING_FILE = "sonosynth_sampling.json"
 
 
-def base_guidance(base: str | os.PathLike | None = None) -> float:
-    """The classifier-free guidance a base is sampled with when none is asked for: the value measured for it
+def base_guidance(base: str | os.PathLike | None = None, asked: float | None = None) -> float:
+    """`asked` when given, else the classifier-free guidance a base is sampled with: the value measured for it
     in its folder's SAMPLING_FILE, else GenerationDefaults.guidance (7.5: Stable Diffusion's default; the
     paper names no guidance). A hub id (no local folder) gets the default."""
     import json
 
     from ..config import GenerationDefaults
+    if asked is not None:
+        return float(asked)
     default = GenerationDefaults().guidance
     try:
         p = Path(resolve_base(base))
@@ -125,15 +127,14 @@ def base_guidance(base: str | os.PathLike | None = None) -> float:
     f = p / SAMPLING_FILE
     if not f.is_file():
         return default
+    from ..validate import check_float
     try:
-        g = json.loads(f.read_text()).get("guidance", default)
-        g = float(g)
-    except (ValueError, TypeError, AttributeError) as exc:
+        rec = json.loads(f.read_text())
+        g = rec.get("guidance", default)
+    except (ValueError, AttributeError) as exc:
         raise ValueError(f"{f} is not a readable sampling file ({exc}); fix or delete it "
                          f"(without it the base is sampled at guidance {default:g})") from None
-    if not 0 <= g <= 50 or g != g:
-        raise ValueError(f"{f}: guidance must be between 0 and 50, not {g}")
-    return g
+    return check_float(g, f"{f}: guidance", 0, 50)  # the same range GenerateConfig accepts
 
 
 def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):

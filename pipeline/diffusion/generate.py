@@ -290,7 +290,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     batch finishes, then {"kind": "done"} (or "stopped")."""
     from .base import base_guidance, prompt_for, resolve_base
     cfg.validate()
-    guidance = float(cfg.guidance) if cfg.guidance is not None else base_guidance(cfg.base)
+    guidance = base_guidance(cfg.base, cfg.guidance)
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe

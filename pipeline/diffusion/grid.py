@@ -88,7 +88,7 @@ def lora_grid(cfg: GridConfig, progress=None) -> tuple[np.ndarray, list[dict]]:
     from .base import base_guidance, prompt_for, resolve_base
     from .generate import _LOCK, get_pipeline, make_sample, run_pipeline
     cfg.validate()
-    guidance = float(cfg.guidance) if cfg.guidance is not None else base_guidance(cfg.base)
+    guidance = base_guidance(cfg.base, cfg.guidance)
     prompt = prompt_for(cfg.trimester)
     params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps), "guidance": guidance,
               "base": str(cfg.base or resolve_base(None)), "lora": str(cfg.lora), "threshold": int(cfg.threshold)}
