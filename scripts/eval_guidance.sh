@@ -3,13 +3,14 @@
 #   e.g. bash scripts/eval_guidance.sh assets/tiny-base outputs/eval/gpu4/lora- 1.5 2 3
 # For each guidance G: 32 samples per trimester (seeds 1000-1031) with the LoRAs LORA_PREFIX{first,second,third}
 # (train them with scripts/eval_base.sh), the report with QC and head size, then the realism per trimester
-# (KID x1000 and classifier AUC vs real images the LoRA did not see). Writes outputs/eval/guidance-G/.
+# (KID x1000 and classifier AUC vs real images the LoRA did not see). Writes outputs/eval/guidance-G/
+# (or $EVAL_OUT-G/, to keep two bases' runs apart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=$1; L=$2; shift 2
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 for G in "$@"; do
-  TAG=outputs/eval/guidance-$G
+  TAG=${EVAL_OUT:-outputs/eval/guidance}-$G
   mkdir -p $TAG
   .venv/bin/python -m pipeline.diffusion.report --base $BASE --lora first=${L}first --lora second=${L}second \
     --lora third=${L}third --guidance $G --real hc18:../shared/data/hc18 --n 32 --qc \
