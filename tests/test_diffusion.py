@@ -175,9 +175,9 @@ def test_precision_modes(random_base):
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
 def test_extractor_verdicts_on_generated_samples(tmp_path):
     """The shipped base draws a head and its mask channel (without a LoRA all 8 of these samples give a valid
-    ellipse with the domain-pretrained base of 2026-11-25; 6 of 8 with the phantom base before it: a
-    regression guard, not the benchmark); the verdict, mask and ellipse recorded are the Ellipse
-    Extractor's on the blue channel."""
+    ellipse with the domain-pretrained bases of 2026-11-25 and -26, 8 / 8 / 8 in every trimester at guidance 2;
+    6 of 8 with the phantom base before them: a regression guard, not the benchmark); the verdict, mask and
+    ellipse recorded are the Ellipse Extractor's on the blue channel."""
     from pipeline.masks import extract_ellipse, split_channels
     G.clear_pipelines()
     cfg = G.GenerateConfig(trimester="second", n=8, seed=0, batch_size=8, qc=False)

@@ -161,3 +161,15 @@ def test_device_settings_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             PretrainConfig(device="cuda").torch_device()
+
+
+def test_readme_says_what_a_continuation_kept():
+    """A continuation's README names its parent and what of it was kept (the shipped base is two of them)."""
+    from pipeline.diffusion.pretrain import _readme
+    unet_only = _readme(PretrainConfig(init_base="parent", vae_train="decoder", vae_steps=0, unet_steps=5), 60)
+    assert "continues from the base in `parent` (its VAE kept as it was" in unet_only
+    assert "the VAE of `parent` unchanged, then UNet + text encoder 5 steps" in unet_only
+    decoder = _readme(PretrainConfig(init_base="parent", vae_train="decoder", vae_steps=7), 60)
+    assert "the decoder retrained" in decoder and "VAE 7 steps" in decoder
+    fresh = _readme(PretrainConfig(vae_steps=7), 60)
+    assert "continues" not in fresh and "VAE 7 steps" in fresh

@@ -610,19 +610,33 @@ def _took(seconds: float, on: str = "") -> str:
 
 
 def _data_paragraph(cfg: PretrainConfig) -> str:
+    if not cfg.init_base:
+        init = ""
+    elif cfg.vae_steps == 0:
+        init = (f" It continues from the base in `{cfg.init_base}` (its VAE kept as it was; UNet and text encoder "
+                f"trained further).")
+    elif cfg.vae_train == "decoder":
+        init = (f" It continues from the base in `{cfg.init_base}` (its VAE encoder, so its latent space, kept; the "
+                f"decoder retrained).")
+    else:
+        init = f" It continues from the base in `{cfg.init_base}`."
     if not cfg.unlabelled:
         return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` — never "
-                f"on an annotated image — so few-shot LoRA experiments on real data stay honest.")
+                f"on an annotated image — so few-shot LoRA experiments on real data stay honest.{init}")
     excl = ", ".join(cfg.exclude) or "none given"
-    init = f" It continues from the base in `{cfg.init_base}`" + (
-        " (its VAE encoder, so its latent space, kept; the decoder retrained)" if cfg.vae_train == "decoder"
-        else "") + "." if cfg.init_base else ""
     return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` (with their "
             f"exact masks) and on the **unlabelled** real ultrasound images in `{cfg.unlabelled}` ({cfg.real_views} "
             f"seeded views each, empty B channel, caption \"{UNLABELLED_PROMPT}\"; {cfg.real_frac:.0%} of each UNet "
             f"batch).{init} For the HC18 test set: data from the HC18 Grand Challenge (van den Heuvel et al., PLOS ONE "
             f"2018; Zenodo record 1327317), licence CC BY 4.0 — its annotations were never published, so no "
             f"annotation and no evaluation image went into this base; checked pixel for pixel against: {excl}.")
+
+
+def _vae_recipe(cfg: PretrainConfig) -> str:
+    if cfg.init_base and cfg.vae_steps == 0:
+        return f"the VAE of `{cfg.init_base}` unchanged"
+    return (f"VAE {cfg.vae_steps} steps (batch {cfg.vae_batch}, {cfg.vae_crop}² crops, L1 + Fourier-amplitude +\n"
+            f"local-contrast loss)")
 
 
 def _readme(cfg: PretrainConfig, seconds: float, on: str = "") -> str:
@@ -638,8 +652,7 @@ floating-point order, not bit for bit):
 
     {rebuild_command(cfg)}
 
-Recipe: VAE {cfg.vae_steps} steps (batch {cfg.vae_batch}, {cfg.vae_crop}² crops, L1 + Fourier-amplitude +
-local-contrast loss), then UNet + text encoder {cfg.unet_steps} steps (batch {cfg.unet_batch}, lr {cfg.unet_lr},
+Recipe: {_vae_recipe(cfg)}, then UNet + text encoder {cfg.unet_steps} steps (batch {cfg.unet_batch}, lr {cfg.unet_lr},
 min-SNR-{cfg.min_snr_gamma:g} weighting, {cfg.uncond_prob:.0%} empty prompts, EMA {cfg.ema_decay}); bf16 autocast;
 seed {cfg.seed}. Full settings: pretrain_config.json.
 """
