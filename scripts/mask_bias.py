@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.data import open_source  # noqa: E402
+from pipeline.data import DataError, open_source  # noqa: E402
 from pipeline.diffusion.base import to_model_size  # noqa: E402
 from pipeline.diffusion.generate import qc_predictor  # noqa: E402
 from pipeline.masks import mask_bbox  # noqa: E402
@@ -54,4 +54,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (DataError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"mask_bias: {e}")

@@ -610,16 +610,10 @@ def _took(seconds: float, on: str = "") -> str:
 
 
 def _data_paragraph(cfg: PretrainConfig) -> str:
-    if not cfg.init_base:
-        init = ""
-    elif cfg.vae_steps == 0:
-        init = (f" It continues from the base in `{cfg.init_base}` (its VAE kept as it was; UNet and text encoder "
-                f"trained further).")
-    elif cfg.vae_train == "decoder":
-        init = (f" It continues from the base in `{cfg.init_base}` (its VAE encoder, so its latent space, kept; the "
-                f"decoder retrained).")
-    else:
-        init = f" It continues from the base in `{cfg.init_base}`."
+    kept = (" (its VAE kept as it was; UNet and text encoder trained further)" if cfg.vae_steps == 0 else
+            " (its VAE encoder, so its latent space, kept; the decoder retrained)" if cfg.vae_train == "decoder"
+            else "")
+    init = f" It continues from the base in `{cfg.init_base}`{kept}." if cfg.init_base else ""
     if not cfg.unlabelled:
         return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` — never "
                 f"on an annotated image — so few-shot LoRA experiments on real data stay honest.{init}")
