@@ -44,6 +44,33 @@ class AppContext:
         return [*self.data_roots, self.work_dir]
 
 
+def picture_file(image) -> str:
+    """An image for a gr.Gallery / gr.Image output, as a PNG written once under the system temp folder and
+    named by its content. A page that streams a gallery re-sends its earlier pictures with every update;
+    handed over as arrays, Gradio re-encodes each one and rewrites its cache file IN PLACE, truncating it
+    while the browser may still be downloading it (uvicorn: "Too little data for declared Content-Length").
+    A file path is copied into Gradio's cache once, atomically, and never rewritten."""
+    import hashlib
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from pipeline.fileio import atomic_write_bytes
+    a = np.ascontiguousarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(f"picture_file takes uint8 images, not {a.dtype}")
+    bgr = a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    h = hashlib.sha256(f"{a.shape}|".encode() + a.tobytes()).hexdigest()[:32]
+    path = Path(tempfile.gettempdir()) / "sonosynth-pictures" / h[:2] / f"{h}.png"
+    if not path.is_file():
+        ok, png = cv2.imencode(".png", bgr)
+        if not ok:
+            raise ValueError(f"could not encode a {a.shape} image as PNG")
+        atomic_write_bytes(path, png.tobytes())
+    return str(path)
+
+
 def user_error(exc: BaseException) -> gr.Error:
     """A clear message for the page, never a stack trace (print_exception=False: Gradio would otherwise
     print a full traceback in the server log for every refused input)."""

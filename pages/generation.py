@@ -26,7 +26,7 @@ from pipeline.gpu import gpu_task
 from pipeline.eta import eta_text
 from pipeline.readable import ellipse_markdown, generation_markdown, lora_label, lora_state, lora_warning, short_path
 
-from .common import HEAVY, bind_ctx, guarded, safe_name
+from .common import HEAVY, bind_ctx, guarded, picture_file, safe_name
 
 TITLE = "Generation"
 _G = GenerationDefaults()
@@ -101,7 +101,7 @@ def items(samples, decisions):
         # the verdict and QC first: a long caption wraps, and what matters must come before the name
         verdict = "✅ valid" if s.valid else f"✗ {s.extraction.reason}"
         qc = "QC n/a" if s.qc is None else f"QC {s.qc:.2f}"
-        out.append((s.picture(), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
+        out.append((picture_file(s.picture()), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
     return out
 
 

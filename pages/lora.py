@@ -24,7 +24,7 @@ from pipeline.readable import short_path
 from pipeline.validate import check_int, check_seed
 
 from .charts import loss_figure
-from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
+from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, picture_file, safe_name
 
 TITLE = "LoRA training"
 _D = LoraDefaults()
@@ -123,7 +123,7 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                     yield (f"**{t}**: step {ev['step']}/{ev['total']} · loss {ev['loss']:.4f} · {eta}",
                            loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
             elif k == "preview":
-                previews = [(im, f"{t} · step {ev['step']} · seed {s}")
+                previews = [(picture_file(im), f"{t} · step {ev['step']} · seed {s}")
                             for im, s in zip(ev["images"], cfg.preview_seeds)] + previews
                 yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
                        loss_figure(losses, f"{out.name} loss"), previews, str(out))

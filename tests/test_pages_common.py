@@ -1,6 +1,7 @@
 """What every page shares (pages/common.py, issue 9): the stop registry (one flag per running job, pruned when
 it ends), name validation and the "follow the Data tab" wiring."""
 import pytest
+from pathlib import Path
 
 from pages.common import StopRegistry, safe_name
 from pipeline.data import DataError
@@ -213,3 +214,30 @@ def test_realism_handler_is_a_function_of_the_context(tmp_path):
     with pytest.raises(gr.Error, match="no accepted pairs yet"):
         R.how_real(ctx, "empty", "second", "(none: base model only)", "phantom:12")
     assert not (ctx.work_dir / "cache").exists()
+
+
+def test_a_streamed_picture_is_written_once_and_never_rewritten(tmp_path, monkeypatch):
+    """Galleries that stream (Generation, LoRA previews) re-send earlier pictures with every update. Handed to
+    Gradio as arrays, each one's cache file is rewritten in place while the browser may be downloading it (the
+    server logged "Too little data for declared Content-Length"); picture_file writes a content-named PNG once."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from pages.common import picture_file
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[..., 0], rgb[2:5, 3:9, 2] = 200, 255  # red everywhere, a blue patch: channel order is checked
+    p1 = picture_file(rgb)
+    before = Path(p1).stat()
+    p2 = picture_file(rgb.copy())
+    assert p1 == p2 and Path(p1).parent.parent == tmp_path / "sonosynth-pictures"
+    after = Path(p2).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+    assert (cv2.cvtColor(cv2.imread(p1), cv2.COLOR_BGR2RGB) == rgb).all()
+    gray = np.arange(16 * 24, dtype=np.uint8).reshape(16, 24)
+    assert picture_file(gray) != p1 and (cv2.imread(picture_file(gray), cv2.IMREAD_GRAYSCALE) == gray).all()
+    assert picture_file(rgb[:, :12].copy()) != p1  # other pixels, another file
+    with pytest.raises(ValueError, match="uint8"):
+        picture_file(rgb.astype(np.float32))
