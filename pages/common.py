@@ -71,6 +71,11 @@ def picture_file(image) -> str:
     return str(path)
 
 
+def gallery_files(items) -> list:
+    """Gallery items (image, caption) with every array image as a picture_file."""
+    return [(picture_file(im) if hasattr(im, "dtype") else im, cap) for im, cap in items]
+
+
 def user_error(exc: BaseException) -> gr.Error:
     """A clear message for the page, never a stack trace (print_exception=False: Gradio would otherwise
     print a full traceback in the server log for every refused input)."""

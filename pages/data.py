@@ -15,7 +15,7 @@ from pipeline.data import DataError, open_source
 from pipeline.readable import data_summary_markdown, hc_check_markdown
 
 from .charts import data_figure
-from .common import HEAVY, bind_ctx, guarded
+from .common import HEAVY, bind_ctx, gallery_files, guarded, picture_file
 
 TITLE = "Data"
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def _open(ctx, spec: str):
 def render_page(ctx, spec, page, alpha, trimester):
     src = _open(ctx, spec)
     items, shown, page, problems = browse.gallery_page(src, page, alpha, trimester)
+    items = gallery_files(items)  # PNG files written once (see common.picture_file)
     label = browse.page_label(len(browse.filtered_indices(src.metas, trimester)), len(src), page)
     if problems:
         gr.Warning(f"{len(problems)} sample(s) on this page cannot be read: {problems[0]}")
@@ -74,7 +75,7 @@ def sample_detail(ctx, spec, number, alpha):
     if number is None:
         return None, "", None
     img, info = browse.sample_detail(_open(ctx, spec), int(number) - 1, alpha)
-    return img, browse.headline(info), info
+    return picture_file(img), browse.headline(info), info
 
 
 @guarded
@@ -83,7 +84,7 @@ def select_sample(ctx, spec, shown, alpha, evt: gr.SelectData):
     if i is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     img, info = browse.sample_detail(_open(ctx, spec), i, alpha)
-    return i + 1, img, browse.headline(info), info
+    return i + 1, picture_file(img), browse.headline(info), info
 
 
 @guarded
@@ -91,7 +92,7 @@ def first_shown_detail(ctx, spec, shown, alpha, trimester):
     if not shown:
         return None, None, f"no {trimester} trimester sample in this source", None
     img, info = browse.sample_detail(_open(ctx, spec), shown[0], alpha)
-    return shown[0] + 1, img, browse.headline(info), info
+    return shown[0] + 1, picture_file(img), browse.headline(info), info
 
 
 @guarded
@@ -246,6 +247,7 @@ def _initial(ctx) -> dict:
     try:
         src = open_source(ctx.default_source, ctx.allowed_roots)
         items, shown, page, _ = browse.gallery_page(src, 0, 0.4)
+        items = gallery_files(items)
         summary = browse.summary(src)
         status = _status(src, summary) + " Type or pick another source and press **Load**."
         img, head, info = _first_detail(src, shown, 0.4)
@@ -264,7 +266,7 @@ def _first_detail(src, shown, alpha):
         return None, "", None
     try:
         img, info = browse.sample_detail(src, shown[0], alpha)
-        return img, browse.headline(info), info
+        return picture_file(img), browse.headline(info), info
     except DataError as exc:
         return None, f"⚠️ sample #{shown[0] + 1}: {exc}", None
 

@@ -44,11 +44,12 @@ are written to `synthetic/NAME` (`images/`, `masks/`, `meta/`), a dataset the SA
 
 
 def editor_value(gray: np.ndarray, mask: np.ndarray) -> dict:
-    """The ImageEditor value: the image as background, the mask as one RGBA layer."""
+    """The ImageEditor value: the image as background, the mask as one RGBA layer, as PNG files written once
+    (common.picture_file: arrays re-sent to the canvas were rewritten in Gradio's cache while being fetched)."""
     bg = np.repeat(gray[..., None], 3, axis=2)
     layer = np.zeros((*gray.shape, 4), np.uint8)
     layer[np.asarray(mask).astype(bool)] = MASK_RGBA
-    return {"background": bg, "layers": [layer], "composite": None}
+    return {"background": picture_file(bg), "layers": [picture_file(layer)], "composite": None}
 
 
 HISTORY_LIMIT = 20  # re-fits / reverts remembered per selected sample
@@ -71,7 +72,13 @@ def editor_mask(value, shape) -> np.ndarray:
     """The painted mask from an ImageEditor value (the layer's alpha), at the image's size."""
     if not value or not value.get("layers"):
         raise ValueError("nothing in the mask canvas: select a sample first")
-    layer = np.asarray(value["layers"][0])
+    layer = value["layers"][0]
+    if isinstance(layer, (str, Path)):  # a value this module handed out (editor_value), not the browser's
+        import cv2
+        layer = cv2.imread(str(layer), cv2.IMREAD_UNCHANGED)
+        if layer is None:
+            raise ValueError("the mask canvas's layer could not be read: select the sample again")
+    layer = np.asarray(layer)
     if layer.ndim != 3 or layer.shape[2] != 4:
         raise ValueError(f"unexpected mask layer shape {layer.shape}")
     m = layer[..., 3] > 0

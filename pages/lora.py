@@ -73,7 +73,7 @@ def show_selection(ctx, spec, trimesters, n, seed):
     for t in trimesters:
         for i in sel[t]:
             s = src[i]
-            items.append((overlay(s.image, s.mask, 0.35), f"{t} · {s.name}"))
+            items.append((picture_file(overlay(s.image, s.mask, 0.35)), f"{t} · {s.name}"))
     return items, f"{len(items)} pairs from `{src.spec}`"
 
 

@@ -26,7 +26,7 @@ from pipeline.measure import (GA_FORMULA, biometry, box_fit, dice_verdict, draw_
 from pipeline.metrics import dice
 from pipeline.validate import check_array_size, check_float
 
-from .common import bind_ctx, follow_data_tab, guarded
+from .common import bind_ctx, follow_data_tab, guarded, picture_file
 
 TITLE = "Playground"
 BASE = "base model"
@@ -213,7 +213,7 @@ def segment_ui(ctx, annot, image, gt, pixel_size, model_name, alpha, ellipse_fit
                            {**seg.as_dict(), **ellipse_record(seg.ellipse, px, image=(gt or {}).get("name"),
                                                               model=model_name or BASE,
                                                               ellipse_fit=bool(ellipse_fit))})
-    return over, "\n\n".join(lines), [str(png), str(js)]
+    return picture_file(over), "\n\n".join(lines), [str(png), str(js)]
 
 
 @guarded

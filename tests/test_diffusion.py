@@ -208,7 +208,11 @@ def test_canvas_edit_is_what_gets_saved(tmp_path):
                                                      "steps": 20, "scale": 0.9, "guidance": 7.5, "base": "b",
                                                      "lora": "l", "threshold": 127})
     assert smp.valid
-    value = editor_value(smp.gray, smp.extraction.mask)
+    value = editor_value(smp.gray, smp.extraction.mask)  # handed out as PNG files; the canvas sends arrays back
+    import cv2
+    layer = cv2.imread(value["layers"][0], cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]]
+    np.testing.assert_array_equal(layer[..., 3] > 0, smp.extraction.mask)
+    value = {**value, "layers": [layer]}
     value["layers"][0][10:20, 10:30] = (0, 255, 0, 255)  # brush
     value["layers"][0][60:70, 60:70, 3] = 0  # eraser
     edited = editor_mask(value, smp.gray.shape)
