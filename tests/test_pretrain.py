@@ -173,3 +173,48 @@ def test_readme_says_what_a_continuation_kept():
     assert "the decoder retrained" in decoder and "VAE 7 steps" in decoder
     fresh = _readme(PretrainConfig(vae_steps=7), 60)
     assert "continues" not in fresh and "VAE 7 steps" in fresh
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
+def test_adversarial_decoder_keeps_the_encoder_and_resumes_with_its_discriminator(unlabelled, tmp_path):
+    """--vae-adv-weight: the decoder trains against a patch discriminator from --vae-adv-start on (the
+    discriminator from step 1); the encoder, so the latent space the UNet knows, is untouched; a stopped run
+    resumes to the same weights as an unstopped one (the discriminator and its optimizer are checkpointed)."""
+    from diffusers import AutoencoderKL
+
+    from pipeline.diffusion.pretrain import _readme
+    kw = dict(init_base=str(SHIPPED), vae_train="decoder", vae_steps=4, unet_steps=0, vae_adv_weight=0.5,
+              vae_adv_start=2)
+    ev = _run(_cfg(unlabelled, **kw), tmp_path, "ref")
+    steps = [e for e in ev if e["kind"] == "step" and e["stage"] == "vae"]
+    assert [("g_adv" in e) for e in steps] == [False, False, True, True]
+    assert all(np.isfinite(e["d_loss"]) for e in steps)
+    assert all(e["adv_w"] > 0 and np.isfinite(e["adv_w"] * e["g_adv"]) for e in steps[2:])
+    before = AutoencoderKL.from_pretrained(str(SHIPPED), subfolder="vae", torch_dtype=torch.float32).state_dict()
+    after = torch.load(tmp_path / "ref-work" / "vae.pt", weights_only=False)["model"]
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in before if k.startswith("decoder.")]
+    assert enc and all(torch.equal(before[k].float(), after[k].float()) for k in enc)
+    assert any(not torch.equal(before[k].float(), after[k].float()) for k in dec)
+    assert "patch discriminator" in (tmp_path / "ref" / "README.md").read_text()
+
+    calls = {"n": 0}
+
+    def stop():  # after the third VAE step: the discriminator has trained and pulled once
+        calls["n"] += 1
+        return calls["n"] > 3
+    cfg = _cfg(unlabelled, **kw)
+    ev = list(pretrain(cfg, tmp_path / "b", tmp_path / "b-work", stop=stop))
+    assert ev[-1]["kind"] == "stopped" and ev[-1]["step"] == 3
+    assert "disc" in torch.load(tmp_path / "b-work" / "vae.pt", weights_only=False)
+    assert _run(cfg, tmp_path, "b")[-1]["kind"] == "done"
+    got = torch.load(tmp_path / "b-work" / "vae.pt", weights_only=False)
+    ref = torch.load(tmp_path / "ref-work" / "vae.pt", weights_only=False)
+    for k in ("model", "disc"):
+        for name, v in ref[k].items():
+            torch.testing.assert_close(got[k][name], v, rtol=1e-5, atol=1e-6, msg=f"{k}.{name}")
+    with pytest.raises(ValueError, match="vae_adv_weight"):
+        PretrainConfig(vae_adv_weight=-0.5)
+    with pytest.raises(ValueError, match="disc_lr"):
+        PretrainConfig(disc_lr=0)
+    assert "patch discriminator" not in _readme(PretrainConfig(vae_steps=7), 60)

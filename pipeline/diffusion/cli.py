@@ -43,6 +43,13 @@ def add_arguments(p, command: str) -> None:
                        help="real image+mask pairs to REPORT the VAE's reconstruction on (never trained on)")
         p.add_argument("--latent-channels", type=int, default=d.latent_channels,
                        help="VAE latent channels (SD: 4; more keeps more speckle; default %(default)s)")
+        p.add_argument("--vae-adv-weight", type=float, default=d.vae_adv_weight,
+                       help="factor on the adaptive weight of a patch discriminator's loss on the decoded image (0 = off; "
+                            "latent-diffusion used 0.5; default %(default)s): pixel losses alone make the decoder blur speckle")
+        p.add_argument("--vae-adv-start", type=int, default=d.vae_adv_start,
+                       help="VAE step from which the discriminator pulls on the decoder (default %(default)s)")
+        p.add_argument("--disc-lr", type=float, default=d.disc_lr,
+                       help="discriminator learning rate (default %(default)s)")
         p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="UNet EMA decay (default %(default)s)")
         p.add_argument("--device", default=d.device, help="auto (CUDA where there is one), cpu or cuda[:N]")
         p.add_argument("--workers", type=int, default=d.workers, help="processes drawing the phantoms")
@@ -83,6 +90,7 @@ def _pretrain(args) -> int:
                          vae_train=args.vae_train, real_views=args.real_views, real_frac=args.real_frac,
                          vae_lr=args.vae_lr, unet_lr=args.unet_lr, judge=args.judge,
                          latent_channels=args.latent_channels, ema_decay=args.ema_decay, device=args.device,
+                         vae_adv_weight=args.vae_adv_weight, vae_adv_start=args.vae_adv_start, disc_lr=args.disc_lr,
                          workers=args.workers)
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise SystemExit(f"--max-minutes must be positive, not {args.max_minutes}")
@@ -99,7 +107,8 @@ def _pretrain(args) -> int:
                        mininterval=5) if ev.get("total") else None
         elif ev["kind"] == "step" and bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{ev['loss']:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{ev['loss']:.4f}", **{k: f"{ev[k]:.3f}" for k in ("g_adv", "adv_w", "d_loss") if k in ev},
+                            refresh=False)
         elif ev["kind"] == "judge":
             print(f"\nVAE on real pairs it never trained on: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                                                         if k not in ("kind", "stage")), flush=True)

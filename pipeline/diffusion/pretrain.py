@@ -16,6 +16,9 @@ Three stages, each resumable from its checkpoint in the work folder:
 2. vae   — AutoencoderKL on random 64² crops (it is fully convolutional), bf16 autocast (~3x faster on
            this CPU), loss = L1 + a Fourier-amplitude term + a local-contrast term: L1 alone averages
            speckle away (measured by the probe), the two extra terms ask for the same texture energy;
+           `--vae-adv-weight` adds a patch discriminator on the image channel: the pixel terms still make the
+           decoder draw the average of the speckle a latent allows, and the discriminator asks for a sample
+           of it (the shipped base's stage 4: sample KID 0.55 -> 0.28 in the first trimester, README);
 3. unet  — UNet + the tiny CLIP text encoder trained TOGETHER on cached latents, prompts = the trimester
            prompt of each phantom (10 % empty prompt for classifier-free guidance), min-SNR-5 weighted
            epsilon loss, EMA of the weights; training the text encoder is what gives the three trimester
@@ -74,6 +77,12 @@ class PretrainConfig:
     judge: str | None = None  # data spec of real image+mask pairs to REPORT the VAE's reconstruction on
     judge_n: int = 32
     latent_channels: int = 4  # SD's 4; more keeps more speckle through the VAE (the UNet barely grows)
+    # a patch discriminator on the decoded image channel (MONAI's PatchDiscriminator, least squares): a decoder
+    # trained on pixel losses alone draws the average of the speckle a latent allows, i.e. a blur. 0 = off; else
+    # the factor on latent-diffusion's adaptive weight (its kl-f8 autoencoder used 0.5)
+    vae_adv_weight: float = 0.0
+    vae_adv_start: int = 0  # VAE step from which the discriminator pulls on the decoder (it trains from step 1)
+    disc_lr: float = 2e-4
     device: str = "auto"  # "auto": CUDA where there is one, else the CPU (a setting of the machine, not the recipe)
     workers: int = 1  # processes drawing the phantoms (the same phantoms whatever the number)
     extra: dict = field(default_factory=dict)
@@ -93,9 +102,13 @@ class PretrainConfig:
                   "latent_channels", "workers"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, not {getattr(self, k)}")
-        for k in ("vae_steps", "unet_steps"):
+        for k in ("vae_steps", "unet_steps", "vae_adv_start"):
             if int(getattr(self, k)) < 0:
                 raise ValueError(f"{k} must not be negative, not {getattr(self, k)}")
+        if not (math.isfinite(float(self.vae_adv_weight)) and float(self.vae_adv_weight) >= 0):
+            raise ValueError(f"vae_adv_weight must be 0 (off) or positive, not {self.vae_adv_weight}")
+        if not (math.isfinite(float(self.disc_lr)) and float(self.disc_lr) > 0):
+            raise ValueError(f"disc_lr must be positive, not {self.disc_lr}")
         if not 8 <= int(self.vae_crop) <= int(self.resolution):
             raise ValueError(f"vae_crop must be between 8 and the resolution ({self.resolution}), not {self.vae_crop}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
@@ -294,6 +307,31 @@ def vae_recon_loss(rec, x):
     return l1 + 0.3 * freq + 0.5 * contrast
 
 
+def build_discriminator(seed: int):
+    """MONAI's PatchDiscriminator (pix2pix / taming-transformers' NLayerDiscriminator) on ONE channel, the
+    image (R = G): it judges texture patch by patch (receptive field 70 px); the mask channel is the pixel
+    losses' job."""
+    import torch
+    from monai.networks.nets import PatchDiscriminator
+    torch.manual_seed(seed + 101)
+    return PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=32, in_channels=1, out_channels=1)
+
+
+def image_channel(x):
+    """(N, 3, H, W) in-channel tensor -> (N, 1, H, W): the image, the mean of R and G."""
+    return x[:, :2].mean(dim=1, keepdim=True)
+
+
+def adaptive_weight(rec_loss, adv_loss, last_weight) -> float:
+    """latent-diffusion's LPIPSWithDiscriminator.calculate_adaptive_weight (deliberate copy, 2026-11-26): the
+    ratio of the two losses' gradient norms at the decoder's last layer, so the adversarial pull stays in
+    proportion to the reconstruction's whatever their scales (no per-dataset tuning of the weight)."""
+    import torch
+    g_rec = torch.autograd.grad(rec_loss, last_weight, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv_loss, last_weight, retain_graph=True)[0]
+    return float((g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4))
+
+
 def init_components(cfg: PretrainConfig) -> dict:
     """Fresh tiny components, or (init_base) the VAE / UNet / text encoder of an existing base, in fp32."""
     import torch
@@ -387,11 +425,20 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     vae_ck = work / "vae.pt"
     vae_params = vae_trainable(vae, cfg.vae_train)
     opt = torch.optim.AdamW(vae_params, lr=cfg.vae_lr, weight_decay=0.0)
+    disc = d_opt = adv = None
+    if cfg.vae_adv_weight > 0 and cfg.vae_steps > 0:
+        from monai.losses import PatchAdversarialLoss
+        disc = build_discriminator(cfg.seed).to(dev).train()
+        d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+        adv = PatchAdversarialLoss(criterion="least_squares")
     step = 0
 
     def save_vae():
-        _save_ckpt(vae_ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
-                            "rng_np": rng_np.bit_generator.state})
+        state = {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
+                 "rng_np": rng_np.bit_generator.state}
+        if disc is not None:
+            state.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
+        _save_ckpt(vae_ck, state)
         clock()
     if vae_ck.is_file():
         ck = torch.load(vae_ck, weights_only=False, map_location=dev)
@@ -399,6 +446,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         g.set_state(ck["rng"].cpu())
         if "rng_np" in ck:
             rng_np.bit_generator.state = ck["rng_np"]
+        if disc is not None and "disc" in ck:
+            disc.load_state_dict(ck["disc"]); d_opt.load_state_dict(ck["d_opt"])
     yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
            "judge_before": judge_vae(vae.eval(), cfg.judge, cfg.judge_n, cfg.resolution) if step == 0 else None}
     vae.train()
@@ -434,16 +483,32 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         rl = vae_recon_loss(rec, x)
         kl = post.kl().float().mean() / x[0].numel()
         loss = rl + 1e-4 * kl
+        extra = {}
+        if disc is not None and step >= cfg.vae_adv_start:
+            with torch.autocast(**amp):
+                g_adv = adv(disc(image_channel(rec))[-1].float(), target_is_real=True, for_discriminator=False)
+            w = cfg.vae_adv_weight * adaptive_weight(rl, g_adv, vae.decoder.conv_out.weight)
+            loss = loss + w * g_adv
+            extra.update(g_adv=float(g_adv.detach()), adv_w=w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae_params, 1.0)
         opt.step()
+        if disc is not None:  # the discriminator: real crops vs their reconstructions
+            with torch.autocast(**amp):
+                d_loss = 0.5 * (adv(disc(image_channel(rec.detach()))[-1].float(), target_is_real=False,
+                                    for_discriminator=True)
+                                + adv(disc(image_channel(x))[-1].float(), target_is_real=True, for_discriminator=True))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            extra["d_loss"] = float(d_loss.detach())
         step += 1
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"VAE loss is not finite at step {step}: the run is stopped, its last "
                                      f"checkpoint ({vae_ck}) is kept; lower --vae-lr")
         yield {"kind": "step", "stage": "vae", "step": step, "total": cfg.vae_steps, "loss": float(loss.detach()),
-               "l1": float((rec - x).detach().abs().mean())}
+               "l1": float((rec - x).detach().abs().mean()), **extra}
         if step % cfg.ckpt_every == 0 or step == cfg.vae_steps:
             save_vae()
     vae.eval().requires_grad_(False)
@@ -596,7 +661,7 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
     for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
               "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
-              "ema_decay"):
+              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr"):
         if getattr(cfg, k) != getattr(d, k):
             parts.append(f"--{k.replace('_', '-')} {getattr(cfg, k)}")
     parts += [f"--exclude {e}" for e in cfg.exclude]
@@ -629,8 +694,10 @@ def _data_paragraph(cfg: PretrainConfig) -> str:
 def _vae_recipe(cfg: PretrainConfig) -> str:
     if cfg.init_base and cfg.vae_steps == 0:
         return f"the VAE of `{cfg.init_base}` unchanged"
+    adv = (f" + {cfg.vae_adv_weight} × a patch discriminator's least-squares loss from step {cfg.vae_adv_start}"
+           if cfg.vae_adv_weight > 0 else "")
     return (f"VAE {cfg.vae_steps} steps (batch {cfg.vae_batch}, {cfg.vae_crop}² crops, L1 + Fourier-amplitude +\n"
-            f"local-contrast loss)")
+            f"local-contrast loss{adv})")
 
 
 def _readme(cfg: PretrainConfig, seconds: float, on: str = "") -> str:
