@@ -108,7 +108,8 @@ def items(samples, decisions):
         # the verdict and QC first: a long caption wraps, and what matters must come before the name
         verdict = "✅ valid" if s.valid else f"✗ {s.extraction.reason}"
         qc = "QC n/a" if s.qc is None else f"QC {s.qc:.2f}"
-        out.append((picture_file(s.picture()), f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"))
+        caption = f"{verdict} · {qc}" + (f" · {d.upper()}" if d else "") + f" · seed {s.seed}"
+        out.append((picture_file(s.picture()), caption))
     return out
 
 

@@ -44,8 +44,9 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--latent-channels", type=int, default=d.latent_channels,
                        help="VAE latent channels (SD: 4; more keeps more speckle; default %(default)s)")
         p.add_argument("--vae-adv-weight", type=float, default=d.vae_adv_weight,
-                       help="factor on the adaptive weight of a patch discriminator's loss on the decoded image (0 = off; "
-                            "latent-diffusion used 0.5; default %(default)s): pixel losses alone make the decoder blur speckle")
+                       help="factor on the adaptive weight of a patch discriminator's loss on the decoded image "
+                            "(0 = off; latent-diffusion used 0.5; default %(default)s): pixel losses alone make "
+                            "the decoder blur speckle")
         p.add_argument("--vae-adv-start", type=int, default=d.vae_adv_start,
                        help="VAE step from which the discriminator pulls on the decoder (default %(default)s)")
         p.add_argument("--disc-lr", type=float, default=d.disc_lr,
@@ -107,8 +108,8 @@ def _pretrain(args) -> int:
                        mininterval=5) if ev.get("total") else None
         elif ev["kind"] == "step" and bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{ev['loss']:.4f}", **{k: f"{ev[k]:.3f}" for k in ("g_adv", "adv_w", "d_loss") if k in ev},
-                            refresh=False)
+            adv = {k: f"{ev[k]:.3f}" for k in ("g_adv", "adv_w", "d_loss") if k in ev}
+            bar.set_postfix(loss=f"{ev['loss']:.4f}", **adv, refresh=False)
         elif ev["kind"] == "judge":
             print(f"\nVAE on real pairs it never trained on: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                                                         if k not in ("kind", "stage")), flush=True)
