@@ -58,6 +58,12 @@ def test_changed_setting_on_resume_is_refused(unlabelled, tmp_path):
     _run(cfg, tmp_path)
     with pytest.raises(ValueError, match=r"real_frac 0\.5 -> 0\.7"):
         _run(_cfg(unlabelled, vae_steps=1, unet_steps=1, real_frac=0.7), tmp_path)
+    # a work folder from before a setting existed ran at its default: switching it on is a change too
+    saved = json.loads((tmp_path / "base-work" / "config.json").read_text())
+    (tmp_path / "base-work" / "config.json").write_text(json.dumps({k: v for k, v in saved.items()
+                                                                    if k != "vae_adv_weight"}))
+    with pytest.raises(ValueError, match=r"vae_adv_weight 0\.0 -> 0\.5"):
+        _run(_cfg(unlabelled, vae_steps=1, unet_steps=1, vae_adv_weight=0.5), tmp_path)
     more = _cfg(unlabelled, vae_steps=1, unet_steps=2)  # more steps: allowed, goes on from step 1
     ev = _run(more, tmp_path)
     assert [e["step"] for e in ev if e["kind"] == "step"] == [2]

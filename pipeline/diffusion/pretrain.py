@@ -143,9 +143,10 @@ def check_resume(cfg: "PretrainConfig", work: Path) -> None:
     path = work / "config.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    # a setting added after the run was started is read as its default (what that run used)
+    old = {**json.loads(json.dumps(asdict(PretrainConfig()))), **json.loads(path.read_text())}
     new = json.loads(json.dumps(asdict(cfg)))
-    changed = [k for k in new if k not in RESUMABLE_CHANGES and k in old and old[k] != new[k]]
+    changed = [k for k in new if k not in RESUMABLE_CHANGES and old[k] != new[k]]
     if changed:
         raise ValueError("the work folder " + str(work) + " holds a run with other settings: "
                          + ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed)
