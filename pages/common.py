@@ -1,6 +1,7 @@
 """What every page shares: the app context and small helpers for user-facing errors."""
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import logging
@@ -62,13 +63,34 @@ def picture_file(image) -> str:
         raise ValueError(f"picture_file takes uint8 images, not {a.dtype}")
     bgr = a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     h = hashlib.sha256(f"{a.shape}|".encode() + a.tobytes()).hexdigest()[:32]
-    path = Path(tempfile.gettempdir()) / "sonosynth-pictures" / h[:2] / f"{h}.png"
+    root, today = Path(tempfile.gettempdir()) / "sonosynth-pictures", datetime.date.today()
+    if not (root / today.isoformat()).is_dir():  # the first picture of a day clears the days before yesterday
+        prune_pictures(root, today)
+    path = root / today.isoformat() / h[:2] / f"{h}.png"
     if not path.is_file():
         ok, png = cv2.imencode(".png", bgr)
         if not ok:
             raise ValueError(f"could not encode a {a.shape} image as PNG")
         atomic_write_bytes(path, png.tobytes())
     return str(path)
+
+
+def prune_pictures(root: Path, today: datetime.date) -> int:
+    """Remove picture_file's day folders older than yesterday (and the flat layout before day folders); returns
+    how many folders went. A picture is copied into Gradio's cache within seconds of being handed over, so
+    nothing in use is older than yesterday; Gradio's own cache is cleared after a day as well (app.py)."""
+    import re
+    import shutil
+    if not root.is_dir():
+        return 0
+    oldest_kept = (today - datetime.timedelta(days=1)).isoformat()
+    gone = 0
+    for d in root.iterdir():
+        dated = re.fullmatch(r"\d{4}-\d{2}-\d{2}", d.name)
+        if d.is_dir() and ((dated and d.name < oldest_kept) or re.fullmatch(r"[0-9a-f]{2}", d.name)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+    return gone
 
 
 def gallery_files(items) -> list:

@@ -233,7 +233,7 @@ def test_a_streamed_picture_is_written_once_and_never_rewritten(tmp_path, monkey
     p1 = picture_file(rgb)
     before = Path(p1).stat()
     p2 = picture_file(rgb.copy())
-    assert p1 == p2 and Path(p1).parent.parent == tmp_path / "sonosynth-pictures"
+    assert p1 == p2 and Path(p1).parent.parent.parent == tmp_path / "sonosynth-pictures"
     after = Path(p2).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
     assert (cv2.cvtColor(cv2.imread(p1), cv2.COLOR_BGR2RGB) == rgb).all()
@@ -242,3 +242,30 @@ def test_a_streamed_picture_is_written_once_and_never_rewritten(tmp_path, monkey
     assert picture_file(rgb[:, :12].copy()) != p1  # other pixels, another file
     with pytest.raises(ValueError, match="uint8"):
         picture_file(rgb.astype(np.float32))
+
+
+def test_picture_folders_older_than_yesterday_are_removed(tmp_path, monkeypatch):
+    """picture_file's folder does not grow for ever on a long-running server: the first picture of a day
+    removes the day folders before yesterday (and the flat layout of before), nothing else."""
+    import datetime
+    import tempfile
+
+    import numpy as np
+
+    from pages.common import picture_file, prune_pictures
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = tmp_path / "sonosynth-pictures"
+    today = datetime.date.today()
+    days = [(today - datetime.timedelta(days=k)).isoformat() for k in range(4)]  # today, yesterday, 2, 3 days ago
+    for d in [*days[1:], "ab", "notes"]:
+        (root / d / "cd").mkdir(parents=True)
+        (root / d / "cd" / "x.png").write_bytes(b"png")
+    p = picture_file(np.zeros((4, 4), np.uint8))  # the day's first picture prunes
+    assert Path(p).is_file() and Path(p).parent.parent.name == days[0]
+    assert sorted(x.name for x in root.iterdir()) == sorted([days[0], days[1], "notes"])
+    assert (root / days[1] / "cd" / "x.png").is_file()  # yesterday's pictures stay (a copy may be under way)
+    (root / days[3]).mkdir()
+    picture_file(np.ones((4, 4), np.uint8))  # not the day's first: no pruning on every call
+    assert (root / days[3]).is_dir()
+    assert prune_pictures(root, today) == 1 and not (root / days[3]).exists()
+    assert prune_pictures(tmp_path / "absent", today) == 0
