@@ -44,6 +44,7 @@ def main(argv=None) -> int:
 
     from pipeline.data import DataError, open_source
     from pipeline.diffusion.base import rgb_to_tensor, tensor_to_rgb, to_model_size
+    from pipeline.diffusion.pretrain import image_detail
     from pipeline.diffusion.realism import kid_x1000, real_halves, realism_features
     from pipeline.masks import TRIMESTERS
     from pipeline.sam.models import load_model
@@ -55,8 +56,7 @@ def main(argv=None) -> int:
             for k, v in bases.items()}
     model = load_model("litemedsam")
     feats = lambda ims: realism_features(list(ims), 128, model, a.cache)[0]
-    detail = lambda z: round(float(np.mean([np.abs(np.diff(im.astype(np.float32), axis=0)).mean()
-                                            for im in z[..., 0]])), 2)
+    detail = lambda z: round(image_detail(z), 2)
     out = {}
     for t in TRIMESTERS:
         idx = [i for i, m in enumerate(src.metas) if m.trimester == t]
