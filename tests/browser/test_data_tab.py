@@ -41,7 +41,7 @@ def test_data_tab_switch_source(page, app_url, set_input):
     set_input(page, "#data-source input", spec, commit="Enter")
     page.locator("#data-load").click()
     status = page.locator("#data-status")
-    page.wait_for_function(f"(s) => document.querySelector('#data-status').innerText.includes(s)", arg=spec)
+    page.wait_for_function(f"(s) => (document.querySelector('#data-status')?.innerText ?? '').includes(s)", arg=spec)
     # the count as the status line states it ("7 phantom images ...", "799 images ..."): a bare `expect in
     # text` could not fail, since the spec typed above ("phantom:7:3") already holds the digit
     assert re.search(rf"(^|\s){expect} (phantom )?images\b", status.inner_text()), status.inner_text()
@@ -50,7 +50,7 @@ def test_data_tab_switch_source(page, app_url, set_input):
                            f".filter(i => i.complete && i.naturalWidth > 0).length == {n}")
     assert _gallery_images_loaded(page) == n
     # the chart shows the new source's title and its bars
-    page.wait_for_function("(s) => document.querySelector('#data-chart').innerText.includes(s)", arg=spec)
+    page.wait_for_function("(s) => (document.querySelector('#data-chart')?.innerText ?? '').includes(s)", arg=spec)
     assert "page 1" in page.locator("#data-page-label").inner_text()
 
     # clicking a thumbnail shows it large with its metadata
@@ -86,7 +86,7 @@ def test_data_tab_zip_upload(page, app_url, tmp_path):
         zf.writestr("ds/images/b9.png", b"not an image")
     _open_data_tab(page, app_url)
     page.locator("#data-upload input[type=file]").set_input_files(str(z))
-    page.wait_for_function("() => document.querySelector('#data-status').innerText.includes('uploads/')")
+    page.wait_for_function("() => (document.querySelector('#data-status')?.innerText ?? '').includes('uploads/')")
     assert "cannot read images/b9.png" in page.locator("#data-status").inner_text()
     page.wait_for_function("() => [...document.querySelectorAll('#data-gallery img')]"
                            ".filter(i => i.complete && i.naturalWidth > 0).length == 4")

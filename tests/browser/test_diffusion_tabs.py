@@ -40,14 +40,14 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     page.wait_for_timeout(1000)
     page.locator("#gen-lora input").click()
     page.get_by_role("option", name="lora-second").click()
-    page.wait_for_function("() => document.querySelector('#gen-lora input').value == 'lora-second'")
+    page.wait_for_function("() => (document.querySelector('#gen-lora input')?.value ?? '') == 'lora-second'")
     set_input(page, "#gen-n input", 2)
     page.locator("#gen-start").click()
     wait_js(page, "() => [...document.querySelectorAll('#gen-gallery img')]"
                   ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", "2 generated samples shown",
             timeout_s=300, show="#gen-summary")
     page.locator("#gen-gallery img").first.click()
-    page.wait_for_function("() => document.querySelector('#gen-info').innerText.includes('seed')")
+    page.wait_for_function("() => (document.querySelector('#gen-info')?.innerText ?? '').includes('seed')")
     canvas = page.locator("#gen-editor canvas").first
     canvas.wait_for()
     page.wait_for_timeout(1000)  # the editor lays out the newly loaded image

@@ -60,11 +60,11 @@ def test_draw_box_shows_mask(page, app_url):
     # encoding the image again
     box2 = (box[0] + 4, box[1] + 4, box[2] - 2, box[3] - 2)
     _draw_box(page, box2, (W, H))
-    page.wait_for_function("(want) => { const t = document.querySelector('#pg-metrics').innerText;"
+    page.wait_for_function("(want) => { const t = (document.querySelector('#pg-metrics')?.innerText ?? '');"
                            " return t.includes(want) && t.includes('(1 image encodings'); }",
                            arg=f"box ({box2[0]:.0f}, {box2[1]:.0f}", timeout=60_000)
     # a loose box (far wider than the head on the left) is answered with a warning
     _draw_box(page, (0, box[1], box[2], box[3]), (W, H))
-    page.wait_for_function("() => document.querySelector('#pg-metrics').innerText.includes('box (0,')",
+    page.wait_for_function("() => (document.querySelector('#pg-metrics')?.innerText ?? '').includes('box (0,')",
                            timeout=60_000)
     assert "⚠️" in metrics.inner_text() and "redraw it" in metrics.inner_text(), metrics.inner_text()

@@ -48,7 +48,7 @@ def test_experiments_accordion_then_start_then_open(page, app_url, app_work_dir,
     for close in page.locator(".toast-close").all():  # the error toast may cover the buttons
         close.click()
     page.locator("#sw-open").click()
-    page.wait_for_function("() => document.querySelector('#sw-name textarea, #sw-name input').value == 'walk-a'",
+    page.wait_for_function("() => (document.querySelector('#sw-name textarea, #sw-name input')?.value ?? '') == 'walk-a'",
                            timeout=60_000)
     assert page.locator("#sw-train textarea, #sw-train input").first.input_value() == "phantom:24"
     assert page.locator("#sw-epochs textarea, #sw-epochs input").first.input_value() == "1"
@@ -66,7 +66,7 @@ def test_finetune_walkthrough_shows_eta_and_an_honest_verdict(page, app_url, wai
     set_input(page, "#ft-nval input", 4)
     set_input(page, "#ft-name textarea, #ft-name input", "walk-ft")
     page.locator("#ft-start").click()
-    page.wait_for_function("() => /elapsed/.test(document.querySelector('#ft-status').innerText)"
+    page.wait_for_function("() => /elapsed/.test((document.querySelector('#ft-status')?.innerText ?? ''))"
                            " || /elapsed/.test(document.body.innerText)", timeout=300_000)
     wait_text(page, "#ft-summary", "zero-shot", timeout_s=420)
     summary = page.locator("#ft-summary").inner_text()
