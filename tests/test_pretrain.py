@@ -224,3 +224,57 @@ def test_adversarial_decoder_keeps_the_encoder_and_resumes_with_its_discriminato
     with pytest.raises(ValueError, match="disc_lr"):
         PretrainConfig(disc_lr=0)
     assert "patch discriminator" not in _readme(PretrainConfig(vae_steps=7), 60)
+
+
+def test_decoder_ema_is_what_is_saved_and_resumes(unlabelled, tmp_path):
+    """--vae-ema-decay: the saved VAE holds the average of the decoder's weights, not the last step's; the
+    checkpoint carries the average, so a stopped run resumes to the same average as an unstopped one."""
+    from diffusers import AutoencoderKL
+    kw = dict(init_base=str(SHIPPED), vae_train="decoder", vae_steps=4, unet_steps=0, vae_ema_decay=0.9,
+              vae_echo_weight=2.0, vae_lr=0.05)
+    _run(_cfg(unlabelled, **kw), tmp_path, "ref")
+    ck = torch.load(tmp_path / "ref-work" / "vae.pt", weights_only=False)
+    saved = AutoencoderKL.from_pretrained(str(tmp_path / "ref"), subfolder="vae", torch_dtype=torch.float32)
+    saved = saved.state_dict()
+    dec = [k for k in ck["ema"] if k.startswith("decoder.")]
+    assert dec and not any(k.startswith("encoder.") for k in ck["ema"])
+    # the EMA lags the trained weights; the saved (fp16) VAE is the EMA, not the last step
+    moved = [k for k in dec if not torch.allclose(ck["ema"][k], ck["model"][k], atol=2e-4)]
+    assert moved  # (a large lr: the warm-up keeps the first steps' changes small)
+    for k in moved:
+        torch.testing.assert_close(saved[k], ck["ema"][k].half().float(), rtol=1e-3, atol=1e-4)
+    assert sum(float((saved[k] - ck["ema"][k]).abs().sum()) for k in moved) \
+        < 0.2 * sum(float((saved[k] - ck["model"][k]).abs().sum()) for k in moved)
+    assert "EMA 0.9" in (tmp_path / "ref" / "README.md").read_text()
+
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2
+    cfg = _cfg(unlabelled, **kw)
+    assert list(pretrain(cfg, tmp_path / "b", tmp_path / "b-work", stop=stop))[-1]["kind"] == "stopped"
+    _run(cfg, tmp_path, "b")
+    got = torch.load(tmp_path / "b-work" / "vae.pt", weights_only=False)
+    for name, v in ck["ema"].items():
+        torch.testing.assert_close(got["ema"][name], v, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="vae_ema_decay"):
+        PretrainConfig(vae_ema_decay=1.0)
+    with pytest.raises(ValueError, match="vae_echo_weight"):
+        PretrainConfig(vae_echo_weight=-1)
+
+
+def test_echo_weight_makes_a_lost_bright_echo_cost_more():
+    """vae_echo_weight adds nothing to an error on the dark background and a k-weighted share to the same
+    error on the bright echo."""
+    from pipeline.diffusion.pretrain import vae_recon_loss
+    x = -torch.ones(1, 3, 32, 32)
+    x[:, :2, 10:12, :] = 1.0  # a bright echo line in the image channels
+    dark, bright = x.clone(), x.clone()
+    dark[:, :2, 20:22, :] = 0.0  # the same change, on the background ...
+    bright[:, :2, 10:12, :] = 0.0  # ... and on the echo
+    off = [float(vae_recon_loss(r, x)) for r in (dark, bright)]
+    on = [float(vae_recon_loss(r, x, 2.0)) for r in (dark, bright)]
+    assert on[0] == pytest.approx(off[0], rel=1e-5)
+    extra_l1 = 2.0 * (2 * 32 * 2 * 1.0) / (3 * 32 * 32)  # k * |error| on the echo pixels / all pixels
+    assert on[1] - off[1] == pytest.approx(extra_l1, rel=1e-3)

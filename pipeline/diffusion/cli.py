@@ -51,6 +51,11 @@ def add_arguments(p, command: str) -> None:
                        help="VAE step from which the discriminator pulls on the decoder (default %(default)s)")
         p.add_argument("--disc-lr", type=float, default=d.disc_lr,
                        help="discriminator learning rate (default %(default)s)")
+        p.add_argument("--vae-ema-decay", type=float, default=d.vae_ema_decay,
+                       help="save an EMA of the VAE's trained weights with this decay (0 = off; default %(default)s)")
+        p.add_argument("--vae-echo-weight", type=float, default=d.vae_echo_weight,
+                       help="weigh the VAE's pixel L1 by 1 + this x the target's brightness, so the bright skull "
+                            "echo is kept (0 = off; default %(default)s)")
         p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="UNet EMA decay (default %(default)s)")
         p.add_argument("--device", default=d.device, help="auto (CUDA where there is one), cpu or cuda[:N]")
         p.add_argument("--workers", type=int, default=d.workers, help="processes drawing the phantoms")
@@ -92,6 +97,7 @@ def _pretrain(args) -> int:
                          vae_lr=args.vae_lr, unet_lr=args.unet_lr, judge=args.judge,
                          latent_channels=args.latent_channels, ema_decay=args.ema_decay, device=args.device,
                          vae_adv_weight=args.vae_adv_weight, vae_adv_start=args.vae_adv_start, disc_lr=args.disc_lr,
+                         vae_ema_decay=args.vae_ema_decay, vae_echo_weight=args.vae_echo_weight,
                          workers=args.workers)
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise SystemExit(f"--max-minutes must be positive, not {args.max_minutes}")

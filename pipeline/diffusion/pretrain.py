@@ -83,6 +83,12 @@ class PretrainConfig:
     vae_adv_weight: float = 0.0
     vae_adv_start: int = 0  # VAE step from which the discriminator pulls on the decoder (it trains from step 1)
     disc_lr: float = 2e-4
+    # an EMA of the VAE's trained weights (0 = off): the adversarial pull makes successive decoders differ (KID
+    # of snapshots 2.5 min apart went 0.33 -> 0.15 -> 0.43 on 2026-11-26); the saved VAE is the average
+    vae_ema_decay: float = 0.0
+    # extra L1 weight on the bright pixels of the image channel, (1 + k * brightness): the skull echo is a thin
+    # bright ring that a decoder chasing speckle drew fainter and broken (QC -0.04..-0.08, 2026-11-26). 0 = off
+    vae_echo_weight: float = 0.0
     device: str = "auto"  # "auto": CUDA where there is one, else the CPU (a setting of the machine, not the recipe)
     workers: int = 1  # processes drawing the phantoms (the same phantoms whatever the number)
     extra: dict = field(default_factory=dict)
@@ -107,6 +113,10 @@ class PretrainConfig:
                 raise ValueError(f"{k} must not be negative, not {getattr(self, k)}")
         if not (math.isfinite(float(self.vae_adv_weight)) and float(self.vae_adv_weight) >= 0):
             raise ValueError(f"vae_adv_weight must be 0 (off) or positive, not {self.vae_adv_weight}")
+        if not (math.isfinite(float(self.vae_ema_decay)) and 0.0 <= float(self.vae_ema_decay) < 1.0):
+            raise ValueError(f"vae_ema_decay must be 0 (off) or in (0, 1), not {self.vae_ema_decay}")
+        if not (math.isfinite(float(self.vae_echo_weight)) and float(self.vae_echo_weight) >= 0):
+            raise ValueError(f"vae_echo_weight must be 0 (off) or positive, not {self.vae_echo_weight}")
         if not (math.isfinite(float(self.disc_lr)) and float(self.disc_lr) > 0):
             raise ValueError(f"disc_lr must be positive, not {self.disc_lr}")
         if not 8 <= int(self.vae_crop) <= int(self.resolution):
@@ -297,11 +307,16 @@ def image_detail(x: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- losses
-def vae_recon_loss(rec, x):
-    """L1 + Fourier amplitude (log) L1 + local-contrast L1: keeps speckle energy that plain L1 blurs."""
+def vae_recon_loss(rec, x, echo_weight: float = 0.0):
+    """L1 + Fourier amplitude (log) L1 + local-contrast L1: keeps speckle energy that plain L1 blurs.
+    echo_weight k > 0 weighs each pixel's L1 by 1 + k * its brightness in the target image (0..1), so the bright
+    skull echo costs more to lose than the dark background."""
     import torch
     import torch.nn.functional as F
-    l1 = (rec - x).abs().mean()
+    err = (rec - x).abs()
+    if echo_weight > 0:
+        err = err * (1 + echo_weight * (image_channel(x) + 1) / 2)
+    l1 = err.mean()
     fa = torch.log1p(torch.fft.rfft2(rec.float(), norm="ortho").abs())
     fb = torch.log1p(torch.fft.rfft2(x.float(), norm="ortho").abs())
     freq = (fa - fb).abs().mean()
@@ -365,6 +380,12 @@ def vae_trainable(vae, which: str) -> list:
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
     return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+
+
+def _named(model, params) -> list:
+    """(name, parameter) of `params` in `model`, in the order of `params` (EMA checkpoints key by name)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [(names[id(p)], p) for p in params]
 
 
 def encode_all(vae, rgb: np.ndarray, chunk: int = 64) -> dict:
@@ -438,10 +459,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
         adv = PatchAdversarialLoss(criterion="least_squares")
     step = 0
+    vae_ema = [p.detach().clone() for p in vae_params] if cfg.vae_ema_decay > 0 else None
 
     def save_vae():
         state = {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
                  "rng_np": rng_np.bit_generator.state}
+        if vae_ema is not None:  # the averaged weights, by parameter name (what the saved VAE will be)
+            state["ema"] = {n: e for (n, _), e in zip(_named(vae, vae_params), vae_ema)}
         if disc is not None:
             state.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
         _save_ckpt(vae_ck, state)
@@ -454,6 +478,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             rng_np.bit_generator.state = ck["rng_np"]
         if disc is not None and "disc" in ck:
             disc.load_state_dict(ck["disc"]); d_opt.load_state_dict(ck["d_opt"])
+        if vae_ema is not None and "ema" in ck:
+            vae_ema = [ck["ema"][n].to(dev) for n, _ in _named(vae, vae_params)]
     yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
            "judge_before": judge_vae(vae.eval(), cfg.judge, cfg.judge_n, cfg.resolution) if step == 0 else None}
     vae.train()
@@ -486,7 +512,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample(generator=g)).sample
         rec = rec.float()
-        rl = vae_recon_loss(rec, x)
+        rl = vae_recon_loss(rec, x, cfg.vae_echo_weight)
         kl = post.kl().float().mean() / x[0].numel()
         loss = rl + 1e-4 * kl
         extra = {}
@@ -510,6 +536,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             d_opt.step()
             extra["d_loss"] = float(d_loss.detach())
         step += 1
+        if vae_ema is not None:
+            d = min(cfg.vae_ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(vae_ema, [p.detach() for p in vae_params], 1 - d)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"VAE loss is not finite at step {step}: the run is stopped, its last "
                                      f"checkpoint ({vae_ck}) is kept; lower --vae-lr")
@@ -517,6 +547,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
                "l1": float((rec - x).detach().abs().mean()), **extra}
         if step % cfg.ckpt_every == 0 or step == cfg.vae_steps:
             save_vae()
+    if vae_ema is not None:  # the saved VAE (and what the UNet's latents come from) is the average
+        with torch.no_grad():
+            for p, e in zip(vae_params, vae_ema):
+                p.copy_(e)
     vae.eval().requires_grad_(False)
     judged = judge_vae(vae, cfg.judge, cfg.judge_n, cfg.resolution)
     if judged:
@@ -667,7 +701,7 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
     for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
               "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
-              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr"):
+              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight"):
         if getattr(cfg, k) != getattr(d, k):
             parts.append(f"--{k.replace('_', '-')} {getattr(cfg, k)}")
     parts += [f"--exclude {e}" for e in cfg.exclude]
@@ -702,8 +736,10 @@ def _vae_recipe(cfg: PretrainConfig) -> str:
         return f"the VAE of `{cfg.init_base}` unchanged"
     adv = (f" + {cfg.vae_adv_weight} × a patch discriminator's least-squares loss from step {cfg.vae_adv_start}"
            if cfg.vae_adv_weight > 0 else "")
+    echo = f", pixel L1 weighted 1 + {cfg.vae_echo_weight:g} × brightness" if cfg.vae_echo_weight > 0 else ""
+    ema = f", EMA {cfg.vae_ema_decay} of its weights saved" if cfg.vae_ema_decay > 0 else ""
     return (f"VAE {cfg.vae_steps} steps (batch {cfg.vae_batch}, {cfg.vae_crop}² crops, L1 + Fourier-amplitude +\n"
-            f"local-contrast loss{adv})")
+            f"local-contrast loss{adv}{echo}{ema})")
 
 
 def _readme(cfg: PretrainConfig, seconds: float, on: str = "") -> str:
