@@ -278,3 +278,33 @@ def test_echo_weight_makes_a_lost_bright_echo_cost_more():
     assert on[0] == pytest.approx(off[0], rel=1e-5)
     extra_l1 = 2.0 * (2 * 32 * 2 * 1.0) / (3 * 32 * 32)  # k * |error| on the echo pixels / all pixels
     assert on[1] - off[1] == pytest.approx(extra_l1, rel=1e-3)
+
+
+def test_blend_vae_is_the_weighted_mean_and_refuses_other_architectures(tmp_path):
+    """blend_vae: weight 0 gives A, 1 gives B, 0.25 the weighted mean (to fp16); a weight outside [0, 1], a
+    folder without a VAE and a VAE of another architecture are refused with a message, and nothing is written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.diffusion.pretrain import VAE_FILE, blend_vae
+    b = tmp_path / "b"
+    shutil.copytree(SHIPPED / "vae", b / "vae")
+    a_w = load_file(SHIPPED / VAE_FILE)
+    b_w = {k: (v.float() + 0.01 * (i % 7 + 1)).half() for i, (k, v) in enumerate(a_w.items())}
+    save_file(b_w, b / VAE_FILE)
+    for w, want in ((0.0, lambda k: a_w[k].float()), (1.0, lambda k: b_w[k].float()),
+                    (0.25, lambda k: 0.75 * a_w[k].float() + 0.25 * b_w[k].float())):
+        got = load_file(blend_vae(SHIPPED, b, w, tmp_path / f"mix{w}.safetensors"))
+        assert got.keys() == a_w.keys()
+        for k in list(a_w)[:20]:
+            torch.testing.assert_close(got[k].float(), want(k), rtol=2e-3, atol=2e-3, msg=k)
+    with pytest.raises(ValueError, match="between 0"):
+        blend_vae(SHIPPED, b, 1.5, tmp_path / "x.safetensors")
+    with pytest.raises(FileNotFoundError, match="VAE"):
+        blend_vae(SHIPPED, tmp_path, 0.5, tmp_path / "x.safetensors")
+    cfg = json.loads((b / "vae" / "config.json").read_text())
+    (b / "vae" / "config.json").write_text(json.dumps({**cfg, "latent_channels": 8}))
+    with pytest.raises(ValueError, match="latent_channels"):
+        blend_vae(SHIPPED, b, 0.5, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

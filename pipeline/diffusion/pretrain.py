@@ -789,3 +789,35 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
     cfg.extra = {"exported_at_unet_step": int(ck["step"])}
     _save_base(comps, out_dir, cfg, 0.0)
     return out_dir
+
+
+VAE_FILE = "vae/diffusion_pytorch_model.safetensors"
+
+
+def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: str | Path) -> Path:
+    """Write the VAE weights (1 - weight) * A + weight * B (fp16 safetensors) to out_file, atomically.
+
+    Meant for B = A continued (one basin: a weight average lands between the two, 'model soup'): the
+    continued decoder drew more real texture but a fainter skull echo (2026-11-26), the average a little of both.
+    Both bases must have the same VAE config (so the same keys and shapes); the encoder, if B kept A's, stays."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    w = float(weight)
+    if not (math.isfinite(w) and 0.0 <= w <= 1.0):
+        raise ValueError(f"the blend weight must be between 0 (all A) and 1 (all B), not {weight}")
+    paths = [Path(b) / VAE_FILE for b in (base_a, base_b)]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p.parent.parent} is not a base folder with a VAE ({VAE_FILE} missing)")
+    cfgs = [json.loads((p.parent / "config.json").read_text()) for p in paths]
+    diff = sorted(k for k in set(cfgs[0]) | set(cfgs[1])
+                  if not k.startswith("_") and k != "scaling_factor" and cfgs[0].get(k) != cfgs[1].get(k))
+    if diff:
+        raise ValueError(f"the two VAEs differ in {', '.join(diff)}: only VAEs of one architecture blend")
+    a, b = (load_file(p) for p in paths)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("the two VAEs have different weights (keys or shapes): only VAEs of one architecture blend")
+    mix = {k: torch.lerp(a[k].float(), b[k].float(), w).half().contiguous() for k in a}
+    out = Path(out_file)
+    atomic_write(out, lambda tmp: save_file(mix, tmp, metadata={"format": "pt"}), suffix=".safetensors")  # as diffusers writes
+    return out
