@@ -307,4 +307,8 @@ def test_blend_vae_is_the_weighted_mean_and_refuses_other_architectures(tmp_path
     (b / "vae" / "config.json").write_text(json.dumps({**cfg, "latent_channels": 8}))
     with pytest.raises(ValueError, match="latent_channels"):
         blend_vae(SHIPPED, b, 0.5, tmp_path / "x.safetensors")
+    (b / "vae" / "config.json").write_text(json.dumps(cfg))
+    (b / VAE_FILE).write_bytes(b"not a safetensors file")  # a truncated download, say
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        blend_vae(SHIPPED, b, 0.5, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()

@@ -382,10 +382,18 @@ def vae_trainable(vae, which: str) -> list:
     return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
 
 
-def _named(model, params) -> list:
-    """(name, parameter) of `params` in `model`, in the order of `params` (EMA checkpoints key by name)."""
+def _param_names(model, params) -> list[str]:
+    """The names of `params` in `model`, in the order of `params` (EMA checkpoints key by name)."""
     names = {id(p): n for n, p in model.named_parameters()}
-    return [(names[id(p)], p) for p in params]
+    return [names[id(p)] for p in params]
+
+
+def ema_update(ema: list, params: list, decay: float, step: int) -> None:
+    """ema <- lerp towards params; the decay warms up as (1 + step) / (10 + step) so early weights fade fast."""
+    import torch
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
 
 
 def encode_all(vae, rgb: np.ndarray, chunk: int = 64) -> dict:
@@ -460,12 +468,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         adv = PatchAdversarialLoss(criterion="least_squares")
     step = 0
     vae_ema = [p.detach().clone() for p in vae_params] if cfg.vae_ema_decay > 0 else None
+    ema_names = _param_names(vae, vae_params)
 
     def save_vae():
         state = {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
                  "rng_np": rng_np.bit_generator.state}
         if vae_ema is not None:  # the averaged weights, by parameter name (what the saved VAE will be)
-            state["ema"] = {n: e for (n, _), e in zip(_named(vae, vae_params), vae_ema)}
+            state["ema"] = dict(zip(ema_names, vae_ema))
         if disc is not None:
             state.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
         _save_ckpt(vae_ck, state)
@@ -479,7 +488,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         if disc is not None and "disc" in ck:
             disc.load_state_dict(ck["disc"]); d_opt.load_state_dict(ck["d_opt"])
         if vae_ema is not None and "ema" in ck:
-            vae_ema = [ck["ema"][n].to(dev) for n, _ in _named(vae, vae_params)]
+            vae_ema = [ck["ema"][n].to(dev) for n in ema_names]
     yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
            "judge_before": judge_vae(vae.eval(), cfg.judge, cfg.judge_n, cfg.resolution) if step == 0 else None}
     vae.train()
@@ -537,9 +546,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             extra["d_loss"] = float(d_loss.detach())
         step += 1
         if vae_ema is not None:
-            d = min(cfg.vae_ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(vae_ema, [p.detach() for p in vae_params], 1 - d)
+            ema_update(vae_ema, vae_params, cfg.vae_ema_decay, step)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"VAE loss is not finite at step {step}: the run is stopped, its last "
                                      f"checkpoint ({vae_ck}) is kept; lower --vae-lr")
@@ -633,9 +640,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"UNet loss is not finite at step {step}: the run is stopped, its last "
                                      f"checkpoint ({unet_ck}) is kept; lower the learning rate")
-        d = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
+        ema_update(ema, params, cfg.ema_decay, step)
         yield {"kind": "step", "stage": "unet", "step": step, "total": cfg.unet_steps, "loss": float(loss.detach())}
         if step % cfg.ckpt_every == 0 or step == cfg.unet_steps:
             save_unet()
@@ -809,12 +814,21 @@ def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: s
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{p.parent.parent} is not a base folder with a VAE ({VAE_FILE} missing)")
-    cfgs = [json.loads((p.parent / "config.json").read_text()) for p in paths]
+    try:
+        cfgs = [json.loads((p.parent / "config.json").read_text()) for p in paths]
+    except (OSError, ValueError) as e:
+        raise ValueError(f"a VAE config.json is missing or not JSON: {e}") from e
     diff = sorted(k for k in set(cfgs[0]) | set(cfgs[1])
                   if not k.startswith("_") and k != "scaling_factor" and cfgs[0].get(k) != cfgs[1].get(k))
     if diff:
         raise ValueError(f"the two VAEs differ in {', '.join(diff)}: only VAEs of one architecture blend")
-    a, b = (load_file(p) for p in paths)
+    weights = []
+    for p in paths:
+        try:
+            weights.append(load_file(p))
+        except Exception as e:  # a truncated or foreign file: say which
+            raise ValueError(f"{p} is not a readable safetensors file ({e})") from e
+    a, b = weights
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         raise ValueError("the two VAEs have different weights (keys or shapes): only VAEs of one architecture blend")
     mix = {k: torch.lerp(a[k].float(), b[k].float(), w).half().contiguous() for k in a}
