@@ -312,3 +312,30 @@ def test_blend_vae_is_the_weighted_mean_and_refuses_other_architectures(tmp_path
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         blend_vae(SHIPPED, b, 0.5, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_blend_vae_layers_merges_only_the_named_layers(tmp_path):
+    """A layer-wise merge: weights under the named prefixes come from the blend, every other one stays A's
+    exactly; a prefix naming no weight (or a near miss such as 'decoder.up_blocks.1x') is refused, nothing written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.diffusion.pretrain import VAE_FILE, blend_vae
+    b = tmp_path / "b"
+    shutil.copytree(SHIPPED / "vae", b / "vae")
+    a_w = load_file(SHIPPED / VAE_FILE)
+    b_w = {k: (v.float() + 0.05).half() for k, v in a_w.items()}
+    save_file(b_w, b / VAE_FILE)
+    fine = ["decoder.up_blocks.3", "decoder.conv_out."]  # a trailing dot is the same prefix
+    got = load_file(blend_vae(SHIPPED, b, 1.0, tmp_path / "fine.safetensors", layers=fine))
+    picked = [k for k in a_w if k.startswith(("decoder.up_blocks.3.", "decoder.conv_out."))]
+    assert picked and len(picked) < len(a_w) // 4
+    for k in a_w:
+        want = b_w[k] if k in picked else a_w[k]
+        assert torch.equal(got[k], want), k
+    assert not any(k.startswith("decoder.up_blocks.3") for k in a_w if k not in picked)
+    for bad in (["decoder.up_blocks.1x"], ["decoder.nope"], []):
+        with pytest.raises(ValueError, match="layers"):
+            blend_vae(SHIPPED, b, 1.0, tmp_path / "y.safetensors", layers=bad)
+    assert not (tmp_path / "y.safetensors").exists()

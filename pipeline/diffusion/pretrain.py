@@ -40,7 +40,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -799,8 +799,11 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
 VAE_FILE = "vae/diffusion_pytorch_model.safetensors"
 
 
-def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: str | Path) -> Path:
+def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: str | Path,
+              layers: Sequence[str] | None = None) -> Path:
     """Write the VAE weights (1 - weight) * A + weight * B (fp16 safetensors) to out_file, atomically.
+    With `layers` (weight-name prefixes, e.g. "decoder.up_blocks.3"), only the weights under them blend and
+    every other weight stays A's: a layer-wise merge; a prefix that names no weight is refused.
 
     Meant for B = A continued (one basin: a weight average lands between the two, 'model soup'): the
     continued decoder drew more real texture but a fainter skull echo (2026-11-26), the average a little of both.
@@ -831,7 +834,18 @@ def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: s
     a, b = weights
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         raise ValueError("the two VAEs have different weights (keys or shapes): only VAEs of one architecture blend")
-    mix = {k: torch.lerp(a[k].float(), b[k].float(), w).half().contiguous() for k in a}
+    chosen = set(a)
+    if layers is not None:
+        prefixes = [str(x).strip().rstrip(".") for x in layers if str(x).strip()]
+        if not prefixes:
+            raise ValueError("layers: name at least one weight prefix, e.g. decoder.up_blocks.3")
+        unknown = [x for x in prefixes if not any(k == x or k.startswith(x + ".") for k in a)]
+        if unknown:
+            raise ValueError(f"layers: no VAE weight is named {', '.join(unknown)} (prefixes such as "
+                             f"decoder.up_blocks.3, decoder.conv_out, post_quant_conv)")
+        chosen = {k for k in a if any(k == x or k.startswith(x + ".") for x in prefixes)}
+    mix = {k: (torch.lerp(a[k].float(), b[k].float(), w) if k in chosen else a[k].float()).half().contiguous()
+           for k in a}
     out = Path(out_file)
     atomic_write(out, lambda tmp: save_file(mix, tmp, metadata={"format": "pt"}), suffix=".safetensors")  # as diffusers writes
     return out
