@@ -1,13 +1,13 @@
 """How real can a base's samples get through its VAE? KID x1000 of VAE reconstructions of real images.
 
-    python scripts/recon_realism.py stage1=PATH_TO_OLD_BASE shipped=assets/tiny-base [--n 96] [--json out.json]
+    python scripts/recon_realism.py stage1=PATH_TO_OLD_BASE shipped=assets/tiny-base [--n 96] [--trimesters third] [--json out.json]
 
 Per trimester: N real HC18 pairs (a seeded draw) squashed to 128² as in-channel images, split in two halves A
 and B; reports KID x1000 (the realism report's definition: LiteMedSAM features, pipeline.diffusion.realism)
 of B against A itself (the floor), of A blurred to 32² (a texture-free control) and of each base's
 reconstruction of A (encode -> posterior mean -> decode), with the mean |vertical gradient| ("detail") and
 image L1 (0-255). A sample can hardly be more real than its decoder's reconstructions: when these score like
-the samples, the decoder is the limit, not the UNet (measured 2026-11-26: README, Domain pretraining).
+the samples, the decoder is the limit, not the UNet (measured 2026-11-26: docs/pretraining.md).
 """
 from __future__ import annotations
 
@@ -27,10 +27,15 @@ def main(argv=None) -> int:
     p.add_argument("--real", default="hc18:../shared/data/hc18", help="real image+mask pairs (data spec)")
     p.add_argument("--n", type=int, default=96, help="pairs per trimester, split in two halves (default 96)")
     p.add_argument("--cache", default="outputs/recon/cache", help="feature cache folder")
+    p.add_argument("--trimesters", default="first,second,third", help="comma-separated (default: all three)")
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args(argv)
     if a.n < 8:
         raise SystemExit(f"--n must be at least 8, not {a.n}")
+    from pipeline.masks import TRIMESTERS
+    wanted = [t.strip() for t in a.trimesters.split(",") if t.strip()]
+    if not wanted or any(t not in TRIMESTERS for t in wanted):
+        raise SystemExit(f"--trimesters {a.trimesters!r}: name some of {', '.join(TRIMESTERS)}")
     bases = {}
     for spec in a.bases:
         name, sep, path = spec.partition("=")
@@ -46,7 +51,6 @@ def main(argv=None) -> int:
     from pipeline.diffusion.base import rgb_to_tensor, tensor_to_rgb, to_model_size
     from pipeline.diffusion.pretrain import image_detail
     from pipeline.diffusion.realism import kid_x1000, real_halves, realism_features
-    from pipeline.masks import TRIMESTERS
     from pipeline.sam.models import load_model
     try:
         src = open_source(a.real)
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
     feats = lambda ims: realism_features(list(ims), 128, model, a.cache)[0]
     detail = lambda z: round(image_detail(z), 2)
     out = {}
-    for t in TRIMESTERS:
+    for t in wanted:
         idx = [i for i, m in enumerate(src.metas) if m.trimester == t]
         if len(idx) < 8:
             print(f"{t}: only {len(idx)} pairs, skipped", flush=True)
