@@ -839,11 +839,12 @@ def blend_vae(base_a: str | Path, base_b: str | Path, weight: float, out_file: s
         prefixes = [str(x).strip().rstrip(".") for x in layers if str(x).strip()]
         if not prefixes:
             raise ValueError("layers: name at least one weight prefix, e.g. decoder.up_blocks.3")
-        unknown = [x for x in prefixes if not any(k == x or k.startswith(x + ".") for k in a)]
+        under = {x: {k for k in a if k == x or k.startswith(x + ".")} for x in prefixes}
+        unknown = [x for x, keys in under.items() if not keys]
         if unknown:
             raise ValueError(f"layers: no VAE weight is named {', '.join(unknown)} (prefixes such as "
                              f"decoder.up_blocks.3, decoder.conv_out, post_quant_conv)")
-        chosen = {k for k in a if any(k == x or k.startswith(x + ".") for x in prefixes)}
+        chosen = set().union(*under.values())
     mix = {k: (torch.lerp(a[k].float(), b[k].float(), w) if k in chosen else a[k].float()).half().contiguous()
            for k in a}
     out = Path(out_file)
