@@ -48,6 +48,7 @@ Use the **Data** tab first to pick your own data (an HC18 folder, or `images/` +
 | **alpha** | the LoRA's strength: its update is scaled by alpha / rank (paper: 128 / 128 = 1). |
 | **UniPC** | the sampler that turns noise into an image in few steps (20 here, as in the paper). |
 | **guidance** | how strongly a sample follows its trimester prompt (classifier-free guidance). Each base has its own default: 7.5 for Stable Diffusion v1.5, a lower measured value for the tiny base (higher guidance makes its heads too large and its images less real). |
+| **latent calibration** | not a control: before drawing the image, the tiny base widens the spread of the sampler's last latents to that of real images' latents (the sampler draws them a little too smooth), which makes its samples more real. Measured for the base; Stable Diffusion v1.5 has none. Each sample's record lists it. |
 | **Ellipse Extractor** | reads the blue channel of a generated sample, thresholds it and fits an ellipse: that is the sample's head mask. |
 | **QC** | quality check of a generated pair: the Dice between SAM's mask and the extracted ellipse (1 = identical). |
 | **Dice** | overlap of two masks, from 0 (none) to 1 (identical). |

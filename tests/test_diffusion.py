@@ -320,9 +320,86 @@ def test_base_guidance_is_the_bases_own_and_reaches_every_sample(random_base, tm
     G.clear_pipelines()
 
 
+# ----------------------------------------------------------------------------- latent calibration
+def test_latent_calibration_restores_the_spread_about_a_fixed_center_and_refuses_bad_numbers():
+    import torch
+
+    from pipeline.diffusion.calibration import LatentCalibration
+    z = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.3
+    cal = LatentCalibration.measure(z * 1.2, z)  # "real" latents spread 1.2x as widely
+    assert cal.scale == pytest.approx((1.2,) * 4, rel=1e-4)
+    out = cal.apply(z)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), z.mean(dim=(0, 2, 3)), atol=1e-5)  # the center stays
+    assert torch.allclose(out.std(dim=(0, 2, 3)), 1.2 * z.std(dim=(0, 2, 3)), rtol=1e-4)
+    assert torch.equal(LatentCalibration((0.0,) * 4, (1.0,) * 4).apply(z), z)  # identity is exact
+    # fixed numbers, not batch statistics: an image's latents map the same in any batch
+    assert torch.equal(cal.apply(z)[2:3], cal.apply(z[2:3]))
+    with pytest.raises(ValueError, match="4 latent channels"):
+        cal.apply(z[:, :3])
+    cb = cal.on_step_end()  # only the last step's latents are mapped
+    pipe = type("P", (), {"num_timesteps": 3})()
+    assert cb(pipe, 0, 999, {"latents": z}) == {} and cb(pipe, 1, 500, {"latents": z}) == {}
+    assert torch.equal(cb(pipe, 2, 1, {"latents": z})["latents"], out)
+    assert LatentCalibration.from_dict(cal.as_dict()).scale == pytest.approx(cal.scale, abs=1e-4)
+    for d, msg in (({"center": [0, 0], "scale": [1.0]}, "one center and one scale"),
+                   ({"center": [0.0], "scale": [3.0]}, "outside 0.5..2"),
+                   ({"center": [float("nan")], "scale": [1.0]}, "outside"),
+                   ({"center": [True], "scale": [1.0]}, "outside"),
+                   ({"center": ["a"], "scale": [1.0]}, "outside"),
+                   ({"center": [0.0]}, "expected"), ([1, 2], "expected"), ({"center": [], "scale": []}, "one center")):
+        with pytest.raises(ValueError, match=msg):
+            LatentCalibration.from_dict(d)
+
+
+def test_base_latent_calibration_is_the_bases_own_and_maps_the_latents_before_decoding(random_base, tmp_path):
+    import shutil
+
+    import torch
+
+    from pipeline.diffusion.base import SAMPLING_FILE, prompt_for
+    from pipeline.diffusion.calibration import LatentCalibration, base_latent_calibration
+    assert base_latent_calibration(random_base) is None  # no sampling file: sampled as is (SD v1.5 too)
+    assert base_latent_calibration("someone/some-model") is None  # a hub id
+    b = tmp_path / "base"
+    shutil.copytree(random_base, b)
+    (b / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0}))
+    assert base_latent_calibration(b) is None  # a sampling file without one
+    rec = {"center": [0.1, -0.2, 0.0, 0.3], "scale": [1.5, 0.8, 1.2, 1.0]}
+    (b / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0, "latent_calibration": rec}))
+    cal = base_latent_calibration(b)
+    assert cal == LatentCalibration.from_dict(rec)
+    G.clear_pipelines()
+    ev = list(G.generate(G.GenerateConfig(base=str(b), n=2, steps=3, qc=False, seed=5, batch_size=2)))
+    assert ev[0]["params"]["latent_calibration"] == rec and ev[1]["sample"].params["latent_calibration"] == rec
+    # the images are the decoder's drawing of the calibrated last latents, and a seed's image does not
+    # depend on its batch
+    pipe = G.get_pipeline(str(b))
+    gens = [torch.Generator("cpu").manual_seed(s) for s in (5, 6)]
+    with torch.no_grad():
+        lat = pipe([prompt_for("second")] * 2, num_inference_steps=3, guidance_scale=2.0, generator=gens,
+                   output_type="latent").images
+        dec = pipe.vae.decode(cal.apply(lat) / pipe.vae.config.scaling_factor).sample
+    want = pipe.image_processor.postprocess(dec, output_type="np")
+    got = G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, 2.0, calibration=cal)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(got - G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, 2.0)).max() > 1e-3
+    assert np.abs(G.run_pipeline(pipe, prompt_for("second"), [6], 3, 2.0, calibration=cal)[0] - got[1]).max() < 1e-4
+    for text, msg in (('{"latent_calibration": {"center": [0, 0, 0, 0]}}', "latent_calibration: expected"),
+                      ('{"latent_calibration": {"center": [0, 0, 0, 0], "scale": [9, 1, 1, 1]}}', "outside"),
+                      ("{oops", "not a readable")):
+        (b / SAMPLING_FILE).write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            base_latent_calibration(b)
+    G.clear_pipelines()
+
+
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
 def test_shipped_base_names_its_measured_guidance():
     from pipeline.diffusion.base import SAMPLING_FILE, base_guidance
     rec = json.loads((SHIPPED / SAMPLING_FILE).read_text())
     assert rec["measured"] and rec["command"]  # where the number comes from
     assert 1 <= base_guidance(SHIPPED) < 7.5  # below SD's default: 7.5 oversizes this base's heads
+    from pipeline.diffusion.calibration import base_latent_calibration
+    cal = base_latent_calibration(SHIPPED)  # measured for it, with where the numbers come from
+    assert cal is not None and cal.channels == 4 and rec["latent_calibration_measured"]
+    assert all(1.0 <= s <= 1.3 for s in cal.scale)  # the sampler's latents vary less than the encoder's

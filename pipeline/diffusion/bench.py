@@ -77,9 +77,11 @@ def run_bench(args) -> dict:
         fig["gen_precision"] = resolve_precision(precision, pipe.device)
 
         fig["gen_guidance"] = guidance = base_guidance(base)  # what generate() uses by default
+        from .calibration import base_latent_calibration
+        cal = base_latent_calibration(base)
 
         def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, guidance, precision)
+            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
@@ -101,7 +103,7 @@ def run_bench(args) -> dict:
         pairs = []
         for r in range(max(1, repeats // 2)):  # interleaved, so a change in load hits both
             t0 = time.perf_counter()
-            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision)
+            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision, cal)
             u = n / (time.perf_counter() - t0)
             t0 = time.perf_counter()
             call(list(range(n)))

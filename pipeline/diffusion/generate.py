@@ -50,9 +50,11 @@ def resolve_precision(precision: str, device) -> str:
     return "float16" if dev == "cuda" else "float32"  # load_pipeline: fp16 weights on CUDA, else fp32
 
 
-def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto"):
+def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto",
+                 calibration=None):
     """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
-    image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]."""
+    image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `calibration` (a LatentCalibration,
+    the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding."""
     import contextlib
 
     import torch
@@ -61,7 +63,8 @@ def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: floa
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     with torch.no_grad(), ctx:
         return pipe([prompt] * len(seeds), num_inference_steps=int(steps), guidance_scale=float(guidance),
-                    generator=gens, output_type="np").images
+                    generator=gens, output_type="np",
+                    callback_on_step_end=calibration.on_step_end() if calibration is not None else None).images
 
 
 @dataclass
@@ -289,8 +292,10 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
     from .base import base_guidance, prompt_for, resolve_base
+    from .calibration import base_latent_calibration
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
+    calibration = base_latent_calibration(cfg.base)
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe
@@ -303,7 +308,8 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "scale": float(cfg.lora_scale) if cfg.lora else 0.0, "guidance": guidance,
               "scheduler": type(pipe.scheduler).__name__, "base": _describe_base(cfg.base, resolve_base),
               "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold),
-              "precision": resolve_precision(cfg.precision, pipe.device)}
+              "precision": resolve_precision(cfg.precision, pipe.device),
+              "latent_calibration": calibration.as_dict() if calibration is not None else None}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -313,7 +319,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         batch = seeds[b:b + int(cfg.batch_size)]
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
-            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision)
+            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration)
         for s, im in zip(batch, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
             smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)

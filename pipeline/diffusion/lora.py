@@ -339,11 +339,14 @@ def preview(pipe, cfg: LoraTrainConfig, steps: int = 20) -> list[np.ndarray]:
     import torch
 
     from .base import base_guidance, prompt_for
+    from .calibration import base_latent_calibration
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.preview_seeds]
-    with torch.no_grad():  # sampled as generation will sample them: the base's guidance
+    cal = base_latent_calibration(cfg.base)
+    with torch.no_grad():  # sampled as generation will sample them: the base's guidance and calibration
         out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps,
                    guidance_scale=base_guidance(cfg.base),
-                   generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale})
+                   generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale},
+                   callback_on_step_end=cal.on_step_end() if cal is not None else None)
     return [(im * 255).round().astype(np.uint8) for im in out.images]
 
 
