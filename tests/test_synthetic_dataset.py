@@ -19,7 +19,8 @@ class FakePipe:
     device = "cpu"
     scheduler = SimpleNamespace()
 
-    def __call__(self, prompts, num_inference_steps, guidance_scale, generator, output_type):
+    def __call__(self, prompts, num_inference_steps, guidance_scale, generator, output_type, **kw):
+        # kw: callback_on_step_end (the base's latent calibration) has no latents to act on here
         out = []
         for g in generator:
             seed = g.initial_seed()
@@ -68,3 +69,41 @@ def test_accept_refuses_an_empty_mask(tmp_path):
     (ev,) = _fill(tmp_path, n=1, decide=False)
     with pytest.raises(ValueError, match="the mask is empty"):
         D.accept(tmp_path, ev["sample"], np.zeros((128, 128), bool))
+
+
+def test_a_sweeps_synthetic_set_is_not_finished_with_a_base_that_now_samples_differently(tmp_path, monkeypatch):
+    """The SYN set records how its base samples (guidance, latent calibration); resuming it after the base's
+    sonosynth_sampling.json changed is refused before any sample is drawn, and nothing is lost."""
+    import shutil
+
+    import pipeline.sweep as E
+    from pipeline.config import resolve_profile
+    from pipeline.data import DataError
+    from pipeline.diffusion.base import SAMPLING_FILE, resolve_base
+    base = tmp_path / "base"
+    shutil.copytree(resolve_base(None), base)  # the shipped base: guidance 2 and a calibration
+    (base / SAMPLING_FILE).unlink()
+    (base / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0}))
+    drawn = []
+
+    def fake_fill(out, gcfg, **kw):
+        drawn.append(gcfg.seed)
+        raise KeyboardInterrupt  # stop after the state is recorded, as a killed sweep would
+        yield
+    monkeypatch.setattr(D, "fill", fake_fill)
+    syn = E.preset("smoke", resolve_profile("tiny"), train="phantom:12", augmentations=["syn"])
+    syn.diffusion_base = str(base)
+    syn.loras = {t: str(tmp_path / t) for t in ("first", "second", "third")}
+    out = tmp_path / "synthetic"
+    with pytest.raises(KeyboardInterrupt):
+        list(E.generate_synthetic(syn, out))
+    state = json.loads((out / "generation_state.json").read_text())
+    assert state["sampling"] == {"guidance": 2.0, "latent_calibration": None} and len(drawn) == 1
+    with pytest.raises(KeyboardInterrupt):  # the same base: resumes
+        list(E.generate_synthetic(syn, out))
+    assert len(drawn) == 2
+    cal = {"center": [0.0] * 4, "scale": [1.1] * 4}
+    (base / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0, "latent_calibration": cal}))
+    with pytest.raises(DataError, match="now samples at .*latent_calibration.*start a new sweep folder"):
+        list(E.generate_synthetic(syn, out))
+    assert len(drawn) == 2 and json.loads((out / "generation_state.json").read_text()) == state  # kept

@@ -61,10 +61,10 @@ def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: floa
     mode = resolve_precision(precision, pipe.device)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    extra = {} if calibration is None else {"callback_on_step_end": calibration.on_step_end()}
     with torch.no_grad(), ctx:
         return pipe([prompt] * len(seeds), num_inference_steps=int(steps), guidance_scale=float(guidance),
-                    generator=gens, output_type="np",
-                    callback_on_step_end=calibration.on_step_end() if calibration is not None else None).images
+                    generator=gens, output_type="np", **extra).images
 
 
 @dataclass

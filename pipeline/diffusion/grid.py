@@ -93,7 +93,8 @@ def lora_grid(cfg: GridConfig, progress=None) -> tuple[np.ndarray, list[dict]]:
     calibration = base_latent_calibration(cfg.base)
     prompt = prompt_for(cfg.trimester)
     params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps), "guidance": guidance,
-              "base": str(cfg.base or resolve_base(None)), "lora": str(cfg.lora), "threshold": int(cfg.threshold)}
+              "base": str(cfg.base or resolve_base(None)), "lora": str(cfg.lora), "threshold": int(cfg.threshold),
+              "latent_calibration": calibration.as_dict() if calibration is not None else None}
     cells: list[list] = []
     records: list[dict] = []
     for j, scale in enumerate(cfg.scales):

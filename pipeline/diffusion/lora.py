@@ -346,7 +346,7 @@ def preview(pipe, cfg: LoraTrainConfig, steps: int = 20) -> list[np.ndarray]:
         out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps,
                    guidance_scale=base_guidance(cfg.base),
                    generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale},
-                   callback_on_step_end=cal.on_step_end() if cal is not None else None)
+                   **({} if cal is None else {"callback_on_step_end": cal.on_step_end()}))
     return [(im * 255).round().astype(np.uint8) for im in out.images]
 
 

@@ -59,9 +59,22 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
     generate_min_qc), resumable: pairs already accepted are counted, seeds continue after the last."""
     from ..diffusion import dataset
     from ..diffusion.generate import GenerateConfig
+    from ..diffusion.base import base_guidance
+    from ..diffusion.calibration import base_latent_calibration
     plan = synthetic_plan(cfg, allowed_roots)
     state_path = out_dir / "generation_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    # how the base samples (its sampling file) is part of the set: a set begun one way is not finished another
+    cal = base_latent_calibration(cfg.diffusion_base)
+    sampling = {"guidance": base_guidance(cfg.diffusion_base),
+                "latent_calibration": cal.as_dict() if cal is not None else None}
+    if state.get("sampling", sampling) != sampling:
+        raise DataError(f"the synthetic set in {out_dir} was begun with the base sampling at {state['sampling']}, "
+                        f"but {cfg.diffusion_base} now samples at {sampling} (its sonosynth_sampling.json "
+                        f"changed): finish it with the base as it was, or start a new sweep folder")
+    if state.get("sampling") != sampling:
+        state["sampling"] = sampling
+        atomic_write_json(state_path, state)
     for t, want in plan.items():
         if want == 0:
             continue
