@@ -371,6 +371,10 @@ def test_base_latent_calibration_is_the_bases_own_and_maps_the_latents_before_de
     G.clear_pipelines()
     ev = list(G.generate(G.GenerateConfig(base=str(b), n=2, steps=3, qc=False, seed=5, batch_size=2)))
     assert ev[0]["params"]["latent_calibration"] == rec and ev[1]["sample"].params["latent_calibration"] == rec
+    off = list(G.generate(G.GenerateConfig(base=str(b), n=2, steps=3, qc=False, seed=5, batch_size=2,
+                                           calibrate=False)))  # `generate --no-calibration`: for an A/B
+    assert off[0]["params"]["latent_calibration"] is None
+    assert not np.array_equal(off[1]["sample"].rgb, ev[1]["sample"].rgb)
     # the images are the decoder's drawing of the calibrated last latents, and a seed's image does not
     # depend on its batch
     pipe = G.get_pipeline(str(b))

@@ -80,6 +80,7 @@ class GenerateConfig:
     batch_size: int = 8
     threshold: int = _G.extractor_threshold
     qc: bool = True  # SAM QC score per sample
+    calibrate: bool = True  # the base's latent calibration (calibration.py); False: decode the latents as drawn
     sam: str | None = None  # SAM back-end (or profile name) for QC; None: tiny's (see for_profile)
     sam_weights: str | None = None  # SAM base weights for QC (None: the back-end's default)
     # "auto": bf16 autocast on a CPU with native bf16 (AMX / AVX512-BF16), else the weights' dtype;
@@ -295,7 +296,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     from .calibration import base_latent_calibration
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
-    calibration = base_latent_calibration(cfg.base)
+    calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe
@@ -377,6 +378,8 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="decode the sampler's latents as drawn, without the base's latent calibration (for A/B)")
     add_profile_argument(p)
 
 
@@ -388,7 +391,8 @@ def run_cli(args) -> int:
     cfg = GenerateConfig.for_profile(profile, trimester=args.trimester, n=args.n, lora=args.lora,
                          base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
-                         threshold=args.threshold, qc=not args.no_qc, precision=args.precision)
+                         threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
+                         calibrate=not args.no_calibration)
     from .dataset import fill
     out = Path(args.out)
     samples, accepted = [], 0
