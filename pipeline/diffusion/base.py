@@ -110,31 +110,40 @@ def resolve_base(base: str | os.PathLike | None = None) -> str:
 SAMPLING_FILE = "sonosynth_sampling.json"
 
 
+def sampling_record(base: str | os.PathLike | None = None) -> tuple[Path, dict] | None:
+    """(path, record) of a base folder's SAMPLING_FILE, or None for a hub id or a folder without one; a file
+    that is not a JSON object is refused with its path (guidance and latent calibration both read it here)."""
+    import json
+    try:
+        p = Path(resolve_base(base))
+    except FileNotFoundError:
+        return None
+    f = p / SAMPLING_FILE
+    if not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{f} is not a readable sampling file ({exc}); fix or delete it") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{f} is not a readable sampling file (a JSON object is needed); fix or delete it")
+    return f, rec
+
+
 def base_guidance(base: str | os.PathLike | None = None, asked: float | None = None) -> float:
     """`asked` when given, else the classifier-free guidance a base is sampled with: the value measured for it
     in its folder's SAMPLING_FILE, else GenerationDefaults.guidance (7.5: Stable Diffusion's default; the
     paper names no guidance). A hub id (no local folder) gets the default."""
-    import json
-
     from ..config import GenerationDefaults
+    from ..validate import check_float
     if asked is not None:
         return float(asked)
     default = GenerationDefaults().guidance
-    try:
-        p = Path(resolve_base(base))
-    except FileNotFoundError:
+    found = sampling_record(base)
+    if found is None or "guidance" not in found[1]:
         return default
-    f = p / SAMPLING_FILE
-    if not f.is_file():
-        return default
-    from ..validate import check_float
-    try:
-        rec = json.loads(f.read_text())
-        g = rec.get("guidance", default)
-    except (ValueError, AttributeError) as exc:
-        raise ValueError(f"{f} is not a readable sampling file ({exc}); fix or delete it "
-                         f"(without it the base is sampled at guidance {default:g})") from None
-    return check_float(g, f"{f}: guidance", 0, 50)  # the same range GenerateConfig accepts
+    f, rec = found
+    return check_float(rec["guidance"], f"{f}: guidance", 0, 50)  # the same range GenerateConfig accepts
 
 
 def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):

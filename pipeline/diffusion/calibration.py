@@ -16,11 +16,9 @@ is. The numbers live in the base's `sonosynth_sampling.json` under "latent_calib
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 KEY = "latent_calibration"
 
@@ -86,18 +84,9 @@ class LatentCalibration:
 
 def base_latent_calibration(base: str | os.PathLike | None = None) -> LatentCalibration | None:
     """The calibration recorded in a base folder's sampling file, or None (a hub id, no file, no entry)."""
-    from .base import SAMPLING_FILE, resolve_base
-    try:
-        p = Path(resolve_base(base))
-    except FileNotFoundError:
+    from .base import sampling_record
+    found = sampling_record(base)
+    if found is None or found[1].get(KEY) is None:
         return None
-    f = p / SAMPLING_FILE
-    if not f.is_file():
-        return None
-    try:
-        rec = json.loads(f.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{f} is not a readable sampling file ({exc}); fix or delete it") from None
-    if not isinstance(rec, dict) or rec.get(KEY) is None:
-        return None
+    f, rec = found
     return LatentCalibration.from_dict(rec[KEY], f"{f}: {KEY}")
