@@ -20,6 +20,9 @@ def add_arguments(p, command: str = "bench") -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="diffusion: generation precision for both modes (auto: bf16 autocast on CPUs with native bf16)")
     p.add_argument("--base", default=None, help="diffusion: a diffusers base folder (default: the profile's)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="diffusion: train and sample at this square size instead of the base's own (what a larger "
+                        "working size would cost; timings only: the base learned its own size)")
     p.add_argument("--size", choices=("full", "reduced"), default="full",
                    help="paper: SD v1.5 + SAM ViT-B at full size, or architecture-true at widths / 10")
     p.add_argument("--lora-batch", type=int, default=None,

@@ -294,6 +294,37 @@ def test_bench_diffusion_runs_and_reports_every_figure(random_base):
     assert fig["base"] == str(random_base)
 
 
+def test_sampling_at_another_size_and_a_size_the_unet_cannot_take(random_base):
+    """run_pipeline(size=R) samples at R² (what `bench diffusion --resolution` times); the benchmark refuses a
+    size the UNet cannot take with a message, before it trains or samples anything."""
+    from types import SimpleNamespace
+
+    from pipeline.data import DataError
+    from pipeline.diffusion.base import base_resolution, load_pipeline
+    from pipeline.diffusion.bench import run_bench
+    native = base_resolution(load_pipeline(str(random_base)))
+    pipe = G.get_pipeline(str(random_base))
+    assert G.run_pipeline(pipe, "x", [0], 2, 1.0, "weights", None, 2 * native).shape == (1, 2 * native, 2 * native, 3)
+    G.clear_pipelines()
+    with pytest.raises(DataError, match="multiple of 8"):
+        run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights", resolution=100))
+
+
+@pytest.mark.slow  # ~10 min on 2 loaded cores, like the benchmark test above: pytest -m slow runs it
+def test_bench_diffusion_at_another_resolution_times_that_size(random_base):
+    """`bench diffusion --resolution R`: the LoRA step and the batched samples at R² (what a larger working
+    size costs), the base's own size beside it."""
+    from types import SimpleNamespace
+
+    from pipeline.diffusion.base import base_resolution, load_pipeline
+    from pipeline.diffusion.bench import run_bench
+    native = base_resolution(load_pipeline(str(random_base)))
+    fig = run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights", resolution=2 * native))
+    assert fig["resolution"] == 2 * native and fig["base_resolution"] == native
+    assert fig["lora_step_cached_s"] > 0 and fig["gen_batched_img_per_s"] > 0 and fig["lora_300_steps_min"] > 0
+    assert "lora_step_reference_s" not in fig and "gen_fused_speedup" not in fig  # measured at the base's size only
+
+
 # ----------------------------------------------------------------------------- the base's own guidance
 def test_base_guidance_is_the_bases_own_and_reaches_every_sample(random_base, tmp_path):
     import shutil

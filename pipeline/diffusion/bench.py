@@ -14,6 +14,8 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
 - gen_batched_unfused_img_per_s, gen_fused_speedup: the same batch with the LoRA left in peft's layers
   instead of fused into the weights as get_pipeline does (interleaved pairs; the median ratio);
 - gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance).
+`--resolution R` trains (cached steps only) and samples (batched only) at R² instead of the base's own size:
+what a larger working size would cost on this machine. Timings only: a base samples well only at its size.
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
 as generate() does by default; `--precision weights` for fp32): batching is what is compared.
 Training images are 20 phantoms (no real data needed); generation uses the LoRA trained here, scale 0.9.
@@ -51,22 +53,32 @@ def run_bench(args) -> dict:
     src = open_source("phantom:20")
     base = getattr(args, "base", None) or None
     probe = load_pipeline(base)
-    res = base_resolution(probe)
+    native = base_resolution(probe)
+    res = int(getattr(args, "resolution", None) or native)
+    if res % 8 or not 32 <= res <= 2048:
+        from ..data import DataError
+        raise DataError(f"--resolution must be a multiple of 8 from 32 to 2048, got {res}")
+    other = res != native  # cost only: the reference pipelines and the unfused A/B are at the base's size
     images = np.stack([to_model_size(s.image, s.mask, res) for s in src])
     del probe
-    fig: dict = {"base": str(base or "profile default"), "resolution": res,
+    fig: dict = {"base": str(base or "profile default"), "resolution": res, "base_resolution": native,
                  "threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_CHOICE}
+    size = res if other else None
     with tempfile.TemporaryDirectory() as tmp:
         steps = repeats * 3 + 2
         for name, cached, decodes in (("reference", False, True), ("reference_encode_only", False, False),
                                       ("cached", True, True)):
+            if other and not cached:
+                continue
             cfg = LoraTrainConfig(steps=steps, cached=cached, reference_decodes=decodes, save_every=1_000_000,
                                   preview_every=0, names=[f"phantom_{i}" for i in range(len(images))])
             # fresh base each time: add_adapter must start from clean weights
             t = _step_times(cfg, f"{tmp}/lora_{name}", images, load_pipeline(base, dtype=torch.float32))
             fig[f"lora_step_{name}_s"] = float(np.median(t[1:]))  # first interval: warm-up
-        fig["lora_speedup"] = fig["lora_step_reference_s"] / fig["lora_step_cached_s"]
-        fig["lora_speedup_encode_only"] = fig["lora_step_reference_encode_only_s"] / fig["lora_step_cached_s"]
+        if not other:
+            fig["lora_speedup"] = fig["lora_step_reference_s"] / fig["lora_step_cached_s"]
+            fig["lora_speedup_encode_only"] = fig["lora_step_reference_encode_only_s"] / fig["lora_step_cached_s"]
+        fig["lora_300_steps_min"] = 300 * fig["lora_step_cached_s"] / 60
 
         clear_pipelines()
         pipe = get_pipeline(base, f"{tmp}/lora_cached", 0.9)
@@ -81,20 +93,24 @@ def run_bench(args) -> dict:
         cal = base_latent_calibration(base)
 
         def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal)
+            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
-            t0 = time.perf_counter()
-            for s in range(n):
-                call([s])
-            single.append(n / (time.perf_counter() - t0))
+            if not other:
+                t0 = time.perf_counter()
+                for s in range(n):
+                    call([s])
+                single.append(n / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             call(list(range(n)))
             batched.append(n / (time.perf_counter() - t0))
         fig["gen_batch_size"] = n
-        fig["gen_single_img_per_s"] = float(np.median(single))
         fig["gen_batched_img_per_s"] = float(np.median(batched))
+        if other:
+            clear_pipelines()
+            return fig
+        fig["gen_single_img_per_s"] = float(np.median(single))
         fig["gen_speedup"] = fig["gen_batched_img_per_s"] / fig["gen_single_img_per_s"]
         # get_pipeline fuses the LoRA into the weights; the same batch through peft's unfused LoRA layers
         unfused = load_pipeline(base)

@@ -51,10 +51,11 @@ def resolve_precision(precision: str, device) -> str:
 
 
 def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto",
-                 calibration=None):
+                 calibration=None, size: int | None = None):
     """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
     image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `calibration` (a LatentCalibration,
-    the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding."""
+    the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding.
+    `size`: a square size other than the base's own (the benchmark's cost of a larger working size)."""
     import contextlib
 
     import torch
@@ -62,6 +63,8 @@ def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: floa
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     extra = {} if calibration is None else {"callback_on_step_end": calibration.on_step_end()}
+    if size is not None:
+        extra.update(height=int(size), width=int(size))
     with torch.no_grad(), ctx:
         return pipe([prompt] * len(seeds), num_inference_steps=int(steps), guidance_scale=float(guidance),
                     generator=gens, output_type="np", **extra).images

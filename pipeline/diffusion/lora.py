@@ -203,7 +203,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     device = accelerator.device
     if pipe is None:
         pipe = load_pipeline(cfg.base, device=str(device), dtype=torch.float32)
-    res = base_resolution(pipe)
+    # given images (benchmark, tests) bring their own size: `bench diffusion --resolution` times a larger one
+    res = base_resolution(pipe) if images is None else int(np.asarray(images).shape[1])
     if images is None:
         images, names = training_images(cfg, res, allowed_roots)
         cfg.names = names
