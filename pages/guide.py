@@ -58,6 +58,7 @@ Use the **Data** tab first to pick your own data (an HC18 folder, or `images/` +
 | **heldout** | the test part of the training source's seeded split: never trained on, never used to choose a checkpoint. |
 | **None / WA / SA / SYN** | no augmentation / weak classic augmentation (flips, ±15° rotation, brightness/contrast, blur, noise) / strong (±45° rotation, elastic warps, colour shifts, cut-out holes) / synthetic pairs from the diffusion model added to the real ones (the paper's method). |
 | **epoch** | one pass over all training pairs. |
+| **working size** | the square size the diffusion model draws at (128×128 on the tiny base, 512×512 for Stable Diffusion v1.5). It limits what synthetic pairs can do for SAM: on HC18, even real annotated pairs squashed to 128×128 in SYN's place left LiteMedSAM at its zero-shot Dice, while at 256×256 they matched no augmentation and at full size beat it by a point (docs/results.md). On the tiny profile, expect SYN to keep the zero-shot decoder rather than beat None. |
 
 **Profile in use: `{profile}`** — {profile_help}
 
