@@ -64,6 +64,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.size < 0 or (0 < a.size < 16) or a.size > 4096:
         raise DataError(f"--size must be 0 (full image) or 16-4096, got {a.size}")
+    if a.restore_aspect and not a.size:
+        raise DataError("--restore-aspect needs a --size: a full-size pair already has its aspect")
+    label = "full size" if not a.size else f"{a.size}²" + (", aspect restored" if a.restore_aspect else "")
     out = Path(a.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} already holds files: give a new folder")
@@ -77,6 +80,8 @@ def main() -> None:
     for t, idx in picks.items():
         for i in idx:
             s = src[i]
+            if s.mask is None:
+                raise DataError(f"{s.name} in {cfg.train} has no mask: the control arm needs annotated pairs")
             stem = Path(s.name).stem
             if a.size:
                 rgb = to_model_size(s.image, s.mask, a.size)
@@ -91,14 +96,13 @@ def main() -> None:
             atomic_save_png(tmp / "images" / f"{stem}.png", gray)
             atomic_save_png(tmp / "masks" / f"{stem}.png", (mask * 255).astype(np.uint8))
             (tmp / "meta" / f"{stem}.json").write_text(json.dumps(
-                {"trimester": t, "origin": f"real {cfg.train} pair (oracle control), size {a.size or 'full'}"
-                          f"{', aspect restored' if a.restore_aspect else ''}"}))
+                {"trimester": t, "origin": f"real {cfg.train} pair (oracle control), {label}"}))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()
     tmp.rename(out)
     print(f"{out}: {', '.join(f'{t} {len(v)}' for t, v in picks.items())} real pairs "
-          f"({'full size' if not a.size else f'{a.size}²' + (', aspect restored' if a.restore_aspect else '')}) from the train part, none used by a real cell")
+          f"({label}) from the train part, none used by a real cell")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def test_oracle_folder_holds_squashed_and_aspect_restored_pairs(hc18_root, tmp_p
     assert open_source(f"folder:{tmp_path / 'a'}")[0].image.shape == (64, 95)
     r = run("--out", str(tmp_path / "b"), "--size", "3")
     assert r.returncode != 0 and "--size" in r.stderr and not (tmp_path / "b").exists()
+    r = run("--out", str(tmp_path / "c"), "--size", "0", "--restore-aspect")
+    assert r.returncode != 0 and "needs a --size" in r.stderr and not (tmp_path / "c").exists()
 
 
 def test_squashed_pairs_match_what_the_generator_trains_on(hc18_root, tmp_path):
