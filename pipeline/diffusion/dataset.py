@@ -5,7 +5,8 @@ three agree on the layout, the verdict and the counts (they once had three fill 
 counting the trimester mix).
 
 Layout (the `folder:` layout, readable by `open_source("folder:DIR")`):
-    images/NAME.png  gray image, generation parameters in PNG text metadata
+    images/NAME.png  gray image, generation parameters in PNG text metadata (at restore_aspect's width/height
+                     when the generation asked for it, else the generated square)
     masks/NAME.png   filled mask 0/255
     meta/NAME.json   prompt, seed, steps, scale, guidance, base, LoRA, threshold, trimester, verdict, QC, edited ...
     rejected/{images,meta}/NAME.*   refused pairs with their reason
@@ -32,7 +33,7 @@ NOT_NEEDED = "not needed: the planned count was reached"
 # ----------------------------------------------------------------------------- writing one pair
 def _png_text(meta: dict) -> dict[str, str]:
     keys = ("prompt", "seed", "steps", "scale", "guidance", "scheduler", "base", "lora", "threshold", "verdict",
-            "qc", "edited", "trimester")
+            "qc", "edited", "trimester", "detail_lora", "detail_strength", "restore_aspect")
     return {k: json.dumps(meta.get(k)) if not isinstance(meta.get(k), str) else meta[k] for k in keys}
 
 
@@ -53,8 +54,14 @@ def accept(out_dir: str | Path, smp: GeneratedSample, mask: np.ndarray | None = 
     meta = smp.meta(mask=m, edited=edited, verdict="accepted",
                     reason="edited by a person" if edited else smp.extraction.reason)
     meta["extractor_verdict"] = "valid" if smp.valid else "invalid"
+    gray = smp.gray
+    if smp.params.get("restore_aspect"):  # the pair as SAM sees a real scan; raw/ keeps the square sample
+        from .base import restore_aspect
+        gray, m = restore_aspect(gray, m, float(smp.params["restore_aspect"]))
+        meta["written_size"] = [int(gray.shape[1]), int(gray.shape[0])]
+        meta["mask_area_px"] = int(m.sum())
     text = _png_text(meta)
-    atomic_save_png(out / "images" / f"{smp.name}.png", smp.gray, text=text)
+    atomic_save_png(out / "images" / f"{smp.name}.png", gray, text=text)
     atomic_save_png(out / "masks" / f"{smp.name}.png", m)
     atomic_write_json(out / "meta" / f"{smp.name}.json", meta)
     for p in (out / "rejected" / "images" / f"{smp.name}.png", out / "rejected" / "meta" / f"{smp.name}.json"):

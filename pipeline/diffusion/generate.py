@@ -14,6 +14,7 @@ pipeline/diffusion/dataset.py.
 """
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -70,6 +71,62 @@ def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: floa
                     generator=gens, output_type="np", **extra).images
 
 
+def run_detail(pipe, prompt: str, seeds: list[int], images: np.ndarray, size: int, strength: float, steps: int,
+               guidance: float, precision: str = "auto", calibration=None) -> np.ndarray:
+    """The detail pass: base-size samples (N, h, w, 3 floats in [0, 1]) upscaled (bicubic) to size², noised
+    back `strength` of the schedule and denoised by `pipe` (its LoRA trained at size²) -> (N, size, size, 3).
+    The layout (one head, its place and size) is the base-size sample's; only the last `strength` of the
+    steps run at size², where a base trained smaller would draw several heads. One seeded generator per
+    image, as run_pipeline: a seed gives the same image whatever batch it is in."""
+    import contextlib
+
+    import cv2
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+    i2i = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)  # shares the modules
+    i2i.set_progress_bar_config(disable=True)
+    up = np.stack([cv2.resize(np.asarray(im, np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+                   for im in images]).clip(0, 1)
+    mode = resolve_precision(precision, pipe.device)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    extra = {} if calibration is None else {"callback_on_step_end": calibration.on_step_end()}
+    with torch.no_grad(), ctx:
+        return i2i([prompt] * len(seeds), image=up, strength=float(strength), num_inference_steps=int(steps),
+                   guidance_scale=float(guidance), generator=gens, output_type="np", **extra).images
+
+
+def lora_working_size(lora: str | Path | None) -> int | None:
+    """The square size a LoRA trained at (lora_config.json's working_size, else its resolution setting);
+    None when unknown (a LoRA saved before sizes were recorded, or a bare .safetensors file)."""
+    if not lora:
+        return None
+    w = lora_weights_path(lora)
+    try:
+        rec = json.loads((w.parent / "lora_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    size = rec.get("working_size") or rec.get("resolution")
+    return int(size) if isinstance(size, (int, float)) and size > 0 else None
+
+
+def check_sizes(cfg: "GenerateConfig", base_size: int) -> int | None:
+    """Refuse a LoRA used at a size it was not trained for, with what to do instead; the detail size or None."""
+    own = lora_working_size(cfg.lora)
+    if own is not None and own != base_size:
+        raise ValueError(f"{cfg.lora} was trained at {own}², the base samples at {base_size}²: "
+                         + ("use it as the detail LoRA (--detail-lora) beside a LoRA trained at the base's size"
+                            if own > base_size else "train it again at the base's size (--resolution 0)"))
+    if not cfg.detail_lora:
+        return None
+    size = lora_working_size(cfg.detail_lora)
+    if size is None or size <= base_size:
+        raise ValueError(f"the detail LoRA {cfg.detail_lora} must be trained above the base's {base_size}² "
+                         f"(train-lora --resolution {2 * base_size}); "
+                         + ("its size is not recorded" if size is None else f"it was trained at {size}²"))
+    return size
+
+
 @dataclass
 class GenerateConfig:
     trimester: str = "second"
@@ -89,6 +146,14 @@ class GenerateConfig:
     # "auto": bf16 autocast on a CPU with native bf16 (AMX / AVX512-BF16), else the weights' dtype;
     # "bf16": autocast anyway; "weights": compute in the weights' dtype (fp32 on CPU, fp16 on CUDA)
     precision: str = "auto"
+    # the detail pass (not in the paper): a LoRA trained above the base's size (train-lora --resolution 256)
+    # re-draws each base-size sample at its size from `detail_strength` of the way back (img2img, the "hires
+    # fix"): one head where the base put it, texture at the larger size. None: samples at the base's size
+    detail_lora: str | None = None
+    detail_strength: float = 0.5
+    # write accepted pairs at this width/height (1.48: HC18's 800x540), as SAM sees a real scan: letterboxed,
+    # not stretched to a square; 0 keeps the generated square (the paper). The raw sample stays square
+    restore_aspect: float = 0.0
 
     @classmethod
     def for_profile(cls, profile, **settings) -> "GenerateConfig":
@@ -114,6 +179,11 @@ class GenerateConfig:
             self.guidance = check_float(self.guidance, "guidance", 0, 50)
         if self.seed is not None:
             self.seed = check_int(self.seed, "seed", 0, 2**32 - 1)
+        self.detail_strength = check_float(self.detail_strength, "detail strength", 0, 1, lo_open=True)
+        self.restore_aspect = check_float(self.restore_aspect, "restore aspect (width/height; 0 = square)", 0, 4)
+        if 0 < self.restore_aspect < 0.25:
+            raise ValueError(f"restore aspect must be 0 (square) or a width/height from 0.25 to 4, "
+                             f"got {self.restore_aspect:g}")
 
 
 @dataclass
@@ -297,6 +367,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     batch finishes, then {"kind": "done"} (or "stopped")."""
     from .base import base_guidance, prompt_for, resolve_base
     from .calibration import base_latent_calibration
+    from .base import base_resolution
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
     calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
@@ -305,6 +376,11 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     pipe_given = pipe
     if pipe is None:
         pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale)
+    detail_size = None
+    if cfg.detail_lora and pipe_given is not None:  # it swaps LoRAs on the cached pipeline between the passes
+        raise ValueError("the detail pass runs on the cached pipelines: call generate() without pipe=")
+    if cfg.detail_lora or lora_working_size(cfg.lora) is not None:
+        detail_size = check_sizes(cfg, base_resolution(pipe))
     if cfg.qc and predictor is None:
         predictor = qc_predictor(cfg.sam, cfg.sam_weights)
     prompt = prompt_for(cfg.trimester)
@@ -313,7 +389,10 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "scheduler": type(pipe.scheduler).__name__, "base": _describe_base(cfg.base, resolve_base),
               "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold),
               "precision": resolve_precision(cfg.precision, pipe.device),
-              "latent_calibration": calibration.as_dict() if calibration is not None else None}
+              "latent_calibration": calibration.as_dict() if calibration is not None else None,
+              "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
+              "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
+              "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -324,6 +403,10 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
             images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration)
+            if detail_size:  # the same scale as the base-size LoRA: the paper's 0.9 by default
+                images = run_detail(get_pipeline(cfg.base, cfg.detail_lora, cfg.lora_scale), prompt, batch,
+                                    images, detail_size, cfg.detail_strength, cfg.steps, guidance, cfg.precision,
+                                    calibration)
         for s, im in zip(batch, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
             smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)
@@ -378,6 +461,13 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per sampler call")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 autocast on CPUs with native bf16, else the weights' dtype")
+    p.add_argument("--detail-lora", default=None,
+                   help="a LoRA trained at 2x the base's size (train-lora --resolution 256 on the tiny base): "
+                        "re-draws each sample at its size (img2img from the base-size sample)")
+    p.add_argument("--detail-strength", type=float, default=d.detail_strength,
+                   help="how far back the detail pass starts: share of the sampler's steps run at its size")
+    p.add_argument("--restore-aspect", type=float, default=d.restore_aspect,
+                   help="write accepted pairs at this width/height (1.48 = HC18's 800x540); 0 keeps the square")
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
@@ -395,7 +485,8 @@ def run_cli(args) -> int:
                          base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
-                         calibrate=not args.no_calibration)
+                         calibrate=not args.no_calibration, detail_lora=args.detail_lora,
+                         detail_strength=args.detail_strength, restore_aspect=args.restore_aspect)
     from .dataset import fill
     out = Path(args.out)
     samples, accepted = [], 0

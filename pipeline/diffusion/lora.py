@@ -72,7 +72,12 @@ class LoraTrainConfig:
     preview_every: int = 100
     preview_seeds: tuple[int, ...] = (0, 1, 2, 3)
     preview_scale: float = 0.9
+    # the square size the images are squashed to; 0: the base's own (the size it was pretrained at). A LoRA at
+    # 2x the base's size serves as the detail pass of generation (generate.py: detail_lora), not alone: a base
+    # sampled above its own size draws several heads (2026-11-27: 21 of 32 "two heads" at 256² on the 128² base)
+    resolution: int = 0
     names: list[str] = field(default_factory=list)  # filled in: the training images chosen
+    working_size: int = 0  # filled in: the square size it trained at (generation reads it)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LoraTrainConfig":
@@ -100,6 +105,11 @@ class LoraTrainConfig:
         self.preview_every = check_int(self.preview_every, "preview_every (0 = none)", 0, 1_000_000)
         self.empty_prompt_prob = check_float(self.empty_prompt_prob, "empty-prompt share (empty_prompt_prob)",
                                              0, 0.95)
+        self.resolution = check_int(self.resolution, "resolution (0 = the base's own)", 0, 2048)
+        if self.resolution and (self.resolution % 8 or self.resolution < 32):
+            from ..data import DataError
+            raise DataError(f"resolution must be 0 (the base's own) or a multiple of 8 from 32 to 2048, "
+                            f"got {self.resolution}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,7 +214,8 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     if pipe is None:
         pipe = load_pipeline(cfg.base, device=str(device), dtype=torch.float32)
     # given images (benchmark, tests) bring their own size: `bench diffusion --resolution` times a larger one
-    res = base_resolution(pipe) if images is None else int(np.asarray(images).shape[1])
+    res = (cfg.resolution or base_resolution(pipe)) if images is None else int(np.asarray(images).shape[1])
+    cfg.working_size = res
     if images is None:
         images, names = training_images(cfg, res, allowed_roots)
         cfg.names = names
@@ -263,7 +274,9 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     if step:  # a kill may have come between the state and the files made from it: bring them in step
         _write_outputs(accelerator, unet, out, cfg, pipe, step, losses, "training")
     if accelerator.is_main_process:  # one writer: other processes train, never write
-        atomic_write_json(out / "lora_config.json", _config_record(cfg, pipe, step, "training"))
+        # a finished LoRA run again (a resume with nothing left to do) stays "done"
+        atomic_write_json(out / "lora_config.json",
+                          _config_record(cfg, pipe, step, "done" if step >= cfg.steps else "training"))
     yield {"kind": "start", "step": step, "total": cfg.steps, "n_images": len(images), "names": cfg.names,
            "losses": list(losses)}
     t0 = time.time()
@@ -370,7 +383,7 @@ def _config_record(cfg: LoraTrainConfig, pipe, step: int, status: str) -> dict:
 
 # settings that may differ between a run and its resume: they do not change the LoRA of a given step
 RESUMABLE_CHANGES = {"steps", "save_every", "preview_every", "preview_seeds", "preview_scale", "mixed_precision",
-                     "names"}
+                     "names", "working_size"}
 # runs.refuse_changed's rule for a LoRA: its settings are LoraTrainConfig's fields (lora_config.json also
 # records steps_done, status, ...); a field a run saved before it existed has its default
 _RESUME_RULE = dict(may_change=RESUMABLE_CHANGES, only=[f.name for f in fields(LoraTrainConfig)],
@@ -488,6 +501,9 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--empty-prompt-prob", type=float, default=d.empty_prompt_prob,
                    help="caption dropout: share of training items on the empty prompt (0 = the paper's recipe)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
+    p.add_argument("--resolution", type=int, default=d.resolution,
+                   help="square training size; 0 = the base's own. 2x the base's (256 on the tiny base) makes a "
+                        "LoRA for generate's --detail-lora pass")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the LoRA init, noise and batch order")
     p.add_argument("--selection-seed", type=int, default=d.selection_seed,
                    help="seed of the draw of the training images")
@@ -509,7 +525,8 @@ def run_cli(args) -> int:
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
                           base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
-                          mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob)
+                          mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob,
+                          resolution=args.resolution)
     bar = None
     for ev in train_lora(cfg, args.out, resume=not args.no_resume):
         if ev["kind"] == "start":

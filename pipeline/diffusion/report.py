@@ -3,8 +3,9 @@
     python -m pipeline.diffusion.report --lora first=DIR --lora second=DIR --lora third=DIR \
         --real hc18:../shared/data/hc18 --n 32 --out docs/samples_per_trimester.png --json report.json
 
-Head size is compared in the model's frame (images resized to 128², as the LoRAs see them): the mean
-perimeter in pixels of the extracted ellipse, generated vs the real masks of the same trimester.
+Head size is compared in the model's frame (real images squashed to the samples' size, 128² on the tiny base
+or 256² with a detail pass, as the LoRAs see them): the median perimeter in pixels of the extracted ellipse,
+generated vs the real masks of the same trimester. `--detail-lora T=DIR` adds generate's detail pass.
 """
 from __future__ import annotations
 
@@ -22,26 +23,36 @@ from ..masks import TRIMESTERS
 
 def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: str | None = None,
              qc: bool = False, batch_size: int = 16, base: str | None = None,
-             precision: str = "auto", profile=None, guidance: float | None = None) -> tuple[dict, dict]:
-    """Generate n samples per trimester (one LoRA each) and summarise them; the profile (default: tiny) gives
-    the base when none is named and the SAM that scores QC."""
+             precision: str = "auto", profile=None, guidance: float | None = None,
+             detail_loras: dict[str, str] | None = None, detail_strength: float = 0.5) -> tuple[dict, dict]:
+    """Generate n samples per trimester (one LoRA each, and the detail pass where `detail_loras` names a LoRA
+    for the trimester) and summarise them; the profile (default: tiny) gives the base when none is named and
+    the SAM that scores QC. Head sizes are compared at the samples' own size."""
     from ..config import get_profile
     from .base import real_head_sizes
     from .generate import GenerateConfig, generate, summarize
     profile = profile or get_profile()
     out, samples = {}, {}
-    real_sizes = real_head_sizes(real) if real else {}
+    real_sizes_at: dict[int, dict] = {}
     for tri, lora in loras.items():
         t0 = time.time()
         cfg = GenerateConfig.for_profile(profile, trimester=tri, n=n, lora=lora, seed=seed, qc=qc,
                                          batch_size=batch_size, precision=precision,
-                                         guidance=guidance, **({"base": base} if base else {}))
+                                         guidance=guidance, detail_lora=(detail_loras or {}).get(tri),
+                                         detail_strength=detail_strength, **({"base": base} if base else {}))
         smp = [e["sample"] for e in generate(cfg) if e["kind"] == "sample"]
+        size = int(smp[0].gray.shape[0]) if smp else 0
+        if real and size and size not in real_sizes_at:
+            real_sizes_at[size] = real_head_sizes(real, size)
+        real_sizes = real_sizes_at.get(size, {})
         samples[tri] = smp
         s = summarize(smp)
         s["seconds"] = round(time.time() - t0, 1)
         s["guidance"] = smp[0].params.get("guidance") if smp else guidance
         s["lora"] = lora
+        s["size"] = size
+        if cfg.detail_lora:
+            s["detail_lora"], s["detail_strength"] = cfg.detail_lora, cfg.detail_strength
         reasons: dict[str, int] = {}
         for x in smp:
             if not x.valid:
@@ -138,6 +149,9 @@ def _lora_names(lora_dir: str) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lora", action="append", default=[], help="TRIMESTER=DIR (repeatable); TRIMESTER= for the base")
+    p.add_argument("--detail-lora", action="append", default=[],
+                   help="TRIMESTER=DIR (repeatable): the detail pass's LoRA for that trimester (generate --detail-lora)")
+    p.add_argument("--detail-strength", type=float, default=0.5)
     p.add_argument("--real", default=None, help="real data source for head sizes, e.g. hc18:../shared/data/hc18")
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--seed", type=int, default=1000)
@@ -162,11 +176,18 @@ def main(argv=None) -> int:
         if t not in TRIMESTERS:
             p.error(f"--lora {item}: expected TRIMESTER=DIR")
         loras[t] = d or None
+    detail = {}
+    for item in args.detail_lora:
+        t, _, d = item.partition("=")
+        if t not in loras or not d:
+            p.error(f"--detail-lora {item}: expected TRIMESTER=DIR for a trimester given with --lora")
+        detail[t] = d
     import torch
     torch.set_num_threads(2)
     from ..config import resolve_profile
     rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision,
-                            profile=resolve_profile(args.profile), guidance=args.guidance)
+                            profile=resolve_profile(args.profile), guidance=args.guidance,
+                            detail_loras=detail, detail_strength=args.detail_strength)
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)
@@ -177,8 +198,9 @@ def main(argv=None) -> int:
                 save_raw(Path(args.save) / t, x)
     if args.out:
         excl = {t: _lora_names(d) for t, d in loras.items() if d}
-        real = real_examples(args.real, 2, exclude=excl) if args.real else None
-        paper = paper_examples(args.paper, 2) if args.paper else None
+        size = max((x.gray.shape[0] for smp in samples.values() for x in smp), default=128)
+        real = real_examples(args.real, 2, size=size, exclude=excl) if args.real else None
+        paper = paper_examples(args.paper, 2, size=size) if args.paper else None
         print(f"picture: {picture(samples, args.out, report=rep, real=real, paper=paper)}")
     return 0
 

@@ -24,6 +24,14 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--test", action="append", help="a test source spec (repeatable; default: heldout)")
     p.add_argument("--synthetic", help="folder: dataset of synthetic pairs for the SYN arm")
     p.add_argument("--loras", help="first=DIR,second=DIR,third=DIR: generate the SYN set with these LoRAs")
+    p.add_argument("--detail-loras", help="first=DIR,...: LoRAs trained at 2x the base's size for the SYN set's "
+                                          "detail pass (generate --detail-lora)")
+    p.add_argument("--detail-resolution", type=int, default=None,
+                   help="with --train-loras, also train detail LoRAs at this size (256 on the tiny base; 0 = none)")
+    p.add_argument("--detail-strength", type=float, default=None,
+                   help="share of the sampler's steps the detail pass runs (default 0.5)")
+    p.add_argument("--restore-aspect", type=float, default=None,
+                   help="write the SYN pairs at this width/height (1.48 = HC18's 800x540; default 0 = square)")
     p.add_argument("--train-loras", action="store_true",
                    help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
     p.add_argument("--lora-steps", type=int,
@@ -57,6 +65,14 @@ def config_from_args(args) -> SweepConfig:
             raise DataError("--loras expects first=DIR,second=DIR,third=DIR") from None
     if args.train_loras:
         over["train_loras"] = True
+    if args.detail_loras:
+        try:
+            over["detail_loras"] = dict(kv.split("=", 1) for kv in args.detail_loras.split(","))
+        except ValueError:
+            raise DataError("--detail-loras expects first=DIR,second=DIR,third=DIR") from None
+    for k in ("detail_resolution", "detail_strength", "restore_aspect"):
+        if getattr(args, k) is not None:
+            over[k] = getattr(args, k)
     if args.lora_steps is not None:
         over["lora_steps"] = args.lora_steps
     if args.augmentations:

@@ -32,6 +32,13 @@ class SweepConfig:
     lora_n: int = _L.n  # the paper's 20 images per trimester
     generate_min_qc: float = 0.8
     generate_seed: int = 1000
+    # the detail pass (generate.py, not in the paper): trimester -> a LoRA trained at 2x the base's size, or
+    # with train_loras, the size to train them at (0: no detail pass); and the width/height the SYN pairs are
+    # written at (0: the generated square, the paper; 1.48: HC18's 800x540)
+    detail_loras: dict[str, str] | None = None
+    detail_resolution: int = 0
+    detail_strength: float = 0.5
+    restore_aspect: float = 0.0
     epochs: int = _D.epochs
     batch_size: int = _D.batch_size
     lr: float = _D.lr
@@ -107,6 +114,18 @@ class SweepConfig:
         self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
         self.lora_n = check_int(self.lora_n, "lora_n", 1, 10_000)
         self.generate_min_qc = check_float(self.generate_min_qc, "generate_min_qc", 0, 1)
+        self.detail_resolution = check_int(self.detail_resolution, "detail_resolution (0 = no detail pass)", 0, 2048)
+        if self.detail_resolution and (self.detail_resolution % 8 or not self.train_loras):
+            raise DataError("detail_resolution trains the detail LoRAs with train_loras, at a multiple of 8 "
+                            f"(got {self.detail_resolution}{'' if self.train_loras else ' without train_loras'}); "
+                            "with your own LoRAs give detail_loras instead")
+        if self.detail_loras and set(self.detail_loras) - set(self.loras or {}):
+            raise DataError("detail_loras needs a base-size LoRA (loras) for each of its trimesters: "
+                            f"{sorted(set(self.detail_loras) - set(self.loras or {}))} have none")
+        self.detail_strength = check_float(self.detail_strength, "detail_strength", 0, 1, lo_open=True)
+        self.restore_aspect = check_float(self.restore_aspect, "restore_aspect (width/height; 0 = square)", 0, 4)
+        if 0 < self.restore_aspect < 0.25:
+            raise DataError(f"restore_aspect must be 0 (square) or 0.25-4, got {self.restore_aspect:g}")
         if self.test_limit is not None:
             self.test_limit = check_int(self.test_limit, "test_limit", 1, 1_000_000)
         for k in ("seed", "split_seed", "eval_seed", "generate_seed"):
@@ -122,7 +141,7 @@ class SweepConfig:
                 open_source(spec, allowed_roots)
         if self.synthetic:
             open_source(self.synthetic, allowed_roots)
-        for tri, d in (self.loras or {}).items():
+        for tri, d in {**(self.loras or {}), **{f"{t} (detail)": d for t, d in (self.detail_loras or {}).items()}}.items():
             _check_lora_pool(self, tri, d)
 
 

@@ -51,7 +51,21 @@ def train_trimester_loras(cfg: SweepConfig, lora_root: Path, stop=None, allowed_
             if ev["kind"] == "stopped":
                 return
         loras[t] = str(out)
+    detail = {}
+    for t in (loras if cfg.detail_resolution else ()):  # the detail pass's LoRAs: same images, 2x the size
+        out = lora_root / f"{t}-{cfg.detail_resolution}"
+        lcfg = LoraTrainConfig(data=cfg.train, trimester=t, n=cfg.lora_n, steps=cfg.lora_steps, pool="train",
+                               split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0,
+                               base=cfg.diffusion_base, resolution=cfg.detail_resolution)
+        for ev in train_lora(lcfg, out, resume=True, stop=stop, allowed_roots=allowed_roots):
+            if ev["kind"] == "step" and (ev["step"] % 10 == 0 or ev["step"] == ev["total"]):
+                yield {"kind": "lora", "trimester": f"{t} ({cfg.detail_resolution}²)", "step": ev["step"],
+                       "total": ev["total"], "loss": ev["loss"]}
+            if ev["kind"] == "stopped":
+                return
+        detail[t] = str(out)
     cfg.loras = loras
+    cfg.detail_loras = detail or cfg.detail_loras
 
 
 def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
@@ -68,6 +82,9 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
     cal = base_latent_calibration(cfg.diffusion_base)
     sampling = {"guidance": base_guidance(cfg.diffusion_base),
                 "latent_calibration": cal.as_dict() if cal is not None else None}
+    if cfg.detail_loras or cfg.restore_aspect:  # only when asked: sets begun before these existed still match
+        sampling.update(detail_strength=cfg.detail_strength if cfg.detail_loras else None,
+                        restore_aspect=cfg.restore_aspect)
     if state.get("sampling", sampling) != sampling:
         raise DataError(f"the synthetic set in {out_dir} was begun with the base sampling at {state['sampling']}, "
                         f"but {cfg.diffusion_base} now samples at {sampling} (its sonosynth_sampling.json "
@@ -89,7 +106,9 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
                                 f"≥ {cfg.generate_min_qc}; lower generate_min_qc or retrain the LoRA")
             n = min(16, max(4, want - have))
             gcfg = GenerateConfig(trimester=t, n=n, lora=cfg.loras[t], seed=next_seed, batch_size=8,
-                                  base=cfg.diffusion_base, sam=cfg.backend, sam_weights=cfg.base_weights)
+                                  base=cfg.diffusion_base, sam=cfg.backend, sam_weights=cfg.base_weights,
+                                  detail_lora=(cfg.detail_loras or {}).get(t), detail_strength=cfg.detail_strength,
+                                  restore_aspect=cfg.restore_aspect)
             for ev in dataset.fill(out_dir, gcfg, min_qc=cfg.generate_min_qc, want=want - have, stop=stop):
                 if ev["kind"] != "sample":
                     continue
@@ -105,7 +124,7 @@ def _prepare_synthetic(cfg: SweepConfig, sweep: Sweep, stop, allowed_roots, cell
     """Train the trimester LoRAs (with train_loras) and generate the SYN set, then mark it complete; returns
     its source spec, or None when stopped. The caller holds the sweep's `synthetic` lock; both steps are
     resumable, so a worker that died half-way is continued, not restarted."""
-    if cfg.train_loras and not cfg.loras:
+    if cfg.train_loras and (not cfg.loras or (cfg.detail_resolution and not cfg.detail_loras)):
         for ev in train_trimester_loras(cfg, sweep.path / "loras", stop, allowed_roots):
             yield {**ev, "cell": cell_name}
         if stop():
