@@ -30,6 +30,7 @@ from .common import HEAVY, bind_ctx, guarded, picture_file, safe_name
 
 TITLE = "Generation"
 _G = GenerationDefaults()
+_GC = G.GenerateConfig()  # the detail-pass and aspect defaults live in the config (one home per setting)
 NO_LORA = "(none: base model only)"
 MASK_RGBA = (0, 255, 0, 160)
 
@@ -130,17 +131,23 @@ def _start_guidance(ctx) -> float:
 @guarded
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
+             detail_lora=NO_LORA, detail_strength=_GC.detail_strength, restore_aspect=_GC.restore_aspect,
              progress=gr.Progress()):
     """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
     folder = dataset_dir(ctx, dataset)
     lora_path = None if (not lora or lora == NO_LORA) else str(_lora_root(ctx) / Path(lora).name)
+    detail_path = None if (not detail_lora or detail_lora == NO_LORA) else str(_lora_root(ctx) / Path(detail_lora).name)
     from pipeline.validate import check_int
     seed = None if seed in (None, "") else check_int(seed, "seed (-1: random)", -1, 2**32 - 1)
     # raw values: the config checks each one's range and names the field when it refuses
     # the dashboard's profile: its diffusion base, and its SAM for the QC score
     cfg = G.GenerateConfig.for_profile(ctx.profile, trimester=trimester, n=n, lora=lora_path,
                                        seed=None if seed == -1 else seed, steps=steps, lora_scale=scale,
-                                       guidance=guidance, batch_size=batch_size, threshold=threshold, qc=bool(qc))
+                                       guidance=guidance, batch_size=batch_size, threshold=threshold, qc=bool(qc),
+                                       detail_lora=detail_path,
+                                       detail_strength=_GC.detail_strength if detail_strength in (None, "")
+                                       else detail_strength,
+                                       restore_aspect=restore_aspect or 0.0)
     cfg.validate()
     if lora_path is not None:
         warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
@@ -315,6 +322,17 @@ def build(ctx) -> None:
             batch_size = gr.Number(8, label="batch size", precision=0, minimum=1)
             threshold = gr.Slider(0, 255, value=_G.extractor_threshold, step=1, label="extractor threshold")
             qc = gr.Checkbox(True, label="SAM QC score", elem_id="gen-qc")
+        with gr.Row():
+            detail_lora = gr.Dropdown(lora_choices(ctx), value=NO_LORA, label="detail LoRA (not in the paper)",
+                                      info="a LoRA trained at 2× the base's size (LoRA tab: resolution) re-draws "
+                                           "each sample at its size, keeping the head where the base put it",
+                                      allow_custom_value=False, elem_id="gen-detail-lora")
+            detail_strength = gr.Slider(0.05, 1, value=_GC.detail_strength, step=0.05, label="detail strength",
+                                        info="share of the sampler's steps re-run at the detail size",
+                                        elem_id="gen-detail-strength")
+            restore_aspect = gr.Number(_GC.restore_aspect, label="write pairs at width / height",
+                                       info="0: the generated square (paper); 1.48: HC18's 800×540, as SAM "
+                                            "sees real scans", minimum=0, maximum=4, elem_id="gen-restore-aspect")
     with gr.Accordion("LoRA strength × seed grid: what the LoRA does", open=False):
         gr.Markdown("One picture: **columns** are LoRA strengths (0 = the base model alone), **rows** are seeds "
                     "(a row keeps its starting noise, so left to right only the strength changes). Each cell "
@@ -366,13 +384,15 @@ def build(ctx) -> None:
         bind_ctx(f, ctx) for f in (refresh_loras, newest_lora, generate, make_grid, accept_one, reject_one,
                                    accept_all))
     refresh.click(refresh_loras_, outputs=[lora], api_visibility="private")
+    refresh.click(refresh_loras_, outputs=[detail_lora], api_visibility="private")
     if ctx.tab is not None:  # the list is fresh whenever the tab is opened: no manual refresh needed
         ctx.tab.select(refresh_loras_, outputs=[lora], api_visibility="private", queue=False)
+        ctx.tab.select(refresh_loras_, outputs=[detail_lora], api_visibility="private", queue=False)
     trained = ctx.shared.get("lora_trained")
     if trained is not None:
         trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
     gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
-                                     dataset],
+                                     dataset, detail_lora, detail_strength, restore_aspect],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
     grid_btn.click(make_grid_, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
                    outputs=[grid_image, grid_info], api_name="lora_grid", **HEAVY)

@@ -81,7 +81,7 @@ def show_selection(ctx, spec, trimesters, n, seed):
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 @_STOP.job
 def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
-               empty_prompt_prob, request: gr.Request, progress=gr.Progress()):
+               empty_prompt_prob, resolution=_C.resolution, request: gr.Request = None, progress=gr.Progress()):
     """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
     from pipeline.diffusion.lora import train_lora as run
     if not trimesters:
@@ -101,7 +101,8 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                               preview_every=preview_every, base=ctx.profile.diffusion_base,
                               save_every=max(10, preview_every or 50),
                               empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
-                              else empty_prompt_prob)
+                              else empty_prompt_prob,
+                              resolution=_C.resolution if resolution in (None, "") else resolution)
         cfg.validate()
         losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
         progress(0, desc=f"{t}: loading the base and encoding the images once")
@@ -196,6 +197,10 @@ def build(ctx) -> None:
                                       elem_id="lora-preview-every")
             empty_prompt_prob = gr.Number(_C.empty_prompt_prob, label="empty-prompt share (caption dropout; 0 = paper)",
                                           minimum=0, maximum=0.95, elem_id="lora-empty-prompt")
+            resolution = gr.Number(_C.resolution, label="resolution (0 = the base's own)", precision=0, minimum=0,
+                                   maximum=2048, elem_id="lora-resolution",
+                                   info="2× the base's size (256 on the tiny base) makes a detail LoRA for the "
+                                        "Generation tab; alone, a base sampled above its size draws several heads")
     with gr.Row():
         show_btn = gr.Button("Show the chosen images", elem_id="lora-show")
         start_btn = gr.Button("Start training", variant="primary", elem_id="lora-start")
@@ -226,6 +231,6 @@ def build(ctx) -> None:
                    outputs=[selection, sel_info], api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(bind_ctx(train_lora, ctx),
                     inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed,
-                            preview_every, empty_prompt_prob],
+                            preview_every, empty_prompt_prob, resolution],
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

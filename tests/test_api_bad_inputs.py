@@ -58,11 +58,12 @@ def files(tmp_path_factory) -> dict[str, str]:
 # as the strings "NaN" / "Infinity" (JSON has no NaN): what a raw HTTP client can send to a float field
 BOX = (20.0, 20.0, 200.0, 160.0)
 LORA_OK = dict(spec="phantom:24", trimesters=["second"], name="probe", n=2, steps=1, rank=4, alpha=4, lr=1e-4,
-               batch_size=2, grad_clip=1.0, seed=0, preview_every=0, empty_prompt_prob=0.0)
+               batch_size=2, grad_clip=1.0, seed=0, preview_every=0, empty_prompt_prob=0.0, resolution=0)
 FT_OK = dict(spec="phantom:24", n_real=4, synthetic="(none)", n_synthetic="", aug="none", epochs=1, batch_size=2,
              lr=1e-5, weight_decay=0.0, jitter=20, aug_views=1, n_val=2, seed=0, run_name="probe")
 GEN_OK = dict(trimester="second", lora="(none: base model only)", n=1, seed=0, steps=1, scale=0.9, guidance=7.5,
-              batch_size=1, threshold=127, qc=False, dataset="probe")
+              batch_size=1, threshold=127, qc=False, dataset="probe", detail_lora="(none: base model only)",
+              detail_strength=0.5, restore_aspect=0)
 SWEEP_OK = dict(name="probe-sweep", preset_name="smoke", train="phantom:24", tests="heldout", synthetic="(none)",
                 lora_first="(none)", lora_second="(none)", lora_third="(none)", train_loras=False, n_real="",
                 repeats="", epochs="", augmentations=[])
@@ -128,6 +129,11 @@ CASES = [
     ("/generate", gen(threshold=999), "extractor threshold: Value 999 is greater than maximum"),
     ("/generate", gen(steps=10**6), "steps must be between"),
     ("/generate", gen(seed=-7), "seed"),
+    ("/generate", gen(restore_aspect=9), "width / height: Value 9 is greater than maximum"),
+    ("/generate", gen(restore_aspect=0.1), "restore aspect must be 0"),
+    ("/generate", gen(detail_strength=0), "detail strength: Value 0 is less than minimum"),
+    ("/train_lora", lora(resolution=100), "resolution must be 0"),
+    ("/train_lora", lora(resolution=5000), "resolution .*greater than maximum"),
     # /lora_grid: trimester, lora, strengths, seeds, steps, guidance (numbers are checked before the LoRA)
     ("/lora_grid", ["second", "(none: base model only)", "0, 1", "0", 2, 7.5], "pick a LoRA"),
     ("/lora_grid", ["second", "(none: base model only)", "0, abc", "0", 2, 7.5], "expected numbers"),
