@@ -117,11 +117,16 @@ def lora_state(folder: str | Path) -> dict:
         return {"done": None, "total": None, "finished": False, "status": "unreadable"}
     done, total = info.get("steps_done"), info.get("steps")
     finished = isinstance(done, int) and isinstance(total, int) and done >= total
-    return {"done": done, "total": total, "finished": finished, "status": info.get("status")}
+    res = info.get("resolution")
+    return {"done": done, "total": total, "finished": finished, "status": info.get("status"),
+            "resolution": res if isinstance(res, int) and res > 0 else None}
 
 
 def lora_label(name: str, state: dict) -> str:
-    """The LoRA list entry: its name, and "unfinished: 2/300 steps" when it is."""
+    """The LoRA list entry: its name, its size when it was trained at one of its own (a detail LoRA), and
+    "unfinished: 2/300 steps" when it is."""
+    if state.get("resolution"):
+        name = f"{name} ({state['resolution']}²)"
     if state["finished"]:
         return name
     if state["done"] is not None and state["total"]:

@@ -156,6 +156,9 @@ def test_readable_texts(tmp_path):
     (lora / "lora_config.json").write_text(json.dumps({"steps": 300, "steps_done": 300, "status": "done"}))
     st = lora_state(lora)
     assert st["finished"] and lora_warning("l", st) is None and lora_label("l", st) == "l"
+    # a detail LoRA (trained at its own size) says so in the list
+    (lora / "lora_config.json").write_text(json.dumps({"steps": 300, "steps_done": 300, "resolution": 256}))
+    assert lora_label("l", lora_state(lora)) == "l (256²)"
 
 
 def test_gain_verdict_needs_a_gain_beyond_noise():
