@@ -42,6 +42,17 @@ def _ints(text: str) -> list[int] | None:
     return values
 
 
+def _optional_float(text, field: str) -> float | None:
+    """An optional number field (empty: the preset's value); the config checks its range by name."""
+    text = "" if text is None else str(text).strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{field}: expected a number or nothing (the preset's value), got {text!r}") from None
+
+
 def _optional_int(text, field: str, minimum: int = 1) -> int | None:
     """An optional whole-number field: empty means "the preset's value". These are text boxes, not
     gr.Number: a Number with no value became 0 when its accordion opened, and Start then failed with
@@ -99,7 +110,8 @@ def list_lora_dirs(ctx) -> list[str]:
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 @_STOP.job
 def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
-          repeats, epochs, augmentations, request: gr.Request, progress=gr.Progress()):
+          repeats, epochs, augmentations, detail_resolution="", restore_aspect="", request: gr.Request = None,
+          progress=gr.Progress()):
     """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
     from pipeline.sweep import preset, run_sweep
     name = safe_name(name, "sweep name")
@@ -110,7 +122,9 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
                 synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
                 loras=loras or None, train_loras=bool(train_loras) or None, n_real=_ints(n_real),
                 repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
-                augmentations=list(augmentations) if augmentations else None)
+                augmentations=list(augmentations) if augmentations else None,
+                detail_resolution=_optional_int(detail_resolution, "detail resolution", minimum=0),
+                restore_aspect=_optional_float(restore_aspect, "write SYN pairs at width / height"))
     cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
     out = _sweeps_root(ctx) / name
     stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
@@ -220,6 +234,15 @@ def build(ctx) -> None:
                                  info="runs per cell, each with its own seed", elem_id="sw-repeats")
             epochs = gr.Textbox("", label="epochs (empty: the preset's)", placeholder="e.g. 8",
                                 info="fine-tuning passes over the training pairs", elem_id="sw-epochs")
+        with gr.Row():
+            detail_resolution = gr.Textbox("", label="detail LoRAs at (with 'train here'; empty: none)",
+                                           placeholder="e.g. 256",
+                                           info="also train a LoRA per trimester at this size and re-draw each SYN "
+                                                "pair at it (the detail pass; not in the paper)",
+                                           elem_id="sw-detail-resolution")
+            restore_aspect = gr.Textbox("", label="write SYN pairs at width / height (empty: square)",
+                                        placeholder="e.g. 1.48", info="1.48 = HC18's 800×540: SAM then sees a "
+                                        "synthetic pair as it sees a real scan", elem_id="sw-restore-aspect")
     with gr.Row():
         start_btn = gr.Button("Start / resume sweep", variant="primary", elem_id="sw-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="sw-stop")
@@ -240,7 +263,7 @@ def build(ctx) -> None:
         ctx.tab.select(lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
     start_btn.click(bind_ctx(start, ctx),
                     inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real, repeats, epochs,
-                            augmentations],
+                            augmentations, detail_resolution, restore_aspect],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
     open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],

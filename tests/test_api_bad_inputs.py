@@ -66,7 +66,7 @@ GEN_OK = dict(trimester="second", lora="(none: base model only)", n=1, seed=0, s
               detail_strength=0.5, restore_aspect=0)
 SWEEP_OK = dict(name="probe-sweep", preset_name="smoke", train="phantom:24", tests="heldout", synthetic="(none)",
                 lora_first="(none)", lora_second="(none)", lora_third="(none)", train_loras=False, n_real="",
-                repeats="", epochs="", augmentations=[])
+                repeats="", epochs="", augmentations=[], detail_resolution="", restore_aspect="")
 
 
 def lora(**kw):
@@ -174,6 +174,9 @@ CASES = [
     ("/sweep", sweep(train="folder:/etc"), "outside the allowed data folders"),
     ("/sweep", sweep(n_real="abc"), "N_real"),
     ("/sweep", sweep(repeats="-1"), "repeats"),
+    ("/sweep", sweep(detail_resolution="256"), "detail_resolution trains the detail LoRAs with train_loras"),
+    ("/sweep", sweep(restore_aspect="wide"), "width / height: expected a number"),
+    ("/sweep", sweep(restore_aspect="0.1"), "restore_aspect must be 0"),
     # /open_sweep: a name from the list of past sweeps (none yet), never a path
     ("/open_sweep", ["../../etc"], "Past sweeps: .*not in the list of choices"),
     # /realism: dataset, trimester, LoRA (the Generation tab's "How real is it?")
