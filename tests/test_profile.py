@@ -90,7 +90,7 @@ def test_paper_profile_reaches_the_sweep_started_from_the_dashboard(paper_app, m
         session_hash = "test"
     with pytest.raises(Exception, match="sweep started"):
         list(start("s1", "smoke", "phantom:12", "heldout", "(none)", "(none)", "(none)", "(none)", False, "", "", "",
-                   [], Request()))
+                   [], request=Request()))
     (cfg,) = seen
     assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == \
         ("vit_b", ctx.profile.sam_checkpoint, ctx.profile.diffusion_base)
