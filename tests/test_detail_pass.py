@@ -145,3 +145,23 @@ def test_sweep_settings_for_the_detail_pass_are_checked_and_reach_generation(tmp
     cfg.detail_loras = None
     with pytest.raises(DataError, match="begun with"):
         list(S.generate_synthetic(cfg, tmp_path / "synthetic"))
+
+
+def test_train_loras_with_a_detail_resolution_trains_both_sizes_on_the_same_images(tmp_path, monkeypatch):
+    from pipeline.diffusion import lora as L
+    from pipeline.sweep import preset
+    from pipeline.sweep import synthetic as S
+    asked = []
+
+    def fake_train_lora(lcfg, out, **kw):
+        asked.append((lcfg.trimester, lcfg.resolution, lcfg.pool, lcfg.n, str(out)))
+        yield {"kind": "done", "step": lcfg.steps, "path": str(out), "losses": []}
+    monkeypatch.setattr(L, "train_lora", fake_train_lora)
+    cfg = preset("smoke", train="phantom:24", augmentations=["syn"], train_loras=True, detail_resolution=256)
+    cfg.validate()
+    list(S.train_trimester_loras(cfg, tmp_path / "loras"))
+    plain = [a for a in asked if a[1] == 0]
+    detail = [a for a in asked if a[1] == 256]
+    assert plain and [a[0] for a in plain] == [a[0] for a in detail]  # one detail LoRA per trimester
+    assert all(a[2] == "train" for a in asked) and len({a[3] for a in asked}) == 1  # same pool, same count
+    assert cfg.detail_loras == {t: str(tmp_path / "loras" / f"{t}-256") for t, *_ in detail}
