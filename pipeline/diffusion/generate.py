@@ -365,20 +365,19 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import base_guidance, prompt_for, resolve_base
+    from .base import base_guidance, base_resolution, prompt_for, resolve_base
     from .calibration import base_latent_calibration
-    from .base import base_resolution
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
     calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe
+    if cfg.detail_lora and pipe_given is not None:  # it swaps LoRAs on the cached pipeline between the passes
+        raise ValueError("the detail pass runs on the cached pipelines: call generate() without pipe=")
     if pipe is None:
         pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale)
     detail_size = None
-    if cfg.detail_lora and pipe_given is not None:  # it swaps LoRAs on the cached pipeline between the passes
-        raise ValueError("the detail pass runs on the cached pipelines: call generate() without pipe=")
     if cfg.detail_lora or lora_working_size(cfg.lora) is not None:
         detail_size = check_sizes(cfg, base_resolution(pipe))
     if cfg.qc and predictor is None:
