@@ -101,6 +101,7 @@ def test_a_paper_sweep_fine_tunes_vit_b_and_makes_its_syn_set_with_the_paper_mod
     import pipeline.diffusion.generate as G
     import pipeline.diffusion.lora as L
     import pipeline.sweep as E
+    import pipeline.sam.finetune as F
     import pipeline.sam.models as M
     paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
     asked = {}
@@ -109,6 +110,9 @@ def test_a_paper_sweep_fine_tunes_vit_b_and_makes_its_syn_set_with_the_paper_mod
         asked["finetune"] = (backend, weights)
         raise Requested
     monkeypatch.setattr(M, "build_model", fake_build_model)
+    # and where fine-tuning bound it at import: patching models alone left the fake bound in finetune for every
+    # later test when this test was the first to import it (test_experiments failed after it)
+    monkeypatch.setattr(F, "build_model", fake_build_model)
     cfg = E.preset("smoke", paper, train="phantom:12")
     with pytest.raises(Requested):
         list(E.run_sweep(cfg, tmp_path / "sweep"))

@@ -37,35 +37,26 @@ def train_trimester_loras(cfg: SweepConfig, lora_root: Path, stop=None, allowed_
     sweep's split only (the SYN arm thereby draws on those real pairs too, as the paper's did).
     Resumable: a finished LoRA is kept, an interrupted one continues."""
     from ..diffusion.lora import LoraTrainConfig, train_lora
-    loras = {}
-    for t, count in synthetic_plan(cfg, allowed_roots).items():
-        if count == 0:
-            continue
-        out = lora_root / t
+    tris = [t for t, count in synthetic_plan(cfg, allowed_roots).items() if count > 0]
+    # (trimester, size, folder): the base-size LoRAs, then with detail_resolution the detail pass's LoRAs on
+    # the same images at that size
+    jobs = [(t, 0, lora_root / t) for t in tris]
+    if cfg.detail_resolution:
+        jobs += [(t, cfg.detail_resolution, lora_root / f"{t}-{cfg.detail_resolution}") for t in tris]
+    done: dict[int, dict[str, str]] = {}
+    for t, res, out in jobs:
         lcfg = LoraTrainConfig(data=cfg.train, trimester=t, n=cfg.lora_n, steps=cfg.lora_steps, pool="train",
                                split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0,
-                               base=cfg.diffusion_base)
+                               base=cfg.diffusion_base, resolution=res)
+        label = f"{t} ({res}²)" if res else t
         for ev in train_lora(lcfg, out, resume=True, stop=stop, allowed_roots=allowed_roots):
             if ev["kind"] == "step" and (ev["step"] % 10 == 0 or ev["step"] == ev["total"]):
-                yield {"kind": "lora", "trimester": t, "step": ev["step"], "total": ev["total"], "loss": ev["loss"]}
+                yield {"kind": "lora", "trimester": label, "step": ev["step"], "total": ev["total"], "loss": ev["loss"]}
             if ev["kind"] == "stopped":
                 return
-        loras[t] = str(out)
-    detail = {}
-    for t in (loras if cfg.detail_resolution else ()):  # the detail pass's LoRAs: same images, 2x the size
-        out = lora_root / f"{t}-{cfg.detail_resolution}"
-        lcfg = LoraTrainConfig(data=cfg.train, trimester=t, n=cfg.lora_n, steps=cfg.lora_steps, pool="train",
-                               split=tuple(cfg.split), split_seed=cfg.split_seed, preview_every=0,
-                               base=cfg.diffusion_base, resolution=cfg.detail_resolution)
-        for ev in train_lora(lcfg, out, resume=True, stop=stop, allowed_roots=allowed_roots):
-            if ev["kind"] == "step" and (ev["step"] % 10 == 0 or ev["step"] == ev["total"]):
-                yield {"kind": "lora", "trimester": f"{t} ({cfg.detail_resolution}²)", "step": ev["step"],
-                       "total": ev["total"], "loss": ev["loss"]}
-            if ev["kind"] == "stopped":
-                return
-        detail[t] = str(out)
-    cfg.loras = loras
-    cfg.detail_loras = detail or cfg.detail_loras
+        done.setdefault(res, {})[t] = str(out)
+    cfg.loras = done.get(0, {})
+    cfg.detail_loras = done.get(cfg.detail_resolution) if cfg.detail_resolution else cfg.detail_loras
 
 
 def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots=None) -> Iterator[dict]:
