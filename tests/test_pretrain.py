@@ -339,3 +339,48 @@ def test_blend_vae_layers_merges_only_the_named_layers(tmp_path):
         with pytest.raises(ValueError, match="layers"):
             blend_vae(SHIPPED, b, 1.0, tmp_path / "y.safetensors", layers=bad)
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_extra_resolutions_train_the_unet_at_each_size_in_turn(unlabelled, tmp_path):
+    """A base for the detail pass: the UNet trains at its own size and at a larger one, one per step, on the
+    same phantoms and unlabelled views at both sizes; a kept-VAE continuation exports mid-run (no vae.pt)."""
+    from pipeline.diffusion.pretrain import make_dataset, make_unlabelled
+    with pytest.raises(ValueError, match="multiple of 8 above the resolution"):
+        PretrainConfig(extra_resolutions=(100,))
+    with pytest.raises(ValueError, match="multiple of 8 above the resolution"):
+        PretrainConfig(extra_resolutions=(128,))
+    with pytest.raises(ValueError, match="repeat"):
+        PretrainConfig(extra_resolutions=(256, 256))
+    assert PretrainConfig(unet_batch=256, extra_resolutions=(256,)).unet_sizes() == [(128, 256), (256, 64)]
+
+    cfg = _cfg(unlabelled, resolution=32, extra_resolutions=(64,), init_base=str(SHIPPED), vae_train="decoder",
+               vae_steps=0, unet_steps=2, unet_batch=8)
+    seen = []
+    from diffusers import UNet2DConditionModel
+    orig = UNet2DConditionModel.forward
+
+    def spy(self, sample, *a, **k):
+        seen.append(tuple(sample.shape))
+        return orig(self, sample, *a, **k)
+    UNet2DConditionModel.forward = spy
+    try:
+        ev = _run(cfg, tmp_path)
+    finally:
+        UNet2DConditionModel.forward = orig
+    assert ev[-1]["kind"] == "done"
+    # step 1 at 32² (4² latents, batch 8), step 2 at 64² (8² latents, batch 2: the same pixels)
+    assert [(s[0], s[2]) for s in seen] == [(8, 4), (2, 8)]
+    work = tmp_path / "base-work"
+    xs, tri = make_dataset(cfg, work, (32, 64))
+    assert xs[32].shape == (6, 32, 32, 3) and xs[64].shape == (6, 64, 64, 3)
+    small = np.stack([cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA) for x in xs[64]])
+    assert np.abs(small.astype(int) - xs[32]).mean() < 8  # the same phantoms at both sizes
+    rs = make_unlabelled(cfg, work, (32, 64))
+    assert rs[32].shape == (6, 32, 32) and rs[64].shape == (6, 64, 64)
+    assert (work / "latents_64.pt").is_file() and not (work / "vae.pt").is_file()
+    assert json.loads((tmp_path / "base" / "pretrain_config.json").read_text())["extra_resolutions"] == [64]
+    assert "64² at batch 2" in (tmp_path / "base" / "README.md").read_text()
+    assert export_checkpoint(work, tmp_path / "exported").joinpath("vae", "config.json").is_file()
+    with pytest.raises(ValueError, match="extra_resolutions"):
+        _run(_cfg(unlabelled, resolution=32, extra_resolutions=(96,), init_base=str(SHIPPED), vae_train="decoder",
+                  vae_steps=0, unet_steps=3, unet_batch=8), tmp_path)

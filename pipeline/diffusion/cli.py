@@ -57,6 +57,9 @@ def add_arguments(p, command: str) -> None:
                        help="weigh the VAE's pixel L1 by 1 + this x the target's brightness, so the bright skull "
                             "echo is kept (0 = off; default %(default)s)")
         p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="UNet EMA decay (default %(default)s)")
+        p.add_argument("--extra-resolutions", type=int, nargs="+", default=list(d.extra_resolutions), metavar="R",
+                       help="further sizes the UNet also trains at, one per step in turn with the same pixels per "
+                            "batch (e.g. 256: a base for the detail pass); the base keeps its own size")
         p.add_argument("--device", default=d.device, help="auto (CUDA where there is one), cpu or cuda[:N]")
         p.add_argument("--workers", type=int, default=d.workers, help="processes drawing the phantoms")
         p.add_argument("--max-minutes", type=float, default=None,
@@ -98,7 +101,7 @@ def _pretrain(args) -> int:
                          latent_channels=args.latent_channels, ema_decay=args.ema_decay, device=args.device,
                          vae_adv_weight=args.vae_adv_weight, vae_adv_start=args.vae_adv_start, disc_lr=args.disc_lr,
                          vae_ema_decay=args.vae_ema_decay, vae_echo_weight=args.vae_echo_weight,
-                         workers=args.workers)
+                         workers=args.workers, extra_resolutions=tuple(args.extra_resolutions))
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise SystemExit(f"--max-minutes must be positive, not {args.max_minutes}")
     t0 = time.time()

@@ -89,12 +89,24 @@ class PretrainConfig:
     # extra L1 weight on the bright pixels of the image channel, (1 + k * brightness): the skull echo is a thin
     # bright ring that a decoder chasing speckle drew fainter and broken (QC -0.04..-0.08, 2026-11-26). 0 = off
     vae_echo_weight: float = 0.0
+    # further sizes the UNet + text encoder also train at, one size per step in turn, each batch holding about
+    # the pixels of `unet_batch` images at `resolution` (e.g. (256,): a base that samples at 128² and, for the
+    # detail pass, at 256²; a UNet that only ever saw 16² latents tiles heads over 32² ones — 1 of 32 valid,
+    # 2026-11-27). The VAE and the saved base's own size stay `resolution`
+    extra_resolutions: tuple[int, ...] = ()
     device: str = "auto"  # "auto": CUDA where there is one, else the CPU (a setting of the machine, not the recipe)
     workers: int = 1  # processes drawing the phantoms (the same phantoms whatever the number)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.exclude = tuple(self.exclude)
+        self.extra_resolutions = tuple(int(r) for r in self.extra_resolutions)
+        for r in self.extra_resolutions:
+            if r % 8 or not int(self.resolution) < r <= 1024:
+                raise ValueError(f"an extra resolution must be a multiple of 8 above the resolution "
+                                 f"({self.resolution}) and at most 1024, not {r}")
+        if len(set(self.extra_resolutions)) != len(self.extra_resolutions):
+            raise ValueError(f"extra resolutions repeat a size: {self.extra_resolutions}")
         self.phantom_size = tuple(self.phantom_size)
         if self.vae_train not in ("all", "decoder"):
             raise ValueError(f"vae_train must be 'all' or 'decoder', not {self.vae_train!r}")
@@ -123,6 +135,12 @@ class PretrainConfig:
             raise ValueError(f"vae_crop must be between 8 and the resolution ({self.resolution}), not {self.vae_crop}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', not {self.device!r}")
+
+    def unet_sizes(self) -> list[tuple[int, int]]:
+        """(size, batch) the UNet trains at, in turn: the base size, then each extra one with the same pixels."""
+        r = int(self.resolution)
+        return [(r, int(self.unet_batch))] + [(s, max(1, round(self.unet_batch * r * r / (s * s))))
+                                              for s in self.extra_resolutions]
 
     def torch_device(self):
         import torch
@@ -163,37 +181,51 @@ def check_resume(cfg: "PretrainConfig", work: Path) -> None:
                          + "; use another --work folder or the same settings")
 
 
-def _phantom_rgb(cfg: PretrainConfig, i: int) -> tuple[np.ndarray, str]:
-    from ..phantom import PhantomSpec, make_phantom, phantom_plan
+def _phantom_rgb(cfg: PretrainConfig, i: int, sizes: tuple[int, ...] | None = None):
+    """Phantom i as in-channel images, one per size (default: the resolution alone), and its trimester."""
+    from ..phantom import PhantomSpec, make_phantom
     from .base import to_model_size
     ph = make_phantom(cfg.seed * 1_000_003 + i, hc_mm=None, spec=PhantomSpec(size=tuple(cfg.phantom_size)))
-    return to_model_size(ph.image, ph.mask, cfg.resolution), trimester_from_hc(ph.hc_mm)
+    if sizes is None:
+        return to_model_size(ph.image, ph.mask, cfg.resolution), trimester_from_hc(ph.hc_mm)
+    return [to_model_size(ph.image, ph.mask, s) for s in sizes], trimester_from_hc(ph.hc_mm)
 
 
-def make_dataset(cfg: PretrainConfig, work: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, R, R, 3) uint8 in-channel phantoms and their trimester index (0, 1, 2); cached in work/."""
-    path, tpath = work / "phantoms.npy", work / "phantom_trimesters.npy"
-    if path.is_file() and tpath.is_file():
-        x, t = np.load(path), np.load(tpath)
-        if len(x) == cfg.n_phantoms and x.shape[1] == cfg.resolution:
-            return x, t
-    rgb, tri = [], []
+def _cache_name(stem: str, cfg: PretrainConfig, size: int) -> str:
+    # the base size keeps the name earlier work folders used, so they still resume
+    return f"{stem}.npy" if size == int(cfg.resolution) else f"{stem}_{size}.npy"
+
+
+def make_dataset(cfg: PretrainConfig, work: Path, sizes: tuple[int, ...] | None = None):
+    """(N, R, R, 3) uint8 in-channel phantoms and their trimester index (0, 1, 2); cached in work/.
+    With `sizes`: ({size: (N, s, s, 3)}, trimesters), every size drawn from the same phantoms."""
+    want = (int(cfg.resolution),) if sizes is None else tuple(sizes)
+    paths = {s: work / _cache_name("phantoms", cfg, s) for s in want}
+    tpath = work / "phantom_trimesters.npy"
+    if all(p.is_file() for p in paths.values()) and tpath.is_file():
+        xs, t = {s: np.load(p, mmap_mode="r") for s, p in paths.items()}, np.load(tpath)
+        if all(len(x) == cfg.n_phantoms and x.shape[1] == s for s, x in xs.items()):
+            xs = {s: np.load(p) for s, p in paths.items()}
+            return (xs[want[0]], t) if sizes is None else (xs, t)
+    rgb, tri = {s: [] for s in want}, []
     # the GA is drawn uniformly over 11.5-40 weeks so all three trimesters are well represented; phantom i
     # depends on i alone, so any number of workers draws the same set
     if cfg.workers > 1:
         import multiprocessing as mp
         from functools import partial
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
-            made = pool.map(partial(_phantom_rgb, cfg), range(cfg.n_phantoms), chunksize=64)
+            made = pool.map(partial(_phantom_rgb, cfg, sizes=want), range(cfg.n_phantoms), chunksize=64)
     else:
-        made = (_phantom_rgb(cfg, i) for i in range(cfg.n_phantoms))
-    for r, t in made:
-        rgb.append(r)
+        made = (_phantom_rgb(cfg, i, want) for i in range(cfg.n_phantoms))
+    for rs, t in made:
+        for s, r in zip(want, rs):
+            rgb[s].append(r)
         tri.append(TRIMESTERS.index(t))
-    x, t = np.stack(rgb), np.array(tri, np.int64)
-    atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), x), suffix=".npy")
+    xs, t = {s: np.stack(v) for s, v in rgb.items()}, np.array(tri, np.int64)
+    for s, x in xs.items():
+        atomic_write(paths[s], lambda tmp, x=x: np.save(open(tmp, "wb"), x), suffix=".npy")
     atomic_write(tpath, lambda tmp: np.save(open(tmp, "wb"), t), suffix=".npy")
-    return x, t
+    return (xs[want[0]], t) if sizes is None else (xs, t)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -235,8 +267,9 @@ def check_excluded(files: list[Path], grays: list[np.ndarray], exclude: tuple[st
     return n
 
 
-def _real_view(gray: np.ndarray, rng: np.random.Generator, size: int, plain: bool) -> np.ndarray:
-    """A seeded view of one unlabelled image at size² (view 0 is the plain squash, as real images enter)."""
+def _real_view(gray: np.ndarray, rng: np.random.Generator, size, plain: bool):
+    """A seeded view of one unlabelled image at size² (view 0 is the plain squash, as real images enter);
+    with a tuple of sizes, the same view at each of them."""
     import cv2
     if not plain:
         h, w = gray.shape
@@ -245,24 +278,30 @@ def _real_view(gray: np.ndarray, rng: np.random.Generator, size: int, plain: boo
                                     ang, zoom)
         gray = cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         gray = np.clip(gray.astype(np.float32) * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+    if isinstance(size, (tuple, list)):
+        return [cv2.resize(gray, (s, s), interpolation=cv2.INTER_AREA) for s in size]
     return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def make_unlabelled(cfg: PretrainConfig, work: Path) -> np.ndarray:
-    """(N * real_views, R, R) uint8 gray views of the unlabelled images; cached in work/."""
+def make_unlabelled(cfg: PretrainConfig, work: Path, sizes: tuple[int, ...] | None = None):
+    """(N * real_views, R, R) uint8 gray views of the unlabelled images; cached in work/. With `sizes`:
+    {size: views}, the same seeded views at every size."""
     from ..data import read_gray
-    path = work / "unlabelled.npy"
-    if path.is_file():
-        x = np.load(path)
-        if x.shape[1] == cfg.resolution:
-            return x
+    want = (int(cfg.resolution),) if sizes is None else tuple(sizes)
+    paths = {s: work / _cache_name("unlabelled", cfg, s) for s in want}
+    if all(p.is_file() for p in paths.values()):
+        xs = {s: np.load(p) for s, p in paths.items()}
+        if all(x.shape[1] == s for s, x in xs.items()):
+            return xs[want[0]] if sizes is None else xs
     files = unlabelled_files(cfg.unlabelled)
     grays = [read_gray(f) for f in files]
     check_excluded(files, grays, cfg.exclude)
     rng = np.random.default_rng(cfg.seed + 7)
-    x = np.stack([_real_view(g, rng, cfg.resolution, v == 0) for g in grays for v in range(cfg.real_views)])
-    atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), x), suffix=".npy")
-    return x
+    views = [_real_view(g, rng, want, v == 0) for g in grays for v in range(cfg.real_views)]
+    xs = {s: np.stack([v[k] for v in views]) for k, s in enumerate(want)}
+    for s, x in xs.items():
+        atomic_write(paths[s], lambda tmp, x=x: np.save(open(tmp, "wb"), x), suffix=".npy")
+    return xs[want[0]] if sizes is None else xs
 
 
 def random_ellipse_mask(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -447,8 +486,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         _save_spent(work, spent + time.time() - t_start, dev)
 
     yield {"kind": "stage", "stage": "data", "n": cfg.n_phantoms, "unlabelled": cfg.unlabelled}
-    data, tri = make_dataset(cfg, work)
-    real = make_unlabelled(cfg, work) if cfg.unlabelled else None
+    sizes = tuple(s for s, _ in cfg.unet_sizes())
+    data_at, tri = make_dataset(cfg, work, sizes)
+    real_at = make_unlabelled(cfg, work, sizes) if cfg.unlabelled else None
+    data = data_at[sizes[0]]
+    real = real_at[sizes[0]] if real_at is not None else None
     real_frac = cfg.real_frac if real is not None else 0.0
     comps = init_components(cfg)
     vae, unet, te, tok, sched = (comps[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
@@ -563,21 +605,25 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     if judged:
         yield {"kind": "judge", "stage": "vae", **judged}
 
-    # ---- latents once (the VAE is frozen from here): posterior mean and std of every phantom
-    lat_path = work / "latents.pt"
-    if lat_path.is_file():
-        lat = torch.load(lat_path, map_location="cpu")
-    else:
-        lat = encode_all(vae, data)
-        if real is not None:  # unlabelled: R = G = image, B = 0 (no mask)
-            rl = encode_all(vae, np.concatenate([np.repeat(real[..., None], 2, axis=3),
-                                                 np.zeros_like(real)[..., None]], axis=3))
-            lat.update(real_mean=rl["mean"], real_std=rl["std"])
-        _save_ckpt(lat_path, lat)
-    sf = latent_scaling(cfg, vae, lat)
+    # ---- latents once (the VAE is frozen from here): posterior mean and std of every phantom, at every size
+    lat_at = {}
+    for s in sizes:
+        lat_path = work / ("latents.pt" if s == sizes[0] else f"latents_{s}.pt")
+        if lat_path.is_file():
+            lat = torch.load(lat_path, map_location="cpu")
+        else:
+            lat = encode_all(vae, data_at[s])
+            if real_at is not None:  # unlabelled: R = G = image, B = 0 (no mask)
+                rs = real_at[s]
+                rl = encode_all(vae, np.concatenate([np.repeat(rs[..., None], 2, axis=3),
+                                                     np.zeros_like(rs)[..., None]], axis=3))
+                lat.update(real_mean=rl["mean"], real_std=rl["std"])
+            _save_ckpt(lat_path, lat)
+        lat_at[s] = lat
+    sf = latent_scaling(cfg, vae, lat_at[sizes[0]])
     vae.register_to_config(scaling_factor=sf)
     atomic_write_json(work / "scaling_factor.json", {"scaling_factor": sf})
-    lat = {k: v.to(dev) for k, v in lat.items()}
+    lat_at = {s: {k: v.to(dev) for k, v in lat.items()} for s, lat in lat_at.items()}
 
     # ---- stage 3: UNet + text encoder
     ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
@@ -592,7 +638,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
         ck = torch.load(unet_ck, weights_only=False, map_location=dev)
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
         ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"].cpu())
-    n_real = int(round(cfg.unet_batch * real_frac))
+    batch_at = dict(cfg.unet_sizes())
     alphas = sched.alphas_cumprod.to(dev)
     snr = alphas / (1 - alphas)
     tri_t = torch.from_numpy(tri)
@@ -609,7 +655,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             yield {"kind": "stopped", "stage": "unet", "step": step}
             return
         # every random draw comes from the CPU generator g (the same stream on any device), then moves
-        idx = torch.randint(len(data), (cfg.unet_batch - n_real,), generator=g)
+        size = sizes[step % len(sizes)]  # one size per step, in turn
+        lat, batch = lat_at[size], batch_at[size]
+        n_real = int(round(batch * real_frac))
+        idx = torch.randint(len(data), (batch - n_real,), generator=g)
         mu, sd = lat["mean"][idx.to(dev)], lat["std"][idx.to(dev)]
         which = tri_t[idx].clone()
         if n_real:
@@ -706,9 +755,11 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
     for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
               "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
-              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight"):
+              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight",
+              "extra_resolutions"):
         if getattr(cfg, k) != getattr(d, k):
-            parts.append(f"--{k.replace('_', '-')} {getattr(cfg, k)}")
+            v = getattr(cfg, k)
+            parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, tuple) else str(v)))
     parts += [f"--exclude {e}" for e in cfg.exclude]
     return " ".join(parts)
 
@@ -747,6 +798,12 @@ def _vae_recipe(cfg: PretrainConfig) -> str:
             f"local-contrast loss{adv}{echo}{ema})")
 
 
+def _unet_sizes_text(cfg: PretrainConfig) -> str:
+    if not cfg.extra_resolutions:
+        return f"batch {cfg.unet_batch}"
+    return "one size per step in turn: " + ", ".join(f"{s}² at batch {b}" for s, b in cfg.unet_sizes())
+
+
 def _readme(cfg: PretrainConfig, seconds: float, on: str = "") -> str:
     return f"""# Tiny diffusion base (SonoSynth Lab)
 
@@ -760,7 +817,7 @@ floating-point order, not bit for bit):
 
     {rebuild_command(cfg)}
 
-Recipe: {_vae_recipe(cfg)}, then UNet + text encoder {cfg.unet_steps} steps (batch {cfg.unet_batch}, lr {cfg.unet_lr},
+Recipe: {_vae_recipe(cfg)}, then UNet + text encoder {cfg.unet_steps} steps ({_unet_sizes_text(cfg)}, lr {cfg.unet_lr},
 min-SNR-{cfg.min_snr_gamma:g} weighting, {cfg.uncond_prob:.0%} empty prompts, EMA {cfg.ema_decay}); bf16 autocast;
 seed {cfg.seed}. Full settings: pretrain_config.json.
 """
@@ -780,7 +837,13 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
     cfg = PretrainConfig(**{k: v for k, v in json.loads((work / "config.json").read_text()).items()
                             if k in PretrainConfig.__dataclass_fields__})
     comps = build_tiny_components(cfg.seed, latent_channels=cfg.latent_channels)
-    comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False, map_location="cpu")["model"])
+    if (work / "vae.pt").is_file():
+        comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False, map_location="cpu")["model"])
+    elif cfg.init_base and cfg.vae_steps == 0:  # a continuation that keeps its init base's VAE saves none
+        from diffusers import AutoencoderKL
+        comps["vae"] = AutoencoderKL.from_pretrained(str(cfg.init_base), subfolder="vae", torch_dtype=torch.float32)
+    else:
+        raise FileNotFoundError(f"{work} has no VAE checkpoint (vae.pt): nothing to export")
     sf_path = work / "scaling_factor.json"
     sf = json.loads(sf_path.read_text())["scaling_factor"] if sf_path.is_file() \
         else float(1.0 / torch.load(work / "latents.pt")["mean"].std())
