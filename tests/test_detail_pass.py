@@ -82,7 +82,7 @@ def test_a_lora_used_at_a_size_it_did_not_train_at_is_refused_with_what_to_do(ra
     base = dict(trimester="second", n=1, seed=1, base=str(random_base), steps=2, qc=False)
     with pytest.raises(ValueError, match="use it as the detail LoRA"):
         next(e for e in G.generate(G.GenerateConfig(**base, lora=str(loras["detail"]))) if e["kind"] == "sample")
-    with pytest.raises(ValueError, match="trained above the base's 32²"):
+    with pytest.raises(ValueError, match="trained above the 32² the first pass draws at"):
         next(G.generate(G.GenerateConfig(**base, lora=str(loras["base_size"]), detail_lora=str(loras["base_size"]))))
     with pytest.raises(ValueError, match="without pipe"):
         next(G.generate(G.GenerateConfig(**base, detail_lora=str(loras["detail"])), pipe=G.get_pipeline(str(random_base))))
@@ -90,6 +90,32 @@ def test_a_lora_used_at_a_size_it_did_not_train_at_is_refused_with_what_to_do(ra
                 dict(restore_aspect=9), dict(restore_aspect=float("nan"))):
         with pytest.raises(Exception, match="detail strength|restore aspect"):
             G.GenerateConfig(**base, **bad).validate()
+
+
+def test_a_base_pretrained_at_a_larger_size_samples_a_lora_of_that_size_there(random_base, loras, tmp_path):
+    """pretrain-base --extra-resolutions: the base's sampling file lists the sizes its UNet knows, and a LoRA
+    trained at one of them draws there directly (no detail pass); other sizes are still refused."""
+    import shutil
+    from pipeline.diffusion.base import base_sizes
+    two = tmp_path / "two-size-base"
+    shutil.copytree(random_base, two)
+    (two / "sonosynth_sampling.json").write_text(json.dumps({"sizes": [64]}))
+    assert base_sizes(str(two), 32) == [32, 64] and base_sizes(str(random_base), 32) == [32]
+    G.clear_pipelines()
+    cfg = G.GenerateConfig(trimester="second", n=2, seed=3, base=str(two), steps=3, qc=False, lora=str(loras["detail"]))
+    a = [e["sample"] for e in G.generate(cfg) if e["kind"] == "sample"]
+    assert [s.rgb.shape for s in a] == [(64, 64, 3)] * 2
+    assert a[0].params["size"] == 64 and a[0].params["detail_size"] is None
+    # the same LoRA on the base that only knows 32² is refused, naming the way to a base that knows 64²
+    with pytest.raises(ValueError, match="extra-resolutions"):
+        next(e for e in G.generate(G.GenerateConfig(**{**cfg.__dict__, "base": str(random_base)})) if e["kind"] == "sample")
+    # a detail pass must go above the size the first pass draws at
+    with pytest.raises(ValueError, match="trained above the 64² the first pass draws at"):
+        next(G.generate(G.GenerateConfig(**{**cfg.__dict__, "detail_lora": str(loras["detail"])})))
+    (two / "sonosynth_sampling.json").write_text(json.dumps({"sizes": ["big"]}))
+    with pytest.raises(ValueError, match="'sizes' must be a list"):
+        base_sizes(str(two), 32)
+    G.clear_pipelines()
 
 
 def test_restore_aspect_writes_the_pair_at_the_scans_shape_and_keeps_the_raw_square(tmp_path):

@@ -173,6 +173,18 @@ def base_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
 
 
+def base_sizes(base: str | os.PathLike | None, own: int) -> list[int]:
+    """The square sizes a base's UNet was trained to draw at: its own, plus the `sizes` its SAMPLING_FILE
+    lists (a base pretrained with --extra-resolutions, measured to draw one head there). A LoRA trained at
+    one of them samples there directly; at any other size the UNet tiles heads (a 128²-only base sampled at
+    256²: 1 of 32 valid, 2026-11-26)."""
+    rec = sampling_record(base)
+    extra = rec[1].get("sizes", []) if rec else []
+    if not isinstance(extra, list) or not all(isinstance(v, int) and v > 0 for v in extra):
+        raise ValueError(f"{rec[0]}: 'sizes' must be a list of positive whole numbers, not {extra!r}")
+    return sorted({int(own), *extra})
+
+
 # ----------------------------------------------------------------------------- in-channel tensors
 def to_model_size(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     """Resize an image + filled mask to size² and inject the mask: (size, size, 3) uint8 in-channel."""

@@ -110,21 +110,29 @@ def lora_working_size(lora: str | Path | None) -> int | None:
     return int(size) if isinstance(size, (int, float)) and size > 0 else None
 
 
-def check_sizes(cfg: "GenerateConfig", base_size: int) -> int | None:
-    """Refuse a LoRA used at a size it was not trained for, with what to do instead; the detail size or None."""
+def check_sizes(cfg: "GenerateConfig", base_size: int, sizes: list[int] | None = None) -> tuple[int | None, int | None]:
+    """Refuse a LoRA used at a size it was not trained for, with what to do instead. Returns (the size the
+    main pass draws at when it is not the base's own, else None; the detail size or None). `sizes`: the sizes
+    the base's UNet knows (base.base_sizes); a LoRA trained at one of them is sampled there."""
+    sizes = sorted(set(sizes or []) | {base_size})
     own = lora_working_size(cfg.lora)
+    main = base_size
     if own is not None and own != base_size:
-        raise ValueError(f"{cfg.lora} was trained at {own}², the base samples at {base_size}²: "
-                         + ("use it as the detail LoRA (--detail-lora) beside a LoRA trained at the base's size"
-                            if own > base_size else "train it again at the base's size (--resolution 0)"))
+        if own not in sizes:
+            known = "" if len(sizes) == 1 else f" (its UNet was trained at {', '.join(f'{v}²' for v in sizes)})"
+            raise ValueError(f"{cfg.lora} was trained at {own}², the base samples at {base_size}²{known}: "
+                             + ("use it as the detail LoRA (--detail-lora) beside a LoRA trained at the base's "
+                                "size, or a base pretrained at that size too (pretrain-base --extra-resolutions)"
+                                if own > base_size else "train it again at the base's size (--resolution 0)"))
+        main = own
     if not cfg.detail_lora:
-        return None
+        return (main if main != base_size else None), None
     size = lora_working_size(cfg.detail_lora)
-    if size is None or size <= base_size:
-        raise ValueError(f"the detail LoRA {cfg.detail_lora} must be trained above the base's {base_size}² "
-                         f"(train-lora --resolution {2 * base_size}); "
+    if size is None or size <= main:
+        raise ValueError(f"the detail LoRA {cfg.detail_lora} must be trained above the {main}² the first pass "
+                         f"draws at (train-lora --resolution {2 * main}); "
                          + ("its size is not recorded" if size is None else f"it was trained at {size}²"))
-    return size
+    return (main if main != base_size else None), size
 
 
 @dataclass
@@ -365,7 +373,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import base_guidance, base_resolution, prompt_for, resolve_base
+    from .base import base_guidance, base_resolution, base_sizes, prompt_for, resolve_base
     from .calibration import base_latent_calibration
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
@@ -377,9 +385,10 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         raise ValueError("the detail pass runs on the cached pipelines: call generate() without pipe=")
     if pipe is None:
         pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale)
-    detail_size = None
+    main_size = detail_size = None
     if cfg.detail_lora or lora_working_size(cfg.lora) is not None:
-        detail_size = check_sizes(cfg, base_resolution(pipe))
+        own = base_resolution(pipe)
+        main_size, detail_size = check_sizes(cfg, own, base_sizes(cfg.base, own))
     if cfg.qc and predictor is None:
         predictor = qc_predictor(cfg.sam, cfg.sam_weights)
     prompt = prompt_for(cfg.trimester)
@@ -391,7 +400,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "latent_calibration": calibration.as_dict() if calibration is not None else None,
               "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
               "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
-              "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None}
+              "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -401,7 +410,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         batch = seeds[b:b + int(cfg.batch_size)]
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
-            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration)
+            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration, main_size)
             if detail_size:  # the same scale as the base-size LoRA: the paper's 0.9 by default
                 images = run_detail(get_pipeline(cfg.base, cfg.detail_lora, cfg.lora_scale), prompt, batch,
                                     images, detail_size, cfg.detail_strength, cfg.steps, guidance, cfg.precision,
