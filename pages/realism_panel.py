@@ -37,7 +37,8 @@ def how_real(ctx, dataset_name, tri, lora_name, data_spec, progress=gr.Progress(
             loras = [str(chosen)]
     spec = data_spec or ctx.default_source
     progress(0, desc="loading images")
-    r = RL.realism_report(str(folder), spec, ctx.profile.resolution, tri, exclude_lora=loras,
+    size = RL.recorded_working_size(folder, ctx.profile.resolution)  # 256² pairs compared at 256²
+    r = RL.realism_report(str(folder), spec, size, tri, exclude_lora=loras,
                           cache_dir=ctx.work_dir / "cache" / "realism", allowed_roots=ctx.allowed_roots,
                           progress=lambda what, d, t: progress((d, t), desc=f"encoding {what} images",
                                                                unit="images"))

@@ -225,5 +225,10 @@ def test_generation_tab_panel_runs_the_report(tmp_path, monkeypatch):
     # phantom:40 holds 30 second-trimester images; 0000 and 0005 are two of them, 0001 is of another trimester
     assert rep["real"]["n"] == 28 and rep["working_size"] == ctx.profile.resolution
     assert "real vs real" in md and "0.5 would be indistinguishable" in md
+    # pairs drawn at 256² (a detail pass or a base that knows 256²) are compared at 256², not squashed to 128²
+    (ds / "meta" / "g0.json").write_text(json.dumps({"trimester": "second", "lora": str(lora), "detail_size": 256}))
+    assert fn("set1", "second", None, "phantom:40")[1]["working_size"] == 256
+    (ds / "meta" / "g0.json").write_text(json.dumps({"trimester": "second", "lora": str(lora), "size": "big"}))
+    assert fn("set1", "second", None, "phantom:40")[1]["working_size"] == ctx.profile.resolution
     with pytest.raises(Exception, match="no accepted pairs yet"):
         fn("set2", "second", None, "phantom:40")

@@ -184,6 +184,25 @@ def recorded_loras(folder: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
+def recorded_working_size(folder: str | os.PathLike, default: int) -> int:
+    """The size a synthetic dataset's samples were drawn at, from its meta/*.json (generate.py records
+    `detail_size` for the detail pass and `size` for a LoRA sampled at a larger size the base knows): the
+    largest recorded, else `default` (the base's own). Realism compares at that size: squashing 256² pairs
+    to 128² would hide the texture the larger size is for."""
+    found = []
+    meta = Path(folder) / "meta"
+    for p in sorted(meta.glob("*.json")) if meta.is_dir() else []:
+        try:
+            info = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError, OSError):
+            continue
+        for k in ("detail_size", "size"):
+            v = info.get(k) if isinstance(info, dict) else None
+            if isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 4096:
+                found.append(v)
+    return max(found) if found else int(default)
+
+
 def load_real(spec: str, trimester: str, exclude: Sequence[str] = (), max_real: int = DEFAULT_MAX_REAL,
               seed: int = 0, allowed_roots=None) -> ImageSet:
     """Real images of one trimester from a data spec, without the names in `exclude`, at most max_real
