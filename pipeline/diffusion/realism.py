@@ -168,17 +168,24 @@ def lora_training_names(lora_dir: str | os.PathLike) -> tuple[list[str], dict]:
     return names, cfg
 
 
-def recorded_loras(folder: str | os.PathLike) -> list[str]:
-    """The LoRA folders a synthetic dataset's meta/*.json record (generate.py writes each sample's LoRA),
-    those that still exist: their training images are the ones to leave out of the real set."""
-    found: set[str] = set()
+def _meta_records(folder: str | os.PathLike):
+    """The readable JSON objects of a synthetic dataset's meta/*.json (unreadable ones are skipped)."""
     meta = Path(folder) / "meta"
     for p in sorted(meta.glob("*.json")) if meta.is_dir() else []:
         try:
             info = json.loads(p.read_text())
         except (ValueError, UnicodeDecodeError, OSError):
             continue
-        lora = info.get("lora") if isinstance(info, dict) else None
+        if isinstance(info, dict):
+            yield info
+
+
+def recorded_loras(folder: str | os.PathLike) -> list[str]:
+    """The LoRA folders a synthetic dataset's meta/*.json record (generate.py writes each sample's LoRA),
+    those that still exist: their training images are the ones to leave out of the real set."""
+    found: set[str] = set()
+    for info in _meta_records(folder):
+        lora = info.get("lora")
         if isinstance(lora, str) and lora and (Path(lora) / "lora_config.json").is_file():
             found.add(lora)
     return sorted(found)
@@ -190,14 +197,9 @@ def recorded_working_size(folder: str | os.PathLike, default: int) -> int:
     largest recorded, else `default` (the base's own). Realism compares at that size: squashing 256² pairs
     to 128² would hide the texture the larger size is for."""
     found = []
-    meta = Path(folder) / "meta"
-    for p in sorted(meta.glob("*.json")) if meta.is_dir() else []:
-        try:
-            info = json.loads(p.read_text())
-        except (ValueError, UnicodeDecodeError, OSError):
-            continue
+    for info in _meta_records(folder):
         for k in ("detail_size", "size"):
-            v = info.get(k) if isinstance(info, dict) else None
+            v = info.get(k)
             if isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 4096:
                 found.append(v)
     return max(found) if found else int(default)
