@@ -120,6 +120,16 @@ def dataset_status(ctx, folder: Path) -> str:
             "train on it in Fine-tune SAM (Synthetic pairs) or open it in the Data tab")
 
 
+def _start_ellipse_guidance(ctx) -> str:
+    """The base's own ellipse guidance as the text box shows it ("off" for a base without one)."""
+    from pipeline.diffusion.base import base_ellipse_guidance
+    try:
+        eg = base_ellipse_guidance(ctx.profile.diffusion_base)
+    except ValueError:  # reported when generating
+        return ""
+    return "off" if eg is None else ", ".join(f"{f:g}" for f in eg.at)
+
+
 def _start_guidance(ctx) -> float:
     from pipeline.diffusion.base import base_guidance
     try:
@@ -132,7 +142,7 @@ def _start_guidance(ctx) -> float:
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
              detail_lora=NO_LORA, detail_strength=_GC.detail_strength, restore_aspect=_GC.restore_aspect,
-             progress=gr.Progress()):
+             ellipse_guidance=None, progress=gr.Progress()):
     """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
     folder = dataset_dir(ctx, dataset)
     lora_path = None if (not lora or lora == NO_LORA) else str(_lora_root(ctx) / Path(lora).name)
@@ -147,7 +157,8 @@ def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, 
                                        detail_lora=detail_path,
                                        detail_strength=_GC.detail_strength if detail_strength in (None, "")
                                        else detail_strength,
-                                       restore_aspect=restore_aspect or 0.0)
+                                       restore_aspect=restore_aspect or 0.0,
+                                       ellipse_guidance=ellipse_guidance or None)
     cfg.validate()
     if lora_path is not None:
         warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
@@ -333,6 +344,11 @@ def build(ctx) -> None:
             restore_aspect = gr.Number(_GC.restore_aspect, label="write pairs at width / height",
                                        info="0: the generated square (paper); 1.48: HC18's 800×540, as SAM "
                                             "sees real scans", minimum=0, maximum=4, elem_id="gen-restore-aspect")
+            ellipse_guidance = gr.Textbox(_start_ellipse_guidance(ctx), label="ellipse guidance (not in the paper)",
+                                          info="fractions of the sampler's steps after which the mask channel is "
+                                               "made an ellipse, so image and mask finish around one head; off: "
+                                               "the paper's sampling. Default: the base's own",
+                                          elem_id="gen-ellipse-guidance")
     with gr.Accordion("LoRA strength × seed grid: what the LoRA does", open=False):
         gr.Markdown("One picture: **columns** are LoRA strengths (0 = the base model alone), **rows** are seeds "
                     "(a row keeps its starting noise, so left to right only the strength changes). Each cell "
@@ -392,7 +408,7 @@ def build(ctx) -> None:
     if trained is not None:
         trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
     gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
-                                     dataset, detail_lora, detail_strength, restore_aspect],
+                                     dataset, detail_lora, detail_strength, restore_aspect, ellipse_guidance],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
     grid_btn.click(make_grid_, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
                    outputs=[grid_image, grid_info], api_name="lora_grid", **HEAVY)

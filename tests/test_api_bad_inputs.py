@@ -63,7 +63,7 @@ FT_OK = dict(spec="phantom:24", n_real=4, synthetic="(none)", n_synthetic="", au
              lr=1e-5, weight_decay=0.0, jitter=20, aug_views=1, n_val=2, seed=0, run_name="probe")
 GEN_OK = dict(trimester="second", lora="(none: base model only)", n=1, seed=0, steps=1, scale=0.9, guidance=7.5,
               batch_size=1, threshold=127, qc=False, dataset="probe", detail_lora="(none: base model only)",
-              detail_strength=0.5, restore_aspect=0)
+              detail_strength=0.5, restore_aspect=0, ellipse_guidance="off")
 SWEEP_OK = dict(name="probe-sweep", preset_name="smoke", train="phantom:24", tests="heldout", synthetic="(none)",
                 lora_first="(none)", lora_second="(none)", lora_third="(none)", train_loras=False, n_real="",
                 repeats="", epochs="", augmentations=[], detail_resolution="", restore_aspect="")
@@ -132,6 +132,8 @@ CASES = [
     ("/generate", gen(restore_aspect=9), "width / height: Value 9 is greater than maximum"),
     ("/generate", gen(restore_aspect=0.1), "restore aspect must be 0"),
     ("/generate", gen(detail_strength=0), "detail strength: Value 0 is less than minimum"),
+    ("/generate", gen(ellipse_guidance="0.2, 1.5"), "ellipse guidance points are fractions of the schedule"),
+    ("/generate", gen(ellipse_guidance="early"), "ellipse guidance: 'off' or fractions"),
     ("/train_lora", lora(resolution=100), "resolution must be 0"),
     ("/train_lora", lora(resolution=5000), "resolution .*greater than maximum"),
     # /lora_grid: trimester, lora, strengths, seeds, steps, guidance (numbers are checked before the LoRA)

@@ -438,3 +438,6 @@ def test_shipped_base_names_its_measured_guidance():
     cal = base_latent_calibration(SHIPPED)  # measured for it, with where the numbers come from
     assert cal is not None and cal.channels == 4 and rec["latent_calibration_measured"]
     assert all(1.0 <= s <= 1.3 for s in cal.scale)  # the sampler's latents vary less than the encoder's
+    from pipeline.diffusion.base import base_ellipse_guidance
+    eg = base_ellipse_guidance(SHIPPED)  # measured for it (stage 10), with where the numbers come from
+    assert eg is not None and all(0 < f < 1 for f in eg.at) and rec["ellipse_guidance_measured"]

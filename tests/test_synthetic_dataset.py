@@ -107,3 +107,7 @@ def test_a_sweeps_synthetic_set_is_not_finished_with_a_base_that_now_samples_dif
     with pytest.raises(DataError, match="now samples at .*latent_calibration.*start a new sweep folder"):
         list(E.generate_synthetic(syn, out))
     assert len(drawn) == 2 and json.loads((out / "generation_state.json").read_text()) == state  # kept
+    (base / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0, "ellipse_guidance": {"at": [0.2, 0.4]}}))
+    with pytest.raises(DataError, match="now samples at .*ellipse_guidance.*start a new sweep folder"):
+        list(E.generate_synthetic(syn, out))
+    assert len(drawn) == 2 and json.loads((out / "generation_state.json").read_text()) == state

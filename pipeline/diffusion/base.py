@@ -146,6 +146,27 @@ def base_guidance(base: str | os.PathLike | None = None, asked: float | None = N
     return check_float(rec["guidance"], f"{f}: guidance", 0, 50)  # the same range GenerateConfig accepts
 
 
+def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | None = None):
+    """The ellipse guidance (ellipse_guidance.EllipseGuidance) a sample is drawn with, or None (off): `asked`
+    when given ("off", or fractions of the schedule such as "0.2, 0.4, 0.6"), else the base's own, measured for
+    it and kept in its SAMPLING_FILE under "ellipse_guidance" ({"at": [...]}); a base without the entry (Stable
+    Diffusion v1.5, the paper's method) is sampled without it."""
+    from .ellipse_guidance import EllipseGuidance, parse_ellipse_guidance
+    if asked is not None and str(asked).strip():
+        return parse_ellipse_guidance(asked)
+    found = sampling_record(base)
+    if found is None or found[1].get("ellipse_guidance") is None:
+        return None
+    f, rec = found
+    eg = rec["ellipse_guidance"]
+    if not isinstance(eg, dict) or not isinstance(eg.get("at"), list):
+        raise ValueError(f"{f}: ellipse_guidance must be {{\"at\": [fractions of the schedule]}}, got {eg!r:.80}")
+    try:
+        return EllipseGuidance(tuple(eg["at"]))
+    except ValueError as exc:
+        raise ValueError(f"{f}: {exc}") from None
+
+
 def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):
     """Load a base (tiny folder, SD v1.5 folder or hub id) as a StableDiffusionPipeline with UniPC.
 

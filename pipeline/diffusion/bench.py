@@ -13,7 +13,9 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
 - gen_batched_img_per_s: one call for the whole batch (per-image seeded generators);
 - gen_batched_unfused_img_per_s, gen_fused_speedup: the same batch with the LoRA left in peft's layers
   instead of fused into the weights as get_pipeline does (interleaved pairs; the median ratio);
-- gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance).
+- gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance);
+- gen_ellipse_guidance: the ellipse guidance generate() uses by default (base.base_ellipse_guidance), part of
+  every generation call timed here.
 `--resolution R` trains (cached steps only) and samples (batched only) at R² instead of the base's own size:
 what a larger working size would cost on this machine. Timings only: a base samples well only at its size.
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
@@ -91,9 +93,12 @@ def run_bench(args) -> dict:
         fig["gen_guidance"] = guidance = base_guidance(base)  # what generate() uses by default
         from .calibration import base_latent_calibration
         cal = base_latent_calibration(base)
+        from .base import base_ellipse_guidance
+        eg = base_ellipse_guidance(base)
+        fig["gen_ellipse_guidance"] = None if eg is None else list(eg.at)
 
         def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size)
+            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size, eg)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
@@ -119,7 +124,7 @@ def run_bench(args) -> dict:
         pairs = []
         for r in range(max(1, repeats // 2)):  # interleaved, so a change in load hits both
             t0 = time.perf_counter()
-            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision, cal)
+            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision, cal, None, eg)
             u = n / (time.perf_counter() - t0)
             t0 = time.perf_counter()
             call(list(range(n)))

@@ -52,18 +52,22 @@ def resolve_precision(precision: str, device) -> str:
 
 
 def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto",
-                 calibration=None, size: int | None = None):
+                 calibration=None, size: int | None = None, ellipse=None):
     """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
     image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `calibration` (a LatentCalibration,
     the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding.
-    `size`: a square size other than the base's own (the benchmark's cost of a larger working size)."""
+    `size`: a square size other than the base's own (the benchmark's cost of a larger working size).
+    `ellipse`: an EllipseGuidance (ellipse_guidance.py) that makes the in-channel mask an ellipse part-way."""
     import contextlib
 
     import torch
     mode = resolve_precision(precision, pipe.device)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    extra = {} if calibration is None else {"callback_on_step_end": calibration.on_step_end()}
+    callback = None if calibration is None else calibration.on_step_end()
+    if ellipse is not None:
+        callback = ellipse.on_step_end(then=callback)
+    extra = {} if callback is None else {"callback_on_step_end": callback}
     if size is not None:
         extra.update(height=int(size), width=int(size))
     with torch.no_grad(), ctx:
@@ -162,6 +166,11 @@ class GenerateConfig:
     # write accepted pairs at this width/height (1.48: HC18's 800x540), as SAM sees a real scan: letterboxed,
     # not stretched to a square; 0 keeps the generated square (the paper). The raw sample stays square
     restore_aspect: float = 0.0
+    # ellipse guidance (not in the paper; ellipse_guidance.py): part-way through sampling the in-channel mask
+    # of the current estimate is made the ellipse of its largest blob, so image and mask finish around one
+    # ellipse. None: the base's own (its sampling file; SD v1.5 has none: the paper's sampling); "off"; or
+    # fractions of the schedule such as "0.2, 0.4, 0.6". It shapes the base-size pass, not the detail pass
+    ellipse_guidance: str | None = None
 
     @classmethod
     def for_profile(cls, profile, **settings) -> "GenerateConfig":
@@ -189,6 +198,9 @@ class GenerateConfig:
             self.seed = check_int(self.seed, "seed", 0, 2**32 - 1)
         self.detail_strength = check_float(self.detail_strength, "detail strength", 0, 1, lo_open=True)
         self.restore_aspect = check_float(self.restore_aspect, "restore aspect (width/height; 0 = square)", 0, 4)
+        if self.ellipse_guidance is not None and str(self.ellipse_guidance).strip():
+            from .ellipse_guidance import parse_ellipse_guidance
+            parse_ellipse_guidance(self.ellipse_guidance)  # refused here, before any model loads
         if 0 < self.restore_aspect < 0.25:
             raise ValueError(f"restore aspect must be 0 (square) or a width/height from 0.25 to 4, "
                              f"got {self.restore_aspect:g}")
@@ -373,10 +385,11 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import base_guidance, base_resolution, base_sizes, prompt_for, resolve_base
+    from .base import base_ellipse_guidance, base_guidance, base_resolution, base_sizes, prompt_for, resolve_base
     from .calibration import base_latent_calibration
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
+    ellipse = base_ellipse_guidance(cfg.base, cfg.ellipse_guidance)
     calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
@@ -400,7 +413,8 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "latent_calibration": calibration.as_dict() if calibration is not None else None,
               "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
               "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
-              "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None}
+              "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None,
+              "ellipse_guidance": None if ellipse is None else list(ellipse.at)}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -410,7 +424,8 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         batch = seeds[b:b + int(cfg.batch_size)]
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
-            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration, main_size)
+            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration, main_size,
+                                  ellipse)
             if detail_size:  # the same scale as the base-size LoRA: the paper's 0.9 by default
                 images = run_detail(get_pipeline(cfg.base, cfg.detail_lora, cfg.lora_scale), prompt, batch,
                                     images, detail_size, cfg.detail_strength, cfg.steps, guidance, cfg.precision,
@@ -476,6 +491,10 @@ def add_generate_arguments(p) -> None:
                    help="how far back the detail pass starts: share of the sampler's steps run at its size")
     p.add_argument("--restore-aspect", type=float, default=d.restore_aspect,
                    help="write accepted pairs at this width/height (1.48 = HC18's 800x540); 0 keeps the square")
+    p.add_argument("--ellipse-guidance", default=d.ellipse_guidance, metavar="off|F,F,...",
+                   help="not in the paper: at these fractions of the schedule make the in-channel mask of the "
+                        "sampler's estimate an ellipse, so image and mask finish around one head (default: the "
+                        "base's own: 0.2,0.4,0.6 for assets/tiny-base; off for Stable Diffusion v1.5)")
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
@@ -494,7 +513,8 @@ def run_cli(args) -> int:
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
                          calibrate=not args.no_calibration, detail_lora=args.detail_lora,
-                         detail_strength=args.detail_strength, restore_aspect=args.restore_aspect)
+                         detail_strength=args.detail_strength, restore_aspect=args.restore_aspect,
+                         ellipse_guidance=args.ellipse_guidance)
     from .dataset import fill
     out = Path(args.out)
     samples, accepted = [], 0
