@@ -27,7 +27,7 @@ def _disc(shape, cx, cy, r):
 
 
 def test_the_mask_channel_becomes_the_ellipse_of_its_largest_blob():
-    eg = EllipseGuidance()
+    eg = EllipseGuidance((0.5,))
     # a bean (two overlapping discs): refused by the extractor as drawn, its projection is a valid ellipse
     bean = np.maximum(_disc((128, 128), 50, 64, 22), _disc((128, 128), 82, 56, 16))
     assert not extract_ellipse((bean * 255).astype(np.uint8)).valid

@@ -15,7 +15,8 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
   instead of fused into the weights as get_pipeline does (interleaved pairs; the median ratio);
 - gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance);
 - gen_ellipse_guidance: the ellipse guidance generate() uses by default (base.base_ellipse_guidance), part of
-  every generation call timed here.
+  every generation call timed here; gen_batched_ellipse_off_img_per_s and gen_ellipse_guidance_cost: the same
+  batch without it (interleaved pairs; the median share of throughput it costs).
 `--resolution R` trains (cached steps only) and samples (batched only) at R² instead of the base's own size:
 what a larger working size would cost on this machine. Timings only: a base samples well only at its size.
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
@@ -112,6 +113,17 @@ def run_bench(args) -> dict:
             batched.append(n / (time.perf_counter() - t0))
         fig["gen_batch_size"] = n
         fig["gen_batched_img_per_s"] = float(np.median(batched))
+        if eg is not None:  # what the base's ellipse guidance costs: the same batch without it, interleaved
+            pairs = []
+            for r in range(max(1, repeats // 2)):
+                t0 = time.perf_counter()
+                run_pipeline(pipe, prompt, list(range(n)), 20, guidance, precision, cal, size)
+                without = n / (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                call(list(range(n)))
+                pairs.append((without, n / (time.perf_counter() - t0)))
+            fig["gen_batched_ellipse_off_img_per_s"] = float(np.median([w for w, _ in pairs]))
+            fig["gen_ellipse_guidance_cost"] = float(np.median([1 - g / w for w, g in pairs]))
         if other:
             clear_pipelines()
             return fig

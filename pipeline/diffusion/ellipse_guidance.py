@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# the fraction of the schedule after which the in-channel mask is made an ellipse (0.3: after step 6 of 20)
-DEFAULT_AT = (0.3,)
-
 
 @dataclass(frozen=True)
 class EllipseGuidance:
-    at: tuple[float, ...] = DEFAULT_AT  # fractions of the schedule, each in (0, 1)
+    # fractions of the schedule after which the mask is made an ellipse (0.2: after step 4 of 20); no default
+    # here: each base's own lives in its sampling file (base.base_ellipse_guidance), measured for it
+    at: tuple[float, ...]
     threshold: int = 127  # the extractor's threshold (a gray level of B)
     min_area_frac: float = 0.005  # a smaller blob is not a head: left alone
 

@@ -90,6 +90,10 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     assert saved[0:4, 10:35].mean() < 0.1, "the stroke undone with the canvas toolbar is in the saved mask"
     meta = json.loads((ds / "meta" / f"{masks[0].stem}.json").read_text())
     assert meta["edited"] is True and meta["lora"].endswith("lora-second") and meta["seed"] == 0
+    # sampled with the base's own ellipse guidance, which the (closed) settings field shows
+    from pipeline.diffusion.base import base_ellipse_guidance
+    eg = base_ellipse_guidance(None)
+    assert meta["ellipse_guidance"] == (None if eg is None else list(eg.at))
     assert (ds / "raw" / f"{masks[0].stem}.png").is_file()
 
     # the LoRA strength x seed grid of the same LoRA (still selected above): one labelled picture
