@@ -150,6 +150,28 @@ class Extraction:
                 "ellipse": None if self.ellipse is None else self.ellipse.as_dict()}
 
 
+def fit_points(contour: np.ndarray, shape: tuple[int, int], border_margin: int = 1) -> np.ndarray:
+    """A contour's points the ellipse is fitted to: those on the image border (within `border_margin`) are
+    left out, so a head cut by the frame is fitted to its visible arc (all points when fewer than 5 remain)."""
+    h, w = shape
+    pts = np.asarray(contour).reshape(-1, 2)
+    on_border = ((pts[:, 0] <= border_margin - 1) | (pts[:, 1] <= border_margin - 1)
+                 | (pts[:, 0] >= w - border_margin) | (pts[:, 1] >= h - border_margin))
+    return pts[~on_border] if (~on_border).sum() >= 5 else pts
+
+
+def fit_contour_ellipse(pts: np.ndarray) -> Ellipse | None:
+    """cv2.fitEllipse on contour points (at least 5), edge-corrected; None when degenerate."""
+    # OpenCV contour points run along the centres of the boundary pixels, a little inside the true
+    # edge; widening both axes by _EDGE_PX removes that bias (measured: HC18 masks' HC error median
+    # -0.075 -> about 0.03 mm; drawn ellipses' perimeter error about 0.1 px).
+    e = Ellipse.from_cv(cv2.fitEllipse(np.asarray(pts).astype(np.float32)))
+    e = Ellipse(e.cx, e.cy, e.width + _EDGE_PX, e.height + _EDGE_PX, e.angle)
+    if not (np.isfinite([e.cx, e.cy, e.width, e.height]).all() and e.width > 1 and e.height > 1):
+        return None
+    return e
+
+
 def extract_ellipse(channel: np.ndarray, threshold: int = 127, min_area_frac: float = 0.005,
                     min_fit_iou: float = 0.85, border_margin: int = 1,
                     allow_border: bool = True, min_inside: float = 0.6, max_second_blob: float = 0.2,
@@ -196,18 +218,11 @@ def extract_ellipse(channel: np.ndarray, threshold: int = 127, min_area_frac: fl
         return Extraction(empty, None, False,
                           f"two heads: a second blob {cv2.contourArea(contours[1]) / area:.0%} the size of the "
                           f"first (at most {max_second_blob:.0%})", None)
-    pts = largest.reshape(-1, 2)
-    on_border = ((pts[:, 0] <= border_margin - 1) | (pts[:, 1] <= border_margin - 1)
-                 | (pts[:, 0] >= w - border_margin) | (pts[:, 1] >= h - border_margin))
-    fit_pts = pts[~on_border] if (~on_border).sum() >= 5 else pts
+    fit_pts = fit_points(largest, (h, w), border_margin)
     if len(fit_pts) < 5:
         return Extraction(empty, None, False, "too small: fewer than 5 contour points", None)
-    # OpenCV contour points run along the centres of the boundary pixels, a little inside the true
-    # edge; widening both axes by _EDGE_PX removes that bias (measured: HC18 masks' HC error median
-    # -0.075 -> about 0.03 mm; drawn ellipses' perimeter error about 0.1 px).
-    e = Ellipse.from_cv(cv2.fitEllipse(fit_pts.astype(np.float32)))
-    e = Ellipse(e.cx, e.cy, e.width + _EDGE_PX, e.height + _EDGE_PX, e.angle)
-    if not (np.isfinite([e.cx, e.cy, e.width, e.height]).all() and e.width > 1 and e.height > 1):
+    e = fit_contour_ellipse(fit_pts)
+    if e is None:
         return Extraction(empty, None, False, "poor fit: degenerate ellipse", None)
 
     filled = e.fill((h, w))  # drawn inside the frame only: the ellipse clipped to the frame

@@ -54,7 +54,7 @@ class EllipseGuidance:
         when there is no blob large enough to be a head."""
         import cv2
 
-        from ..masks import Ellipse, _EDGE_PX
+        from ..masks import fit_contour_ellipse, fit_points
         h, w = blue.shape
         binary = (blue * 255.0 > self.threshold).astype(np.uint8)
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -63,15 +63,10 @@ class EllipseGuidance:
         largest = max(contours, key=cv2.contourArea)
         if cv2.contourArea(largest) < self.min_area_frac * h * w:
             return None
-        pts = largest.reshape(-1, 2)
-        inner = (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] < h - 1)
-        fit = pts[inner] if inner.sum() >= 5 else pts
-        if len(fit) < 5:
+        fit = fit_points(largest, (h, w))  # as the Ellipse Extractor fits: border points left out
+        e = fit_contour_ellipse(fit) if len(fit) >= 5 else None
+        if e is None:
             return None
-        e = Ellipse.from_cv(cv2.fitEllipse(fit.astype(np.float32)))
-        if not (np.isfinite([e.cx, e.cy, e.width, e.height]).all() and e.width > 1 and e.height > 1):
-            return None
-        e = Ellipse(e.cx, e.cy, e.width + _EDGE_PX, e.height + _EDGE_PX, e.angle)
         return e.fill((h, w)).astype(np.float32)
 
     def delta(self, vae, x0):
