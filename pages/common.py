@@ -109,16 +109,18 @@ def user_error(exc: BaseException) -> gr.Error:
 def _name_the_field(preprocess):
     """Gradio checks a Number's / Slider's minimum and maximum and a Dropdown's / Radio's choices itself,
     before any handler runs, with a message that does not say which field ("Value 0 is less than minimum
-    value 1.") and a traceback in the server log. This puts the field's label in front and logs one warning
-    line instead."""
+    value 1."), and a Slider given a string such as "NaN" fails with a TypeError; both leave a traceback in the
+    server log. This puts the field's label in front of a clear message and logs one warning line instead."""
     @functools.wraps(preprocess)
     def checked(self, payload):
         try:
             return preprocess(self, payload)
         except gr.Error as exc:
             msg = f"{self.label or 'a number field'}: {getattr(exc, 'message', exc)}"
-            logging.getLogger(__name__).warning("refused input: %s", msg)
-            raise gr.Error(msg, print_exception=False) from None
+        except (TypeError, ValueError):  # e.g. the string "NaN" from a raw API client: a Slider compares it
+            msg = f"{self.label or 'a number field'}: expected a number, got {str(payload)[:40]!r}"
+        logging.getLogger(__name__).warning("refused input: %s", msg)
+        raise gr.Error(msg, print_exception=False) from None
     checked._names_field = True  # type: ignore[attr-defined]
     return checked
 

@@ -110,13 +110,15 @@ def list_lora_dirs(ctx) -> list[str]:
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 @_STOP.job
 def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
-          repeats, epochs, augmentations, detail_resolution="", restore_aspect="", request: gr.Request = None,
-          progress=gr.Progress()):
+          repeats, epochs, augmentations, detail_resolution="", restore_aspect="", detail_first="(none)",
+          detail_second="(none)", detail_third="(none)", request: gr.Request = None, progress=gr.Progress()):
     """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
     from pipeline.sweep import preset, run_sweep
     name = safe_name(name, "sweep name")
     loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
              if p and p != "(none)"}
+    detail = {t: p for t, p in (("first", detail_first), ("second", detail_second), ("third", detail_third))
+              if p and p != "(none)"}
     over = dict(train=(train or "").strip() or ctx.default_source,
                 tests=[t.strip() for t in (tests or "heldout").split(",") if t.strip()],
                 synthetic=None if not synthetic or synthetic == "(none)" else f"folder:{synthetic}",
@@ -124,6 +126,7 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
                 repeats=_optional_int(repeats, "repeats"), epochs=_optional_int(epochs, "epochs"),
                 augmentations=list(augmentations) if augmentations else None,
                 detail_resolution=_optional_int(detail_resolution, "detail resolution", minimum=0),
+                detail_loras=detail or None,
                 restore_aspect=_optional_float(restore_aspect, "write SYN pairs at width / height"))
     cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
     out = _sweeps_root(ctx) / name
@@ -199,7 +202,7 @@ def open_sweep(ctx, name):
 
 
 def fresh_lists(ctx):
-    return (gr.update(choices=list_synthetic(ctx)), *[gr.update(choices=list_lora_dirs(ctx))] * 3,
+    return (gr.update(choices=list_synthetic(ctx)), *[gr.update(choices=list_lora_dirs(ctx))] * 6,
             gr.update(choices=list_sweeps(ctx)))
 
 
@@ -243,6 +246,11 @@ def build(ctx) -> None:
             restore_aspect = gr.Textbox("", label="write SYN pairs at width / height (empty: square)",
                                         placeholder="e.g. 1.48", info="1.48 = HC18's 800×540: SAM then sees a "
                                         "synthetic pair as it sees a real scan", elem_id="sw-restore-aspect")
+        with gr.Row():  # ready-made detail LoRAs (LoRA tab, resolution 256), instead of training them here
+            df, ds, dt = (gr.Dropdown(lora_dirs, value="(none)", label=f"{t}-trimester detail LoRA",
+                                      info="trained at 2× the base's size; needs the trimester's LoRA above"
+                                      if t == "first" else None, elem_id=f"sw-detail-{t}")
+                          for t in ("first", "second", "third"))
     with gr.Row():
         start_btn = gr.Button("Start / resume sweep", variant="primary", elem_id="sw-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="sw-stop")
@@ -258,12 +266,13 @@ def build(ctx) -> None:
 
     follow_data_tab(ctx, train)
     lists = bind_ctx(fresh_lists, ctx)
-    refresh.click(lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+    refresh.click(lists, outputs=[synthetic, lf, ls, lt, df, ds, dt, past], api_visibility="private", queue=False)
     if ctx.tab is not None:  # LoRAs, datasets and sweeps made in other tabs are listed when this tab opens
-        ctx.tab.select(lists, outputs=[synthetic, lf, ls, lt, past], api_visibility="private", queue=False)
+        ctx.tab.select(lists, outputs=[synthetic, lf, ls, lt, df, ds, dt, past], api_visibility="private",
+                       queue=False)
     start_btn.click(bind_ctx(start, ctx),
                     inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real, repeats, epochs,
-                            augmentations, detail_resolution, restore_aspect],
+                            augmentations, detail_resolution, restore_aspect, df, ds, dt],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
     open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],

@@ -191,3 +191,17 @@ def test_train_loras_with_a_detail_resolution_trains_both_sizes_on_the_same_imag
     assert plain and [a[0] for a in plain] == [a[0] for a in detail]  # one detail LoRA per trimester
     assert all(a[2] == "train" for a in asked) and len({a[3] for a in asked}) == 1  # same pool, same count
     assert cfg.detail_loras == {t: str(tmp_path / "loras" / f"{t}-256") for t, *_ in detail}
+
+
+def test_a_ready_made_detail_lora_not_above_its_trimesters_lora_is_refused_before_the_sweep_starts(loras):
+    """The Experiments tab and `sweep --detail-loras` take ready-made detail LoRAs: one trained at the base-size
+    LoRA's size (or below) is refused by check_sources, before any cell runs, not when the SYN arm generates."""
+    from pipeline.sweep import preset
+    ok = preset("smoke", train="phantom:12", augmentations=["syn"], loras={"second": str(loras["base_size"])},
+                detail_loras={"second": str(loras["detail"])})
+    ok.check_sources()  # 64² above 32²: accepted
+    swapped = preset("smoke", train="phantom:12", augmentations=["syn"], loras={"second": str(loras["detail"])},
+                     detail_loras={"second": str(loras["base_size"])})
+    with pytest.raises(DataError, match=r"second-trimester detail LoRA base-size was trained at 32², not above "
+                                        r"the 64²"):
+        swapped.check_sources()

@@ -143,6 +143,13 @@ class SweepConfig:
             open_source(self.synthetic, allowed_roots)
         for tri, d in {**(self.loras or {}), **{f"{t} (detail)": d for t, d in (self.detail_loras or {}).items()}}.items():
             _check_lora_pool(self, tri, d)
+        from ..diffusion.generate import lora_working_size
+        for t, d in (self.detail_loras or {}).items():  # refused now, not when the SYN arm starts generating
+            main, detail = lora_working_size(self.loras[t]), lora_working_size(d)
+            if main is not None and detail is not None and detail <= main:
+                raise DataError(f"{t}-trimester detail LoRA {Path(d).name} was trained at {detail}², not above "
+                                f"the {main}² of {Path(self.loras[t]).name}: a detail LoRA is trained at 2x the "
+                                f"base's size (train-lora --resolution 256 on the tiny base)")
 
 
 PRESETS: dict[str, dict] = {
