@@ -130,6 +130,16 @@ def _start_ellipse_guidance(ctx) -> str:
     return "off" if eg is None else ", ".join(f"{f:g}" for f in eg.at)
 
 
+def _start_guidance_until(ctx) -> float:
+    """The base's own share of guided steps (1 for a base without one, or while its sampling file is unreadable:
+    that is reported when generating)."""
+    from pipeline.diffusion.base import base_guidance_until
+    try:
+        return base_guidance_until(ctx.profile.diffusion_base)
+    except ValueError:
+        return 1.0
+
+
 def _start_guidance(ctx) -> float:
     from pipeline.diffusion.base import base_guidance
     try:
@@ -142,7 +152,7 @@ def _start_guidance(ctx) -> float:
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc, dataset,
              detail_lora=NO_LORA, detail_strength=_GC.detail_strength, restore_aspect=_GC.restore_aspect,
-             ellipse_guidance=None, progress=gr.Progress()):
+             ellipse_guidance=None, guidance_until=None, progress=gr.Progress()):
     """Generate N pairs; streams the gallery as batches finish. Returns (gallery, summary, samples...)."""
     folder = dataset_dir(ctx, dataset)
     lora_path = None if (not lora or lora == NO_LORA) else str(_lora_root(ctx) / Path(lora).name)
@@ -158,7 +168,8 @@ def generate(ctx, trimester, lora, n, seed, steps, scale, guidance, batch_size, 
                                        detail_strength=_GC.detail_strength if detail_strength in (None, "")
                                        else detail_strength,
                                        restore_aspect=restore_aspect or 0.0,
-                                       ellipse_guidance=ellipse_guidance or None)
+                                       ellipse_guidance=ellipse_guidance or None,
+                                       guidance_until=None if guidance_until in (None, "") else guidance_until)
     cfg.validate()
     if lora_path is not None:
         warn = lora_warning(Path(lora_path).name, lora_state(lora_path))
@@ -349,6 +360,11 @@ def build(ctx) -> None:
                                                "made an ellipse, so image and mask finish around one head; off: "
                                                "the paper's sampling. Default: the base's own",
                                           elem_id="gen-ellipse-guidance")
+            guidance_until = gr.Slider(0.05, 1, value=_start_guidance_until(ctx), step=0.05,
+                                       label="guide until (not in the paper)",
+                                       info="share of the sampler's steps with classifier-free guidance; the "
+                                            "rest run at half the cost. 1: every step (the paper). Default: the "
+                                            "base's own", elem_id="gen-guidance-until")
     with gr.Accordion("LoRA strength × seed grid: what the LoRA does", open=False):
         gr.Markdown("One picture: **columns** are LoRA strengths (0 = the base model alone), **rows** are seeds "
                     "(a row keeps its starting noise, so left to right only the strength changes). Each cell "
@@ -408,7 +424,8 @@ def build(ctx) -> None:
     if trained is not None:
         trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
     gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
-                                     dataset, detail_lora, detail_strength, restore_aspect, ellipse_guidance],
+                                     dataset, detail_lora, detail_strength, restore_aspect, ellipse_guidance,
+                                     guidance_until],
                   outputs=[gallery, summary, samples, decisions], api_name="generate", **HEAVY)
     grid_btn.click(make_grid_, inputs=[trimester, lora, grid_scales, grid_seeds, grid_steps, guidance],
                    outputs=[grid_image, grid_info], api_name="lora_grid", **HEAVY)

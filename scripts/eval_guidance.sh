@@ -5,7 +5,8 @@
 # (train them with scripts/eval_base.sh), the report with QC and head size, then the realism per trimester
 # (KID x1000 and classifier AUC vs real images the LoRA did not see). Writes outputs/eval/guidance-G/
 # (or $EVAL_OUT-G/, to keep two bases' runs apart). SEED=S draws seeds S..S+31 instead (a confirmation on new seeds).
-# ELLIPSE=off or ELLIPSE=0.2,0.4,0.6 sets the ellipse guidance (default: the base's own).
+# ELLIPSE=off or ELLIPSE=0.2,0.4,0.6 sets the ellipse guidance, UNTIL=F the share of the steps with
+# classifier-free guidance (default: the base's own for both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=$1; L=$2; shift 2
@@ -14,7 +15,7 @@ for G in "$@"; do
   TAG=${EVAL_OUT:-outputs/eval/guidance}-$G
   mkdir -p $TAG
   .venv/bin/python -m pipeline.diffusion.report --base $BASE --lora first=${L}first --lora second=${L}second \
-    --lora third=${L}third --guidance $G --seed ${SEED:-1000} ${ELLIPSE:+--ellipse-guidance "$ELLIPSE"} --real hc18:../shared/data/hc18 --n 32 --qc \
+    --lora third=${L}third --guidance $G --seed ${SEED:-1000} ${ELLIPSE:+--ellipse-guidance "$ELLIPSE"} ${UNTIL:+--guidance-until "$UNTIL"} --real hc18:../shared/data/hc18 --n 32 --qc \
     --json $TAG/report.json --save $TAG/gen > $TAG/report.log 2>&1
   for T in first second third; do
     .venv/bin/python -m pipeline realism --generated $TAG/gen/$T/raw --real hc18:../shared/data/hc18 \

@@ -63,10 +63,11 @@ FT_OK = dict(spec="phantom:24", n_real=4, synthetic="(none)", n_synthetic="", au
              lr=1e-5, weight_decay=0.0, jitter=20, aug_views=1, n_val=2, seed=0, run_name="probe")
 GEN_OK = dict(trimester="second", lora="(none: base model only)", n=1, seed=0, steps=1, scale=0.9, guidance=7.5,
               batch_size=1, threshold=127, qc=False, dataset="probe", detail_lora="(none: base model only)",
-              detail_strength=0.5, restore_aspect=0, ellipse_guidance="off")
+              detail_strength=0.5, restore_aspect=0, ellipse_guidance="off", guidance_until=1.0)
 SWEEP_OK = dict(name="probe-sweep", preset_name="smoke", train="phantom:24", tests="heldout", synthetic="(none)",
                 lora_first="(none)", lora_second="(none)", lora_third="(none)", train_loras=False, n_real="",
-                repeats="", epochs="", augmentations=[], detail_resolution="", restore_aspect="")
+                repeats="", epochs="", augmentations=[], detail_resolution="", restore_aspect="",
+                detail_first="(none)", detail_second="(none)", detail_third="(none)")
 
 
 def lora(**kw):
@@ -134,6 +135,9 @@ CASES = [
     ("/generate", gen(detail_strength=0), "detail strength: Value 0 is less than minimum"),
     ("/generate", gen(ellipse_guidance="0.2, 1.5"), "ellipse guidance points are fractions of the schedule"),
     ("/generate", gen(ellipse_guidance="early"), "ellipse guidance: 'off' or fractions"),
+    ("/generate", gen(guidance_until=1.5), "guide until .*Value 1.5 is greater than maximum"),
+    ("/generate", gen(guidance_until="NaN"), "guide until .*expected a number, got 'NaN'"),
+    ("/generate", gen(detail_strength="Infinity"), "detail strength: .*Infinity"),
     ("/train_lora", lora(resolution=100), "resolution must be 0"),
     ("/train_lora", lora(resolution=5000), "resolution .*greater than maximum"),
     # /lora_grid: trimester, lora, strengths, seeds, steps, guidance (numbers are checked before the LoRA)
@@ -179,6 +183,7 @@ CASES = [
     ("/sweep", sweep(detail_resolution="256"), "detail_resolution trains the detail LoRAs with train_loras"),
     ("/sweep", sweep(restore_aspect="wide"), "width / height: expected a number"),
     ("/sweep", sweep(restore_aspect="0.1"), "restore_aspect must be 0"),
+    ("/sweep", sweep(detail_second="../../etc"), "second-trimester detail LoRA: .*not in the list of choices"),
     # /open_sweep: a name from the list of past sweeps (none yet), never a path
     ("/open_sweep", ["../../etc"], "Past sweeps: .*not in the list of choices"),
     # /realism: dataset, trimester, LoRA (the Generation tab's "How real is it?")

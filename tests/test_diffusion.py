@@ -281,17 +281,26 @@ def test_cli_bad_setting_is_a_message_not_a_traceback(tmp_path, capsys):
 
 
 @pytest.mark.slow  # ~7 min on 2 loaded cores: outside the default run (pytest -m slow runs it)
-def test_bench_diffusion_runs_and_reports_every_figure(random_base):
-    """`python -m pipeline bench diffusion` end to end on a small base (its figures are timings, never
-    checked against goals here: a failing start is what this guards against)."""
+def test_bench_diffusion_runs_and_reports_every_figure(random_base, tmp_path):
+    """`python -m pipeline bench diffusion` end to end on a small base with its own sampling settings, as the
+    tiny base has (its figures are timings, never checked against goals here: a failing start is what this
+    guards against)."""
+    import shutil
     from types import SimpleNamespace
 
+    from pipeline.diffusion.base import SAMPLING_FILE
     from pipeline.diffusion.bench import run_bench
-    fig = run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights"))
+    base = tmp_path / "base"
+    shutil.copytree(random_base, base)
+    (base / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0, "ellipse_guidance": {"at": [0.5]},
+                                                  "guidance_until": 0.6}))
+    fig = run_bench(SimpleNamespace(base=str(base), repeats=3, precision="weights"))
     for k in ("lora_step_cached_s", "lora_step_reference_s", "lora_speedup", "gen_batched_img_per_s",
-              "gen_single_img_per_s", "gen_speedup", "gen_batched_unfused_img_per_s", "gen_fused_speedup"):
+              "gen_single_img_per_s", "gen_speedup", "gen_batched_unfused_img_per_s", "gen_fused_speedup",
+              "gen_batched_ellipse_off_img_per_s", "gen_batched_guided_every_step_img_per_s",
+              "gen_guidance_until_speedup"):
         assert fig[k] > 0, k
-    assert fig["base"] == str(random_base)
+    assert fig["base"] == str(base) and fig["gen_guidance_until"] == 0.6 and fig["gen_ellipse_guidance"] == [0.5]
 
 
 def test_sampling_at_another_size_and_a_size_the_unet_cannot_take(random_base):

@@ -111,3 +111,7 @@ def test_a_sweeps_synthetic_set_is_not_finished_with_a_base_that_now_samples_dif
     with pytest.raises(DataError, match="now samples at .*ellipse_guidance.*start a new sweep folder"):
         list(E.generate_synthetic(syn, out))
     assert len(drawn) == 2 and json.loads((out / "generation_state.json").read_text()) == state
+    (base / SAMPLING_FILE).write_text(json.dumps({"guidance": 2.0, "guidance_until": 0.6}))
+    with pytest.raises(DataError, match="now samples at .*guidance_until.*start a new sweep folder"):
+        list(E.generate_synthetic(syn, out))
+    assert len(drawn) == 2 and json.loads((out / "generation_state.json").read_text()) == state

@@ -16,7 +16,10 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
 - gen_guidance: the guidance generate() uses by default (the base's own, base.base_guidance);
 - gen_ellipse_guidance: the ellipse guidance generate() uses by default (base.base_ellipse_guidance), part of
   every generation call timed here; gen_batched_ellipse_off_img_per_s and gen_ellipse_guidance_cost: the same
-  batch without it (interleaved pairs; the median share of throughput it costs).
+  batch without it (interleaved pairs; the median share of throughput it costs);
+- gen_guidance_until: the share of the steps generate() guides by default (base.base_guidance_until); below 1,
+  gen_batched_guided_every_step_img_per_s and gen_guidance_until_speedup: the same batch guided at every
+  step (interleaved pairs; the median ratio).
 `--resolution R` trains (cached steps only) and samples (batched only) at R² instead of the base's own size:
 what a larger working size would cost on this machine. Timings only: a base samples well only at its size.
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
@@ -94,12 +97,13 @@ def run_bench(args) -> dict:
         fig["gen_guidance"] = guidance = base_guidance(base)  # what generate() uses by default
         from .calibration import base_latent_calibration
         cal = base_latent_calibration(base)
-        from .base import base_ellipse_guidance
+        from .base import base_ellipse_guidance, base_guidance_until
         eg = base_ellipse_guidance(base)
         fig["gen_ellipse_guidance"] = None if eg is None else list(eg.at)
+        fig["gen_guidance_until"] = until = base_guidance_until(base)
 
         def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size, eg)
+            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size, eg, until)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
@@ -113,17 +117,28 @@ def run_bench(args) -> dict:
             batched.append(n / (time.perf_counter() - t0))
         fig["gen_batch_size"] = n
         fig["gen_batched_img_per_s"] = float(np.median(batched))
-        if eg is not None:  # what the base's ellipse guidance costs: the same batch without it, interleaved
+        def against_default(other_call) -> list[tuple[float, float]]:
+            """(img/s of other_call, img/s of the default call) for the batch, interleaved pairs, so a change
+            in load hits both."""
             pairs = []
             for r in range(max(1, repeats // 2)):
                 t0 = time.perf_counter()
-                run_pipeline(pipe, prompt, list(range(n)), 20, guidance, precision, cal, size)
-                without = n / (time.perf_counter() - t0)
+                other_call(list(range(n)))
+                o = n / (time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 call(list(range(n)))
-                pairs.append((without, n / (time.perf_counter() - t0)))
+                pairs.append((o, n / (time.perf_counter() - t0)))
+            return pairs
+
+        if eg is not None:  # what the base's ellipse guidance costs: the same batch without it
+            pairs = against_default(lambda s: run_pipeline(pipe, prompt, s, 20, guidance, precision, cal, size, None,
+                                                           until))
             fig["gen_batched_ellipse_off_img_per_s"] = float(np.median([w for w, _ in pairs]))
             fig["gen_ellipse_guidance_cost"] = float(np.median([1 - g / w for w, g in pairs]))
+        if until < 1:  # what stopping classifier-free guidance early saves: the same batch guided at every step
+            pairs = against_default(lambda s: run_pipeline(pipe, prompt, s, 20, guidance, precision, cal, size, eg))
+            fig["gen_batched_guided_every_step_img_per_s"] = float(np.median([f for f, _ in pairs]))
+            fig["gen_guidance_until_speedup"] = float(np.median([g / f for f, g in pairs]))
         if other:
             clear_pipelines()
             return fig
@@ -133,14 +148,8 @@ def run_bench(args) -> dict:
         unfused = load_pipeline(base)
         unfused.load_lora_weights(f"{tmp}/lora_cached", weight_name=WEIGHTS, adapter_name="u")
         unfused.set_adapters(["u"], adapter_weights=[0.9])
-        pairs = []
-        for r in range(max(1, repeats // 2)):  # interleaved, so a change in load hits both
-            t0 = time.perf_counter()
-            run_pipeline(unfused, prompt, list(range(n)), 20, guidance, precision, cal, None, eg)
-            u = n / (time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            call(list(range(n)))
-            pairs.append((u, n / (time.perf_counter() - t0)))
+        pairs = against_default(lambda s: run_pipeline(unfused, prompt, s, 20, guidance, precision, cal, None, eg,
+                                                       until))
         fig["gen_batched_unfused_img_per_s"] = float(np.median([u for u, _ in pairs]))
         fig["gen_fused_speedup"] = float(np.median([f / u for u, f in pairs]))
         clear_pipelines()

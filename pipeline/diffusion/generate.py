@@ -52,12 +52,13 @@ def resolve_precision(precision: str, device) -> str:
 
 
 def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto",
-                 calibration=None, size: int | None = None, ellipse=None):
+                 calibration=None, size: int | None = None, ellipse=None, guidance_until: float = 1.0):
     """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
     image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `calibration` (a LatentCalibration,
     the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding.
     `size`: a square size other than the base's own (the benchmark's cost of a larger working size).
-    `ellipse`: an EllipseGuidance (ellipse_guidance.py) that makes the in-channel mask an ellipse part-way."""
+    `ellipse`: an EllipseGuidance (ellipse_guidance.py) that makes the in-channel mask an ellipse part-way.
+    `guidance_until`: the share of the steps with classifier-free guidance (guidance_interval.py; 1 = all)."""
     import contextlib
 
     import torch
@@ -67,7 +68,13 @@ def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: floa
     callback = None if calibration is None else calibration.on_step_end()
     if ellipse is not None:
         callback = ellipse.on_step_end(then=callback)
-    extra = {} if callback is None else {"callback_on_step_end": callback}
+    extra = {}
+    if guidance_until < 1:
+        from .guidance_interval import TENSOR_INPUTS, on_step_end
+        callback = on_step_end(guidance_until, then=callback)
+        extra["callback_on_step_end_tensor_inputs"] = TENSOR_INPUTS
+    if callback is not None:
+        extra["callback_on_step_end"] = callback
     if size is not None:
         extra.update(height=int(size), width=int(size))
     with torch.no_grad(), ctx:
@@ -171,6 +178,9 @@ class GenerateConfig:
     # ellipse. None: the base's own (its sampling file; SD v1.5 has none: the paper's sampling); "off"; or
     # fractions of the schedule such as "0.2, 0.4, 0.6". It shapes the base-size pass, not the detail pass
     ellipse_guidance: str | None = None
+    # classifier-free guidance for this share of the steps only (guidance_interval.py, not in the paper): the
+    # last steps refine texture at half the UNet's cost. None: the base's own (SD v1.5 has none: 1, every step)
+    guidance_until: float | None = None
 
     @classmethod
     def for_profile(cls, profile, **settings) -> "GenerateConfig":
@@ -201,6 +211,9 @@ class GenerateConfig:
         if self.ellipse_guidance is not None and str(self.ellipse_guidance).strip():
             from .ellipse_guidance import parse_ellipse_guidance
             parse_ellipse_guidance(self.ellipse_guidance)  # refused here, before any model loads
+        if self.guidance_until is not None:
+            from .guidance_interval import check_guidance_until
+            self.guidance_until = check_guidance_until(self.guidance_until)
         if 0 < self.restore_aspect < 0.25:
             raise ValueError(f"restore aspect must be 0 (square) or a width/height from 0.25 to 4, "
                              f"got {self.restore_aspect:g}")
@@ -385,10 +398,12 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import base_ellipse_guidance, base_guidance, base_resolution, base_sizes, prompt_for, resolve_base
+    from .base import (base_ellipse_guidance, base_guidance, base_guidance_until, base_resolution, base_sizes,
+                       prompt_for, resolve_base)
     from .calibration import base_latent_calibration
     cfg.validate()
     guidance = base_guidance(cfg.base, cfg.guidance)
+    until = base_guidance_until(cfg.base, cfg.guidance_until)
     ellipse = base_ellipse_guidance(cfg.base, cfg.ellipse_guidance)
     calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
@@ -414,7 +429,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
               "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
               "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None,
-              "ellipse_guidance": None if ellipse is None else list(ellipse.at)}
+              "ellipse_guidance": None if ellipse is None else list(ellipse.at), "guidance_until": until}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -425,7 +440,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
             images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration, main_size,
-                                  ellipse)
+                                  ellipse, until)
             if detail_size:  # the same scale as the base-size LoRA: the paper's 0.9 by default
                 images = run_detail(get_pipeline(cfg.base, cfg.detail_lora, cfg.lora_scale), prompt, batch,
                                     images, detail_size, cfg.detail_strength, cfg.steps, guidance, cfg.precision,
@@ -495,6 +510,9 @@ def add_generate_arguments(p) -> None:
                    help="not in the paper: at these fractions of the schedule make the in-channel mask of the "
                         "sampler's estimate an ellipse, so image and mask finish around one head (default: the "
                         "base's own: 0.2,0.4,0.6 for assets/tiny-base; off for Stable Diffusion v1.5)")
+    p.add_argument("--guidance-until", type=float, default=d.guidance_until, metavar="F",
+                   help="not in the paper: classifier-free guidance for this share of the steps only, the rest "
+                        "at half the cost (default: the base's own; 1 = every step, as Stable Diffusion v1.5)")
     p.add_argument("--threshold", type=int, default=d.threshold, help="Ellipse Extractor threshold")
     p.add_argument("--min-qc", type=float, default=None, help="refuse valid pairs whose QC Dice is below this")
     p.add_argument("--no-qc", action="store_true", help="skip the SAM QC score")
@@ -514,7 +532,7 @@ def run_cli(args) -> int:
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
                          calibrate=not args.no_calibration, detail_lora=args.detail_lora,
                          detail_strength=args.detail_strength, restore_aspect=args.restore_aspect,
-                         ellipse_guidance=args.ellipse_guidance)
+                         ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
     from .dataset import fill
     out = Path(args.out)
     samples, accepted = [], 0

@@ -25,7 +25,7 @@ def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: 
              qc: bool = False, batch_size: int = 16, base: str | None = None,
              precision: str = "auto", profile=None, guidance: float | None = None,
              detail_loras: dict[str, str] | None = None, detail_strength: float = 0.5,
-             ellipse_guidance: str | None = None) -> tuple[dict, dict]:
+             ellipse_guidance: str | None = None, guidance_until: float | None = None) -> tuple[dict, dict]:
     """Generate n samples per trimester (one LoRA each, and the detail pass where `detail_loras` names a LoRA
     for the trimester) and summarise them; the profile (default: tiny) gives the base when none is named and
     the SAM that scores QC. Head sizes are compared at the samples' own size."""
@@ -41,6 +41,7 @@ def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: 
                                          batch_size=batch_size, precision=precision,
                                          guidance=guidance, detail_lora=(detail_loras or {}).get(tri),
                                          detail_strength=detail_strength, ellipse_guidance=ellipse_guidance,
+                                         guidance_until=guidance_until,
                                          **({"base": base} if base else {}))
         smp = [e["sample"] for e in generate(cfg) if e["kind"] == "sample"]
         size = int(smp[0].gray.shape[0]) if smp else 0
@@ -51,6 +52,7 @@ def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: 
         s = summarize(smp)
         s["seconds"] = round(time.time() - t0, 1)
         s["guidance"] = smp[0].params.get("guidance") if smp else guidance
+        s["guidance_until"] = smp[0].params.get("guidance_until") if smp else guidance_until
         s["lora"] = lora
         s["size"] = size
         if cfg.detail_lora:
@@ -167,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the base's own)")
     p.add_argument("--ellipse-guidance", default=None, metavar="off|F,F,...",
                    help="ellipse guidance: off, or fractions of the schedule (default: the base's own)")
+    p.add_argument("--guidance-until", type=float, default=None, metavar="F",
+                   help="classifier-free guidance for this share of the steps only (default: the base's own)")
     p.add_argument("--out", default=None, help="picture path (PNG)")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--paper", default=None, help="folder of the paper's synthetic images to show beside ours")
@@ -192,7 +196,7 @@ def main(argv=None) -> int:
     rep, samples = evaluate(loras, args.n, args.seed, args.real, args.qc, base=args.base, precision=args.precision,
                             profile=resolve_profile(args.profile), guidance=args.guidance,
                             detail_loras=detail, detail_strength=args.detail_strength,
-                            ellipse_guidance=args.ellipse_guidance)
+                            ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
     print(json.dumps(rep, indent=1))
     if args.json:
         atomic_write_json(args.json, rep)

@@ -94,6 +94,8 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     from pipeline.diffusion.base import base_ellipse_guidance
     eg = base_ellipse_guidance(None)
     assert meta["ellipse_guidance"] == (None if eg is None else list(eg.at))
+    from pipeline.diffusion.base import base_guidance_until  # likewise the share of guided steps
+    assert meta["guidance_until"] == base_guidance_until(None)
     assert (ds / "raw" / f"{masks[0].stem}.png").is_file()
 
     # the LoRA strength x seed grid of the same LoRA (still selected above): one labelled picture
