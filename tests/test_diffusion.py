@@ -309,11 +309,12 @@ def test_sampling_at_another_size_and_a_size_the_unet_cannot_take(random_base):
     from types import SimpleNamespace
 
     from pipeline.data import DataError
-    from pipeline.diffusion.base import base_resolution, load_pipeline
+    from pipeline.diffusion.base import BaseSampling, base_resolution, load_pipeline
     from pipeline.diffusion.bench import run_bench
     native = base_resolution(load_pipeline(str(random_base)))
     pipe = G.get_pipeline(str(random_base))
-    assert G.run_pipeline(pipe, "x", [0], 2, 1.0, "weights", None, 2 * native).shape == (1, 2 * native, 2 * native, 3)
+    got = G.run_pipeline(pipe, "x", [0], 2, BaseSampling(1.0), "weights", 2 * native)
+    assert got.shape == (1, 2 * native, 2 * native, 3)
     G.clear_pipelines()
     with pytest.raises(DataError, match="multiple of 8"):
         run_bench(SimpleNamespace(base=str(random_base), repeats=3, precision="weights", resolution=100))
@@ -396,7 +397,7 @@ def test_base_latent_calibration_is_the_bases_own_and_maps_the_latents_before_de
 
     import torch
 
-    from pipeline.diffusion.base import SAMPLING_FILE, prompt_for
+    from pipeline.diffusion.base import SAMPLING_FILE, BaseSampling, prompt_for
     from pipeline.diffusion.calibration import LatentCalibration, base_latent_calibration
     assert base_latent_calibration(random_base) is None  # no sampling file: sampled as is (SD v1.5 too)
     assert base_latent_calibration("someone/some-model") is None  # a hub id
@@ -424,10 +425,11 @@ def test_base_latent_calibration_is_the_bases_own_and_maps_the_latents_before_de
                    output_type="latent").images
         dec = pipe.vae.decode(cal.apply(lat) / pipe.vae.config.scaling_factor).sample
     want = pipe.image_processor.postprocess(dec, output_type="np")
-    got = G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, 2.0, calibration=cal)
+    got = G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, BaseSampling(2.0, calibration=cal))
     assert np.abs(got - want).max() < 1e-4
-    assert np.abs(got - G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, 2.0)).max() > 1e-3
-    assert np.abs(G.run_pipeline(pipe, prompt_for("second"), [6], 3, 2.0, calibration=cal)[0] - got[1]).max() < 1e-4
+    assert np.abs(got - G.run_pipeline(pipe, prompt_for("second"), [5, 6], 3, BaseSampling(2.0))).max() > 1e-3
+    one = G.run_pipeline(pipe, prompt_for("second"), [6], 3, BaseSampling(2.0, calibration=cal))
+    assert np.abs(one[0] - got[1]).max() < 1e-4
     for text, msg in (('{"latent_calibration": {"center": [0, 0, 0, 0]}}', "latent_calibration: expected"),
                       ('{"latent_calibration": {"center": [0, 0, 0, 0], "scale": [9, 1, 1, 1]}}', "outside"),
                       ("{oops", "not a readable")):

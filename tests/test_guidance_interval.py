@@ -41,24 +41,24 @@ def _unet_batches(pipe):
 
 
 def test_the_unconditional_pass_stops_after_the_share_and_a_seed_keeps_its_image(random_base):
-    from pipeline.diffusion.base import load_pipeline
+    from pipeline.diffusion.base import BaseSampling, load_pipeline
     pipe = load_pipeline(random_base)
     sizes, handle = _unet_batches(pipe)
     try:
-        a = G.run_pipeline(pipe, "x", [1, 2], 10, 3.0, "weights", guidance_until=0.6)
+        a = G.run_pipeline(pipe, "x", [1, 2], 10, BaseSampling(3.0, 0.6), "weights")
         assert sizes == [4] * 6 + [2] * 4  # 6 of 10 steps with [unconditional, prompted], then prompted alone
         sizes.clear()
-        full = G.run_pipeline(pipe, "x", [1, 2], 10, 3.0, "weights")
+        full = G.run_pipeline(pipe, "x", [1, 2], 10, BaseSampling(3.0), "weights")
         assert sizes == [4] * 10
         sizes.clear()
-        G.run_pipeline(pipe, "x", [1, 2], 10, 1.0, "weights", guidance_until=0.6)  # unguided anyway: nothing to stop
+        G.run_pipeline(pipe, "x", [1, 2], 10, BaseSampling(1.0, 0.6), "weights")  # unguided anyway: nothing to stop
         assert sizes == [2] * 10
         # the stop changes the last steps only; the pipeline's own guidance is back for the next call
         assert not np.array_equal(a, full)
         sizes.clear()
-        again = G.run_pipeline(pipe, "x", [1, 2], 10, 3.0, "weights")
+        again = G.run_pipeline(pipe, "x", [1, 2], 10, BaseSampling(3.0), "weights")
         assert sizes == [4] * 10 and np.array_equal(again, full)
-        one = G.run_pipeline(pipe, "x", [2], 10, 3.0, "weights", guidance_until=0.6)
+        one = G.run_pipeline(pipe, "x", [2], 10, BaseSampling(3.0, 0.6), "weights")
         assert np.abs(one[0] - a[1]).max() < 1e-4  # a seed gives its image whatever batch it is in
     finally:
         handle.remove()

@@ -13,8 +13,10 @@ In-channel images (R = G = ultrasound, B = filled mask) go in and come out as or
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -179,6 +181,61 @@ def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | No
         return EllipseGuidance(tuple(eg["at"]))
     except ValueError as exc:
         raise ValueError(f"{f}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BaseSampling:
+    """How a base is sampled beyond prompt, seeds and steps: classifier-free guidance, the share of the steps
+    it runs for, ellipse guidance and the latent calibration. Resolved once per request by `of` (the base's
+    SAMPLING_FILE, each part overridable); generate(), the grid, the bench, the sweep's synthetic set and the
+    LoRA previews all sample through it, so what one of them does cannot drift from the others."""
+    guidance: float
+    guidance_until: float = 1.0  # 1: every step (the paper)
+    ellipse: Any = None  # ellipse_guidance.EllipseGuidance, or None (off: the paper)
+    calibration: Any = None  # calibration.LatentCalibration, or None (latents decoded as drawn: the paper)
+
+    @classmethod
+    def of(cls, base: str | os.PathLike | None = None, guidance: float | None = None,
+           guidance_until: float | None = None, ellipse_guidance: str | None = None,
+           calibrate: bool = True) -> "BaseSampling":
+        """The base's own sampling; a part given here wins over the base's (each validated where it is read)."""
+        from .calibration import base_latent_calibration
+        return cls(base_guidance(base, guidance), base_guidance_until(base, guidance_until),
+                   base_ellipse_guidance(base, ellipse_guidance),
+                   base_latent_calibration(base) if calibrate else None)
+
+    def record(self) -> dict:
+        """What a sample's params record about how it was drawn."""
+        return {"guidance": self.guidance,
+                "latent_calibration": None if self.calibration is None else self.calibration.as_dict(),
+                "ellipse_guidance": None if self.ellipse is None else list(self.ellipse.at),
+                "guidance_until": self.guidance_until}
+
+    def set_record(self) -> dict:
+        """What a synthetic set keeps so it is never finished with another sampling. Parts added since sets
+        were first made appear only when on, so a set begun before them still matches a base without them."""
+        rec = {k: v for k, v in self.record().items() if k in ("guidance", "latent_calibration")}
+        if self.ellipse is not None:
+            rec["ellipse_guidance"] = list(self.ellipse.at)
+        if self.guidance_until < 1:
+            rec["guidance_until"] = self.guidance_until
+        return rec
+
+    def pipe_kwargs(self) -> dict:
+        """guidance_scale and the step-end callback for one diffusers pipeline call (fresh each call: ellipse
+        guidance and the guidance interval keep per-call state). Per step, ellipse guidance runs first, then
+        the calibration (after the last step), then the guidance interval (it drops the unconditional pass)."""
+        callback = None if self.calibration is None else self.calibration.on_step_end()
+        if self.ellipse is not None:
+            callback = self.ellipse.on_step_end(then=callback)
+        out: dict = {"guidance_scale": float(self.guidance)}
+        if self.guidance_until < 1:
+            from .guidance_interval import TENSOR_INPUTS, on_step_end
+            callback = on_step_end(self.guidance_until, then=callback)
+            out["callback_on_step_end_tensor_inputs"] = TENSOR_INPUTS
+        if callback is not None:
+            out["callback_on_step_end"] = callback
+        return out
 
 
 def load_pipeline(base: str | os.PathLike | None = None, device: str | None = None, dtype=None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def run_bench(args) -> dict:
 
     from .. import OMP_WAIT_POLICY_CHOICE
     from ..data import open_source
-    from .base import base_guidance, base_resolution, load_pipeline, prompt_for, to_model_size
+    from .base import BaseSampling, base_resolution, load_pipeline, prompt_for, to_model_size
     from .generate import clear_pipelines, get_pipeline, resolve_precision, run_pipeline
     from .lora import WEIGHTS, LoraTrainConfig
     torch.set_num_threads(2)
@@ -94,16 +95,13 @@ def run_bench(args) -> dict:
         precision = getattr(args, "precision", None) or "auto"
         fig["gen_precision"] = resolve_precision(precision, pipe.device)
 
-        fig["gen_guidance"] = guidance = base_guidance(base)  # what generate() uses by default
-        from .calibration import base_latent_calibration
-        cal = base_latent_calibration(base)
-        from .base import base_ellipse_guidance, base_guidance_until
-        eg = base_ellipse_guidance(base)
-        fig["gen_ellipse_guidance"] = None if eg is None else list(eg.at)
-        fig["gen_guidance_until"] = until = base_guidance_until(base)
+        sampling = BaseSampling.of(base)  # what generate() uses by default
+        fig["gen_guidance"] = sampling.guidance
+        fig["gen_ellipse_guidance"] = sampling.record()["ellipse_guidance"]
+        fig["gen_guidance_until"] = sampling.guidance_until
 
-        def call(seeds):  # the same call generate() makes, in the same precision for both modes
-            run_pipeline(pipe, prompt, seeds, 20, guidance, precision, cal, size, eg, until)
+        def call(seeds, how=sampling, p=pipe):  # the call generate() makes, in the same precision for all modes
+            run_pipeline(p, prompt, seeds, 20, how, precision, size)
         call([0])  # warm-up
         single, batched = [], []
         for r in range(max(1, repeats // 2)):
@@ -130,13 +128,12 @@ def run_bench(args) -> dict:
                 pairs.append((o, n / (time.perf_counter() - t0)))
             return pairs
 
-        if eg is not None:  # what the base's ellipse guidance costs: the same batch without it
-            pairs = against_default(lambda s: run_pipeline(pipe, prompt, s, 20, guidance, precision, cal, size, None,
-                                                           until))
+        if sampling.ellipse is not None:  # what the base's ellipse guidance costs: the same batch without it
+            pairs = against_default(lambda s: call(s, replace(sampling, ellipse=None)))
             fig["gen_batched_ellipse_off_img_per_s"] = float(np.median([w for w, _ in pairs]))
             fig["gen_ellipse_guidance_cost"] = float(np.median([1 - g / w for w, g in pairs]))
-        if until < 1:  # what stopping classifier-free guidance early saves: the same batch guided at every step
-            pairs = against_default(lambda s: run_pipeline(pipe, prompt, s, 20, guidance, precision, cal, size, eg))
+        if sampling.guidance_until < 1:  # what stopping guidance early saves: the same batch guided every step
+            pairs = against_default(lambda s: call(s, replace(sampling, guidance_until=1.0)))
             fig["gen_batched_guided_every_step_img_per_s"] = float(np.median([f for f, _ in pairs]))
             fig["gen_guidance_until_speedup"] = float(np.median([g / f for f, g in pairs]))
         if other:
@@ -148,8 +145,7 @@ def run_bench(args) -> dict:
         unfused = load_pipeline(base)
         unfused.load_lora_weights(f"{tmp}/lora_cached", weight_name=WEIGHTS, adapter_name="u")
         unfused.set_adapters(["u"], adapter_weights=[0.9])
-        pairs = against_default(lambda s: run_pipeline(unfused, prompt, s, 20, guidance, precision, cal, None, eg,
-                                                       until))
+        pairs = against_default(lambda s: call(s, p=unfused))
         fig["gen_batched_unfused_img_per_s"] = float(np.median([u for u, _ in pairs]))
         fig["gen_fused_speedup"] = float(np.median([f / u for u, f in pairs]))
         clear_pipelines()

@@ -51,35 +51,24 @@ def resolve_precision(precision: str, device) -> str:
     return "float16" if dev == "cuda" else "float32"  # load_pipeline: fp16 weights on CUDA, else fp32
 
 
-def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, precision: str = "auto",
-                 calibration=None, size: int | None = None, ellipse=None, guidance_until: float = 1.0):
+def run_pipeline(pipe, prompt: str, seeds: list[int], steps: int, sampling, precision: str = "auto",
+                 size: int | None = None):
     """One pipeline call for a batch of seeds (one seeded generator per image, so a seed gives the same
-    image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `calibration` (a LatentCalibration,
-    the base's own: calibration.base_latent_calibration) maps the last step's latents before decoding.
-    `size`: a square size other than the base's own (the benchmark's cost of a larger working size).
-    `ellipse`: an EllipseGuidance (ellipse_guidance.py) that makes the in-channel mask an ellipse part-way.
-    `guidance_until`: the share of the steps with classifier-free guidance (guidance_interval.py; 1 = all)."""
+    image whatever batch it is in) -> (N, H, W, 3) floats in [0, 1]. `sampling`: a base.BaseSampling (the
+    guidance, its interval, ellipse guidance and the latent calibration; BaseSampling.of(base) is the base's
+    own). `size`: a square size other than the base's own (the benchmark's cost of a larger working size)."""
     import contextlib
 
     import torch
     mode = resolve_precision(precision, pipe.device)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    callback = None if calibration is None else calibration.on_step_end()
-    if ellipse is not None:
-        callback = ellipse.on_step_end(then=callback)
-    extra = {}
-    if guidance_until < 1:
-        from .guidance_interval import TENSOR_INPUTS, on_step_end
-        callback = on_step_end(guidance_until, then=callback)
-        extra["callback_on_step_end_tensor_inputs"] = TENSOR_INPUTS
-    if callback is not None:
-        extra["callback_on_step_end"] = callback
+    extra = sampling.pipe_kwargs()
     if size is not None:
         extra.update(height=int(size), width=int(size))
     with torch.no_grad(), ctx:
-        return pipe([prompt] * len(seeds), num_inference_steps=int(steps), guidance_scale=float(guidance),
-                    generator=gens, output_type="np", **extra).images
+        return pipe([prompt] * len(seeds), num_inference_steps=int(steps), generator=gens, output_type="np",
+                    **extra).images
 
 
 def run_detail(pipe, prompt: str, seeds: list[int], images: np.ndarray, size: int, strength: float, steps: int,
@@ -398,14 +387,9 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import (base_ellipse_guidance, base_guidance, base_guidance_until, base_resolution, base_sizes,
-                       prompt_for, resolve_base)
-    from .calibration import base_latent_calibration
+    from .base import BaseSampling, base_resolution, base_sizes, prompt_for, resolve_base
     cfg.validate()
-    guidance = base_guidance(cfg.base, cfg.guidance)
-    until = base_guidance_until(cfg.base, cfg.guidance_until)
-    ellipse = base_ellipse_guidance(cfg.base, cfg.ellipse_guidance)
-    calibration = base_latent_calibration(cfg.base) if cfg.calibrate else None
+    sampling = BaseSampling.of(cfg.base, cfg.guidance, cfg.guidance_until, cfg.ellipse_guidance, cfg.calibrate)
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe
@@ -421,15 +405,14 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         predictor = qc_predictor(cfg.sam, cfg.sam_weights)
     prompt = prompt_for(cfg.trimester)
     params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps),
-              "scale": float(cfg.lora_scale) if cfg.lora else 0.0, "guidance": guidance,
+              "scale": float(cfg.lora_scale) if cfg.lora else 0.0,
               "scheduler": type(pipe.scheduler).__name__, "base": _describe_base(cfg.base, resolve_base),
               "lora": str(Path(cfg.lora).resolve()) if cfg.lora else None, "threshold": int(cfg.threshold),
               "precision": resolve_precision(cfg.precision, pipe.device),
-              "latent_calibration": calibration.as_dict() if calibration is not None else None,
               "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
               "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
               "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None,
-              "ellipse_guidance": None if ellipse is None else list(ellipse.at), "guidance_until": until}
+              **sampling.record()}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -439,12 +422,11 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
         batch = seeds[b:b + int(cfg.batch_size)]
         with _LOCK:  # this request's LoRA and scale (a grid or another tab may have switched them since)
             pipe = get_pipeline(cfg.base, cfg.lora, cfg.lora_scale) if pipe_given is None else pipe
-            images = run_pipeline(pipe, prompt, batch, cfg.steps, guidance, cfg.precision, calibration, main_size,
-                                  ellipse, until)
+            images = run_pipeline(pipe, prompt, batch, cfg.steps, sampling, cfg.precision, main_size)
             if detail_size:  # the same scale as the base-size LoRA: the paper's 0.9 by default
                 images = run_detail(get_pipeline(cfg.base, cfg.detail_lora, cfg.lora_scale), prompt, batch,
-                                    images, detail_size, cfg.detail_strength, cfg.steps, guidance, cfg.precision,
-                                    calibration)
+                                    images, detail_size, cfg.detail_strength, cfg.steps, sampling.guidance,
+                                    cfg.precision, sampling.calibration)
         for s, im in zip(batch, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
             smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)

@@ -85,26 +85,20 @@ def lora_grid(cfg: GridConfig, progress=None) -> tuple[np.ndarray, list[dict]]:
     One sampler call per strength with every seed in it; the strength is set on the shared pipeline and
     the images made under the generation lock, so a generation running at the same time never sees
     another strength."""
-    from .base import base_ellipse_guidance, base_guidance, base_guidance_until, prompt_for, resolve_base
-    from .calibration import base_latent_calibration
+    from .base import BaseSampling, prompt_for, resolve_base
     from .generate import _LOCK, get_pipeline, make_sample, run_pipeline
     cfg.validate()
-    guidance = base_guidance(cfg.base, cfg.guidance)
-    calibration = base_latent_calibration(cfg.base)
-    ellipse = base_ellipse_guidance(cfg.base)  # sampled as generate() samples by default
-    until = base_guidance_until(cfg.base)
+    sampling = BaseSampling.of(cfg.base, cfg.guidance)  # otherwise sampled as generate() samples by default
     prompt = prompt_for(cfg.trimester)
-    params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps), "guidance": guidance,
+    params = {"prompt": prompt, "trimester": cfg.trimester, "steps": int(cfg.steps),
               "base": str(cfg.base or resolve_base(None)), "lora": str(cfg.lora), "threshold": int(cfg.threshold),
-              "latent_calibration": calibration.as_dict() if calibration is not None else None,
-              "ellipse_guidance": None if ellipse is None else list(ellipse.at), "guidance_until": until}
+              **sampling.record()}
     cells: list[list] = []
     records: list[dict] = []
     for j, scale in enumerate(cfg.scales):
         with _LOCK:  # the strength is pipeline state: set and used without another request in between
             p = get_pipeline(cfg.base, cfg.lora, scale)
-            images = run_pipeline(p, prompt, list(cfg.seeds), cfg.steps, guidance, cfg.precision, calibration,
-                                  None, ellipse, until)
+            images = run_pipeline(p, prompt, list(cfg.seeds), cfg.steps, sampling, cfg.precision)
         col = []
         for seed, im in zip(cfg.seeds, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)

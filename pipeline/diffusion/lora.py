@@ -352,15 +352,12 @@ def preview(pipe, cfg: LoraTrainConfig, steps: int = 20) -> list[np.ndarray]:
     """Samples at fixed seeds with the LoRA being trained (scale via cross_attention_kwargs)."""
     import torch
 
-    from .base import base_guidance, prompt_for
-    from .calibration import base_latent_calibration
+    from .base import BaseSampling, prompt_for
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.preview_seeds]
-    cal = base_latent_calibration(cfg.base)
-    with torch.no_grad():  # sampled as generation will sample them: the base's guidance and calibration
-        out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps,
-                   guidance_scale=base_guidance(cfg.base),
-                   generator=gens, output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale},
-                   **({} if cal is None else {"callback_on_step_end": cal.on_step_end()}))
+    with torch.no_grad():  # sampled as generation will sample them: the base's own sampling
+        out = pipe([prompt_for(cfg.trimester)] * len(gens), num_inference_steps=steps, generator=gens,
+                   output_type="np", cross_attention_kwargs={"scale": cfg.preview_scale},
+                   **BaseSampling.of(cfg.base).pipe_kwargs())
     return [(im * 255).round().astype(np.uint8) for im in out.images]
 
 

@@ -64,21 +64,12 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
     generate_min_qc), resumable: pairs already accepted are counted, seeds continue after the last."""
     from ..diffusion import dataset
     from ..diffusion.generate import GenerateConfig
-    from ..diffusion.base import base_ellipse_guidance, base_guidance, base_guidance_until
-    from ..diffusion.calibration import base_latent_calibration
+    from ..diffusion.base import BaseSampling
     plan = synthetic_plan(cfg, allowed_roots)
     state_path = out_dir / "generation_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     # how the base samples (its sampling file) is part of the set: a set begun one way is not finished another
-    cal = base_latent_calibration(cfg.diffusion_base)
-    sampling = {"guidance": base_guidance(cfg.diffusion_base),
-                "latent_calibration": cal.as_dict() if cal is not None else None}
-    eg = base_ellipse_guidance(cfg.diffusion_base)
-    if eg is not None:  # only when the base has one: sets begun before it existed still match a base without
-        sampling["ellipse_guidance"] = list(eg.at)
-    until = base_guidance_until(cfg.diffusion_base)
-    if until < 1:  # likewise: only when the base stops classifier-free guidance early
-        sampling["guidance_until"] = until
+    sampling = BaseSampling.of(cfg.diffusion_base).set_record()
     if cfg.detail_loras or cfg.restore_aspect:  # only when asked: sets begun before these existed still match
         sampling.update(detail_strength=cfg.detail_strength if cfg.detail_loras else None,
                         restore_aspect=cfg.restore_aspect)
