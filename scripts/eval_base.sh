@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # usage: bash scripts/eval_base.sh BASE TAG [STEPS]  — 3 LoRAs on 20 real HC18 pairs per trimester (train pool), report with QC
+# SEL=K draws the 20 pairs with selection seed K (default 0): the first trimester's valid rate and head size
+# depend on the draw (2026-11-27, T1, seeds 1000+3000: 60/64, 51/64, 56/64 valid for draws 0/1/2), so judge a
+# base on more than one draw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=$1; TAG=$2; STEPS=${3:-300}
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 for T in first second third; do
-  .venv/bin/python -m pipeline train-lora --data hc18:../shared/data/hc18 --trimester $T --steps $STEPS \
+  .venv/bin/python -m pipeline train-lora --data hc18:../shared/data/hc18 --trimester $T --steps $STEPS --selection-seed ${SEL:-0} \
      --preview-every 0 --pool train --base $BASE --out outputs/eval/$TAG/lora-$T 2>&1 | grep -v Warn | tail -2
 done
 .venv/bin/python -m pipeline.diffusion.report --base $BASE --lora first=outputs/eval/$TAG/lora-first \
