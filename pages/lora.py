@@ -41,7 +41,7 @@ previews look **yellow with a blue head** (R = G = image, B = mask). A *LoRA* is
 size), *alpha* 128 (its strength: alpha / rank = 1), learning rate 1e-4 constant, batch 4, AdamW, clipping 1.0,
 20 images per trimester chosen by a seeded draw from the Data tab's source (fewer when the source has fewer:
 the field below follows the source). Base model: `{base}`.
-300 steps take {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
+{steps} steps (the default) take {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
 Generation tab."""
 
 
@@ -171,7 +171,8 @@ def stop_training(request: gr.Request):
 
 def build(ctx) -> None:
     """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
-    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, eta=estimate_text(_C.steps * LORA_STEP_S)))
+    gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, steps=_C.steps,
+                             eta=estimate_text(_C.steps * LORA_STEP_S)))
     n0, n0_note = _default_n(ctx.default_source, ctx.allowed_roots)
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",

@@ -16,6 +16,8 @@ def test_guide_names_the_active_profile(profile, tmp_path):
     assert _torch_modules_alive() == before, "building the dashboard created a model: load it when a tab needs it"
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
     assert any(f"Profile in use: `{profile}`" in t for t in texts)
+    from pipeline.diffusion.lora import LoraTrainConfig  # the LoRA tab's time estimate is for the default steps
+    assert any(f"{LoraTrainConfig().steps} steps (the default) take" in t for t in texts)
     assert isinstance(ctx.shared["data_spec"], gr.State)  # the Data tab publishes its source for later tabs
     assert (tmp_path / "work").is_dir()
     assert ctx.allowed_roots == [(tmp_path / "data").resolve(), (tmp_path / "work").resolve()]
