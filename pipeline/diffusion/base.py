@@ -214,11 +214,11 @@ class BaseSampling:
     def set_record(self) -> dict:
         """What a synthetic set keeps so it is never finished with another sampling. Parts added since sets
         were first made appear only when on, so a set begun before them still matches a base without them."""
-        rec = {k: v for k, v in self.record().items() if k in ("guidance", "latent_calibration")}
-        if self.ellipse is not None:
-            rec["ellipse_guidance"] = list(self.ellipse.at)
-        if self.guidance_until < 1:
-            rec["guidance_until"] = self.guidance_until
+        rec = self.record()
+        if self.ellipse is None:
+            del rec["ellipse_guidance"]
+        if self.guidance_until >= 1:
+            del rec["guidance_until"]
         return rec
 
     def pipe_kwargs(self) -> dict:

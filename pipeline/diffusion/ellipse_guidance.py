@@ -43,7 +43,8 @@ class EllipseGuidance:
 
     def steps(self, n: int) -> set[int]:
         """The step indices (0-based; the callback runs after step i) for an n-step schedule."""
-        return {min(n - 2, max(0, int(round(f * n)) - 1)) for f in self.at} if n >= 2 else set()
+        from .guidance_interval import step_after
+        return {s for f in self.at if (s := step_after(f, n)) is not None}
 
     def as_dict(self) -> dict:
         return {"at": [float(f) for f in self.at]}

@@ -25,11 +25,18 @@ def check_guidance_until(value, where: str = "guidance until") -> float:
                        lo_open=True)
 
 
-def stop_step(fraction: float, n: int) -> int | None:
-    """The step (0-based) after which guidance stops in an n-step schedule; None: it never stops."""
+def step_after(fraction: float, n: int) -> int | None:
+    """The step (0-based; a step-end callback runs after it) by which `fraction` of an n-step schedule is done,
+    kept before the last step so a change there still reaches the output; None when n < 2 or fraction >= 1.
+    Ellipse guidance places its points with it too."""
     if fraction >= 1 or n < 2:
         return None
     return min(n - 2, max(0, int(round(fraction * n)) - 1))
+
+
+def stop_step(fraction: float, n: int) -> int | None:
+    """The step (0-based) after which guidance stops in an n-step schedule; None: it never stops."""
+    return step_after(fraction, n)
 
 
 def on_step_end(fraction: float, then=None):
