@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.config import LoraDefaults
 from pipeline.diffusion.lora import LoraTrainConfig
+from pipeline.diffusion.timestep_bias import STRATEGIES, base_timestep_bias
 from pipeline.data import open_source, select_per_trimester
 from pipeline.masks import TRIMESTERS, overlay
 
@@ -33,6 +34,7 @@ _STOP = StopRegistry()  # per browser session: the Stop button's flag
 # seconds per LoRA step on a 2-core CPU, tiny base (README, Diffusion: 0.126 s quiet, ~0.3 s busy) plus
 # loading and encoding: what the estimate beside Start assumes before a run has measured its own rate
 LORA_STEP_S = 0.3
+BASE_OWN = "the base's own"  # the timestep bias left to the base (or, on a resume, to the run)
 
 INTRO = """### LoRA training — one LoRA per trimester on a few real image + mask pairs
 The diffusion model learns *in-channel* images: the ultrasound in red and green, the head mask in blue — so
@@ -40,9 +42,22 @@ previews look **yellow with a blue head** (R = G = image, B = mask). A *LoRA* is
 ~20 real pairs of one trimester; the base model stays unchanged. The paper's recipe: *rank* 128 (the LoRA's
 size), *alpha* 128 (its strength: alpha / rank = 1), learning rate 1e-4 constant, batch 4, AdamW, clipping 1.0,
 20 images per trimester chosen by a seeded draw from the Data tab's source (fewer when the source has fewer:
-the field below follows the source). Base model: `{base}`.
+the field below follows the source). Base model: `{base}`. {bias}
 {steps} steps (the default) take {eta} on this machine. LoRAs are saved to `loras/NAME-TRIMESTER` and appear in the
 Generation tab."""
+
+
+def _unset_if_zero(value):
+    """A bias portion or multiplier field: 0 (its default; neither can be 0) or empty leaves it to the base,
+    as resolution 0 does. A browser sends an empty number field as 0."""
+    return None if value in (None, "") or (isinstance(value, (int, float)) and value == 0) else value
+
+
+def _bias_sentence(own) -> str:
+    if not own.active:
+        return "Its LoRAs draw their training timesteps uniformly, as the paper's do."
+    return (f"Not in the paper: this base's LoRAs train with its own *timestep bias*, {own.describe()} (measured "
+            f"for it, in its sonosynth_sampling.json; the paper draws them uniformly: `none` below).")
 
 
 def _default_n(spec: str, allowed_roots) -> tuple[int, str]:
@@ -81,7 +96,8 @@ def show_selection(ctx, spec, trimesters, n, seed):
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 @_STOP.job
 def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
-               empty_prompt_prob, resolution=_C.resolution, request: gr.Request = None, progress=gr.Progress()):
+               empty_prompt_prob, resolution=_C.resolution, timestep_bias=BASE_OWN, timestep_bias_portion=None,
+               timestep_bias_multiplier=None, request: gr.Request = None, progress=gr.Progress()):
     """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
     from pipeline.diffusion.lora import train_lora as run
     if not trimesters:
@@ -102,7 +118,10 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                               save_every=max(10, preview_every or 50),
                               empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
                               else empty_prompt_prob,
-                              resolution=_C.resolution if resolution in (None, "") else resolution)
+                              resolution=_C.resolution if resolution in (None, "") else resolution,
+                              timestep_bias_strategy=None if timestep_bias in (None, "", BASE_OWN) else timestep_bias,
+                              timestep_bias_portion=_unset_if_zero(timestep_bias_portion),
+                              timestep_bias_multiplier=_unset_if_zero(timestep_bias_multiplier))
         cfg.validate()
         losses, last_plot, started, first_step = [], 0.0, time.monotonic(), None
         progress(0, desc=f"{t}: loading the base and encoding the images once")
@@ -113,6 +132,8 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                 losses = list(ev["losses"])
                 if ev["step"]:
                     gr.Info(f"{t}: resuming {out.name} at step {ev['step']}")
+                yield (f"**{t}**: training on {ev['n_images']} images; timesteps: {ev['timestep_bias']}",
+                       loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
             elif k == "step":
                 losses.append(ev["loss"])
                 if first_step is None:  # the rate is measured from the first step on (after loading/encoding)
@@ -172,6 +193,7 @@ def stop_training(request: gr.Request):
 def build(ctx) -> None:
     """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, steps=_C.steps,
+                             bias=_bias_sentence(base_timestep_bias(ctx.profile.diffusion_base)),
                              eta=estimate_text(_C.steps * LORA_STEP_S)))
     n0, n0_note = _default_n(ctx.default_source, ctx.allowed_roots)
     with gr.Row(equal_height=True):
@@ -202,6 +224,18 @@ def build(ctx) -> None:
                                    maximum=2048, elem_id="lora-resolution",
                                    info="2× the base's size (256 on the tiny base) makes a detail LoRA for the "
                                         "Generation tab; alone, a base sampled above its size draws several heads")
+        with gr.Row():
+            own = base_timestep_bias(ctx.profile.diffusion_base)  # the paper profile's hub id: uniform
+            timestep_bias = gr.Dropdown([BASE_OWN, *STRATEGIES], value=BASE_OWN, label="timestep bias (none = paper)",
+                                        elem_id="lora-timestep-bias",
+                                        info=f"which noise levels the LoRA trains on most; this base's own: "
+                                             f"{own.describe()}")
+            timestep_bias_portion = gr.Number(0, label="bias portion (0: the base's own)", minimum=0,
+                                              maximum=1, elem_id="lora-timestep-bias-portion",
+                                              info="share of the timesteps favoured")
+            timestep_bias_multiplier = gr.Number(0, label="bias multiplier (0: the base's own)", minimum=0,
+                                                 elem_id="lora-timestep-bias-multiplier",
+                                                 info="how many times as often they are drawn")
     with gr.Row():
         show_btn = gr.Button("Show the chosen images", elem_id="lora-show")
         start_btn = gr.Button("Start training", variant="primary", elem_id="lora-start")
@@ -232,6 +266,7 @@ def build(ctx) -> None:
                    outputs=[selection, sel_info], api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(bind_ctx(train_lora, ctx),
                     inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed,
-                            preview_every, empty_prompt_prob, resolution],
+                            preview_every, empty_prompt_prob, resolution, timestep_bias, timestep_bias_portion,
+                            timestep_bias_multiplier],
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

@@ -35,6 +35,7 @@ import numpy as np
 from ..config import LoraDefaults, add_profile_argument, resolve_profile
 from ..fileio import atomic_save_png, atomic_write, atomic_write_json, atomic_write_text
 from ..masks import TRIMESTERS
+from .timestep_bias import STRATEGIES, UNBIASED, base_timestep_bias
 
 _D = LoraDefaults()
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -65,6 +66,12 @@ class LoraTrainConfig:
     # caption dropout (not in the paper: 0 = the paper's recipe): train this share of each batch on the empty
     # prompt too, so the unconditional branch that guidance extrapolates from also learns the real images
     empty_prompt_prob: float = 0.0
+    # timestep bias (not in the paper: none = uniform timesteps; timestep_bias.py): None = the run's own on a
+    # resume, else the base's own at resolution 0 (the tiny base has none), uniform at another resolution
+    # (a detail LoRA); diffusers' SDXL script's three settings
+    timestep_bias_strategy: str | None = None
+    timestep_bias_portion: float | None = None
+    timestep_bias_multiplier: float | None = None
     cached: bool = True  # encode latents + prompt once (False: re-encode every step, the reference)
     reference_decodes: bool = True  # the reference also decodes/transforms/tokenizes each step (the script)
     mixed_precision: str = "auto"  # auto: fp16 on CUDA, none on CPU
@@ -106,6 +113,10 @@ class LoraTrainConfig:
         self.empty_prompt_prob = check_float(self.empty_prompt_prob, "empty-prompt share (empty_prompt_prob)",
                                              0, 0.95)
         self.resolution = check_int(self.resolution, "resolution (0 = the base's own)", 0, 2048)
+        from .timestep_bias import check_asked_timestep_bias  # unset (None) stays unset: resolved when training starts
+        self.timestep_bias_strategy, self.timestep_bias_portion, self.timestep_bias_multiplier = (
+            check_asked_timestep_bias(self.timestep_bias_strategy, self.timestep_bias_portion,
+                                      self.timestep_bias_multiplier))
         if self.resolution and (self.resolution % 8 or self.resolution < 32):
             from ..data import DataError
             raise DataError(f"resolution must be 0 (the base's own) or a multiple of 8 from 32 to 2048, "
@@ -204,6 +215,12 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     run = lora_run(out)
     state = run.resume_state() if run.state_path.is_file() else None
     saved = state.get("config", {}) if state is not None else (run.config() if run.exists() else None)
+    # resolved before the resume rule compares: an unset bias is the run's own on a resume, else the base's
+    # (at the base's own size: resolution 0)
+    from .timestep_bias import TimestepBias, resolve_timestep_bias
+    for k, v in resolve_timestep_bias(asdict(cfg), cfg.base, saved, base_size=not cfg.resolution).items():
+        setattr(cfg, k, v)
+    bias = TimestepBias(cfg.timestep_bias_strategy, cfg.timestep_bias_portion, cfg.timestep_bias_multiplier)
     run.start(_resume_view(asdict(cfg)), resume, write=False,
               saved=None if saved is None else _resume_view(saved), **_RESUME_RULE)
     mp = cfg.mixed_precision
@@ -278,7 +295,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
         atomic_write_json(out / "lora_config.json",
                           _config_record(cfg, pipe, step, "done" if step >= cfg.steps else "training"))
     yield {"kind": "start", "step": step, "total": cfg.steps, "n_images": len(images), "names": cfg.names,
-           "losses": list(losses)}
+           "losses": list(losses), "timestep_bias": bias.describe()}
     t0 = time.time()
     unet.train()
     saved_step = step  # the step whose LoRA is on disk
@@ -295,7 +312,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
             empty = (torch.rand(len(idx), generator=g) < cfg.empty_prompt_prob if cfg.empty_prompt_prob > 0
                      else torch.zeros(len(idx), dtype=torch.bool)).to(device)
             noise = torch.randn(eps_lat.shape, generator=g).to(device)  # z's shape; the same draw order as ever
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+            t = bias.sample(sched.config.num_train_timesteps, len(idx), g).to(device)
             if P > 1:  # several processes: each trains its share of the one batch, DDP averages the gradients
                 part = slice(accelerator.process_index, None, P)
                 idx, eps_lat, empty, noise, t = idx[part], eps_lat[part], empty[part], noise[part], t[part]
@@ -382,9 +399,11 @@ def _config_record(cfg: LoraTrainConfig, pipe, step: int, status: str) -> dict:
 RESUMABLE_CHANGES = {"steps", "save_every", "preview_every", "preview_seeds", "preview_scale", "mixed_precision",
                      "names", "working_size"}
 # runs.refuse_changed's rule for a LoRA: its settings are LoraTrainConfig's fields (lora_config.json also
-# records steps_done, status, ...); a field a run saved before it existed has its default
+# records steps_done, status, ...); a field a run saved before it existed has its default, and the timestep
+# bias the uniform draw such a run trained with
 _RESUME_RULE = dict(may_change=RESUMABLE_CHANGES, only=[f.name for f in fields(LoraTrainConfig)],
-                    defaults={f.name: f.default for f in fields(LoraTrainConfig) if f.default is not MISSING})
+                    defaults={**{f.name: f.default for f in fields(LoraTrainConfig) if f.default is not MISSING},
+                              **UNBIASED})
 
 
 def lora_run(out_dir: str | Path):
@@ -497,6 +516,15 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clipping")
     p.add_argument("--empty-prompt-prob", type=float, default=d.empty_prompt_prob,
                    help="caption dropout: share of training items on the empty prompt (0 = the paper's recipe)")
+    tiny = base_timestep_bias(None)  # the shipped base's own, named in the help
+    p.add_argument("--timestep-bias-strategy", choices=STRATEGIES, default=None,
+                   help="draw the training timesteps with a bias, as diffusers' SDXL script does: later = the noisy "
+                        "end, earlier = the clean end, none = uniform (the paper) (default: the base's own for a "
+                        f"LoRA at its own size, else none; the tiny base's: {tiny.describe()})")
+    p.add_argument("--timestep-bias-portion", type=float, default=None,
+                   help="share of the timesteps the bias favours (default: the base's own, else diffusers' 0.25)")
+    p.add_argument("--timestep-bias-multiplier", type=float, default=None,
+                   help="how many times as often those timesteps are drawn (default: the base's own, else 1)")
     p.add_argument("--base", default=None, help="diffusers folder or hub id (default: the profile's base)")
     p.add_argument("--resolution", type=int, default=d.resolution,
                    help="square training size; 0 = the base's own. 2x the base's (256 on the tiny base) makes a "
@@ -523,11 +551,14 @@ def run_cli(args) -> int:
                           base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob,
-                          resolution=args.resolution)
+                          resolution=args.resolution, timestep_bias_strategy=args.timestep_bias_strategy,
+                          timestep_bias_portion=args.timestep_bias_portion,
+                          timestep_bias_multiplier=args.timestep_bias_multiplier)
     bar = None
     for ev in train_lora(cfg, args.out, resume=not args.no_resume):
         if ev["kind"] == "start":
-            print(f"LoRA for the {cfg.trimester} trimester on {ev['n_images']} images from {cfg.data}", flush=True)
+            print(f"LoRA for the {cfg.trimester} trimester on {ev['n_images']} images from {cfg.data}; timesteps: "
+                  f"{ev['timestep_bias']}", flush=True)
             bar = tqdm(total=ev["total"], initial=ev["step"], desc="train-lora", file=sys.stdout, mininterval=2)
         elif ev["kind"] == "step":
             bar.update(1)
