@@ -96,7 +96,8 @@ def show_selection(ctx, spec, trimesters, n, seed):
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
 @_STOP.job
 def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
-               empty_prompt_prob, resolution=_C.resolution, timestep_bias=BASE_OWN, timestep_bias_portion=None,
+               empty_prompt_prob, resolution=_C.resolution, mask_loss_weight=_C.mask_loss_weight,
+               timestep_bias=BASE_OWN, timestep_bias_portion=None,
                timestep_bias_multiplier=None, request: gr.Request = None, progress=gr.Progress()):
     """Train one LoRA per chosen trimester; streams status, the live loss curve and previews."""
     from pipeline.diffusion.lora import train_lora as run
@@ -119,6 +120,8 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                               empty_prompt_prob=_C.empty_prompt_prob if empty_prompt_prob in (None, "")
                               else empty_prompt_prob,
                               resolution=_C.resolution if resolution in (None, "") else resolution,
+                              mask_loss_weight=_C.mask_loss_weight if mask_loss_weight in (None, "")
+                              else mask_loss_weight,
                               timestep_bias_strategy=None if timestep_bias in (None, "", BASE_OWN) else timestep_bias,
                               timestep_bias_portion=_unset_if_zero(timestep_bias_portion),
                               timestep_bias_multiplier=_unset_if_zero(timestep_bias_multiplier))
@@ -225,6 +228,9 @@ def build(ctx) -> None:
                                    info="2× the base's size (256 on the tiny base) makes a detail LoRA for the "
                                         "Generation tab; alone, a base sampled above its size draws several heads")
         with gr.Row():
+            mask_loss_weight = gr.Number(_C.mask_loss_weight, label="mask loss weight (0 = paper)", minimum=0,
+                                         maximum=100, elem_id="lora-mask-loss-weight",
+                                         info="the error on the head counts 1 + this many times")
             own = base_timestep_bias(ctx.profile.diffusion_base)  # the paper profile's hub id: uniform
             timestep_bias = gr.Dropdown([BASE_OWN, *STRATEGIES], value=BASE_OWN, label="timestep bias (none = paper)",
                                         elem_id="lora-timestep-bias",
@@ -266,7 +272,7 @@ def build(ctx) -> None:
                    outputs=[selection, sel_info], api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     start_btn.click(bind_ctx(train_lora, ctx),
                     inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed,
-                            preview_every, empty_prompt_prob, resolution, timestep_bias, timestep_bias_portion,
-                            timestep_bias_multiplier],
+                            preview_every, empty_prompt_prob, resolution, mask_loss_weight, timestep_bias,
+                            timestep_bias_portion, timestep_bias_multiplier],
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)

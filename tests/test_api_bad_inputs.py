@@ -59,7 +59,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 BOX = (20.0, 20.0, 200.0, 160.0)
 LORA_OK = dict(spec="phantom:24", trimesters=["second"], name="probe", n=2, steps=1, rank=4, alpha=4, lr=1e-4,
                batch_size=2, grad_clip=1.0, seed=0, preview_every=0, empty_prompt_prob=0.0, resolution=0,
-               timestep_bias="the base's own", timestep_bias_portion=0, timestep_bias_multiplier=0)
+               mask_loss_weight=0.0, timestep_bias="the base's own", timestep_bias_portion=0, timestep_bias_multiplier=0)
 FT_OK = dict(spec="phantom:24", n_real=4, synthetic="(none)", n_synthetic="", aug="none", epochs=1, batch_size=2,
              lr=1e-5, weight_decay=0.0, jitter=20, aug_views=1, n_val=2, seed=0, run_name="probe")
 GEN_OK = dict(trimester="second", lora="(none: base model only)", n=1, seed=0, steps=1, scale=0.9, guidance=7.5,
@@ -141,6 +141,8 @@ CASES = [
     ("/generate", gen(detail_strength="Infinity"), "detail strength: .*Infinity"),
     ("/train_lora", lora(resolution=100), "resolution must be 0"),
     ("/train_lora", lora(resolution=5000), "resolution .*greater than maximum"),
+    ("/train_lora", lora(mask_loss_weight=-1), "mask loss weight .*less than minimum"),
+    ("/train_lora", lora(mask_loss_weight="NaN"), "mask loss weight"),
     ("/train_lora", lora(timestep_bias="sideways"), "sideways"),
     ("/train_lora", lora(timestep_bias_multiplier=-1), "bias multiplier .*less than minimum"),
     ("/train_lora", lora(timestep_bias_multiplier=1e9), "timestep bias multiplier must be in"),

@@ -48,4 +48,5 @@ def test_the_tabs_start_from_the_configs(widgets):
     lora, ft = LoraTrainConfig(), FinetuneConfig(data="phantom:4")
     assert widgets["lora-steps"] == lora.steps and widgets["lora-preview-every"] == lora.preview_every
     assert widgets["lora-empty-prompt"] == lora.empty_prompt_prob and widgets["lora-batch"] == lora.batch_size
+    assert widgets["lora-mask-loss-weight"] == lora.mask_loss_weight
     assert widgets["ft-nval"] == ft.n_val and widgets["ft-epochs"] == ft.epochs

@@ -66,6 +66,9 @@ class LoraTrainConfig:
     # caption dropout (not in the paper: 0 = the paper's recipe): train this share of each batch on the empty
     # prompt too, so the unconditional branch that guidance extrapolates from also learns the real images
     empty_prompt_prob: float = 0.0
+    # mask-weighted loss (not in the paper: 0 = its plain MSE): the noise-prediction error on the head (the
+    # in-channel mask, dilated 2 px, at the latent grid) counts 1 + this many times (mask_loss_weights)
+    mask_loss_weight: float = 0.0
     # timestep bias (not in the paper: none = uniform timesteps; timestep_bias.py): None = the run's own on a
     # resume, else the base's own at resolution 0 (the tiny base has none), uniform at another resolution
     # (a detail LoRA); diffusers' SDXL script's three settings
@@ -113,6 +116,8 @@ class LoraTrainConfig:
         self.empty_prompt_prob = check_float(self.empty_prompt_prob, "empty-prompt share (empty_prompt_prob)",
                                              0, 0.95)
         self.resolution = check_int(self.resolution, "resolution (0 = the base's own)", 0, 2048)
+        self.mask_loss_weight = check_float(self.mask_loss_weight, "mask loss weight (0 = the paper's plain loss)",
+                                            0, 100)
         from .timestep_bias import check_asked_timestep_bias  # unset (None) stays unset: resolved when training starts
         self.timestep_bias_strategy, self.timestep_bias_portion, self.timestep_bias_multiplier = (
             check_asked_timestep_bias(self.timestep_bias_strategy, self.timestep_bias_portion,
@@ -124,6 +129,18 @@ class LoraTrainConfig:
 
 
 # ----------------------------------------------------------------------------- data
+def mask_loss_weights(x, latent_hw: tuple[int, int], weight: float):
+    """Per-image loss weights at the latent grid, (N, 1, h, w): 1 + weight × the share of each latent cell
+    covered by the head mask (the B channel of the in-channel images x, (N, 3, H, W) in [-1, 1]) dilated by
+    2 px, so the skull echo just outside the mask counts with it. Why (2026-11-27, docs/pretraining.md): the
+    tiny base's first-trimester LoRAs draw samples whose head the UNet erases part-way; weighing the head's
+    error more is meant to teach the LoRA the head more firmly."""
+    import torch
+    m = (x[:, 2:3] > 0).float()
+    m = torch.nn.functional.max_pool2d(m, 5, stride=1, padding=2)
+    return 1.0 + float(weight) * torch.nn.functional.adaptive_avg_pool2d(m, tuple(latent_hw))
+
+
 def training_images(cfg: LoraTrainConfig, resolution: int, allowed_roots=None) -> tuple[np.ndarray, list[str]]:
     """The seeded choice of n images of the trimester, as (n, R, R, 3) uint8 in-channel images."""
     from ..data import DataError, open_source, select_per_trimester, split_indices
@@ -273,6 +290,7 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
     x = rgb_to_tensor(images).to(device)
     if cfg.hflip:
         x = torch.cat([x, x.flip(3)])
+    mask_w = mask_loss_weights(x, _latent_shape(pipe, res)[-2:], cfg.mask_loss_weight) if cfg.mask_loss_weight else None
     ids, ids_empty = tok([prompt_for(cfg.trimester), ""], padding="max_length", max_length=tok.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(device)[:, None]
     sf = vae.config.scaling_factor
@@ -331,7 +349,11 @@ def train_lora(cfg: LoraTrainConfig, out_dir: str | Path, resume: bool = True,
             noisy = sched.add_noise(z, noise, t)
             with accelerator.autocast():
                 pred = unet(noisy, t, encoder_hidden_states=cond).sample
-            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+            if mask_w is None:  # the paper's loss
+                loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+            else:  # a weighted mean: the same scale as the plain loss where the weights are all 1
+                w = mask_w[idx]
+                loss = ((pred.float() - noise.float()) ** 2 * w).sum() / (w.sum() * pred.shape[1])
             if not torch.isfinite(loss):  # stop: a diverged LoRA must never be saved or reported as saved
                 _diverged(out, cfg, pipe, step, saved_step, f"the loss is {float(loss)}")
             opt.zero_grad(set_to_none=True)
@@ -516,6 +538,9 @@ def add_lora_arguments(p) -> None:
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clipping")
     p.add_argument("--empty-prompt-prob", type=float, default=d.empty_prompt_prob,
                    help="caption dropout: share of training items on the empty prompt (0 = the paper's recipe)")
+    p.add_argument("--mask-loss-weight", type=float, default=d.mask_loss_weight,
+                   help="weigh the loss on the head (mask dilated 2 px) 1 + this many times (0 = the paper's "
+                        "plain loss)")
     tiny = base_timestep_bias(None)  # the shipped base's own, named in the help
     p.add_argument("--timestep-bias-strategy", choices=STRATEGIES, default=None,
                    help="draw the training timesteps with a bias, as diffusers' SDXL script does: later = the noisy "
@@ -551,7 +576,8 @@ def run_cli(args) -> int:
                           base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob,
-                          resolution=args.resolution, timestep_bias_strategy=args.timestep_bias_strategy,
+                          resolution=args.resolution, mask_loss_weight=args.mask_loss_weight,
+                          timestep_bias_strategy=args.timestep_bias_strategy,
                           timestep_bias_portion=args.timestep_bias_portion,
                           timestep_bias_multiplier=args.timestep_bias_multiplier)
     bar = None
