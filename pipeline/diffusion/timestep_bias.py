@@ -16,7 +16,7 @@ declares its own, measured for it, in its SAMPLING_FILE under "lora_timestep_bia
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 STRATEGIES = ("none", "earlier", "later")
 
@@ -99,7 +99,7 @@ def base_timestep_bias(base: str | os.PathLike | None = None) -> TimestepBias:
 
 
 # the settings of a LoRA run saved before the bias existed: it drew its timesteps uniformly
-UNBIASED = {"timestep_bias_strategy": "none", "timestep_bias_portion": 0.25, "timestep_bias_multiplier": 1.0}
+UNBIASED = {f"timestep_bias_{k}": v for k, v in asdict(TimestepBias()).items()}
 
 
 def resolve_timestep_bias(asked: dict, base, saved: dict | None, base_size: bool = True) -> dict:
