@@ -384,3 +384,74 @@ def test_extra_resolutions_train_the_unet_at_each_size_in_turn(unlabelled, tmp_p
     with pytest.raises(ValueError, match="extra_resolutions"):
         _run(_cfg(unlabelled, resolution=32, extra_resolutions=(96,), init_base=str(SHIPPED), vae_train="decoder",
                   vae_steps=0, unet_steps=3, unet_batch=8), tmp_path)
+
+
+def test_unet_latents_are_the_unets_one_step_estimate():
+    """UnetLatents: a share 0 leaves the encoder's latents alone; at share 1 every latent is the UNet's clean
+    estimate, near the latent at low noise and further from it at high noise (the shipped UNet: a real model)."""
+    from pipeline.diffusion.base import rgb_to_tensor, to_model_size
+    from pipeline.diffusion.pretrain import UnetLatents, init_components
+    from pipeline.phantom import make_phantom
+    cfg = PretrainConfig(init_base=str(SHIPPED), vae_train="decoder", vae_crop=128, vae_unet_latent_frac=1.0,
+                         vae_unet_t_max=20)
+    c = init_components(cfg)
+    ph = [make_phantom(i, hc_mm=None) for i in range(2)]
+    x = rgb_to_tensor(np.stack([to_model_size(p.image, p.mask, 128) for p in ph]))
+    with torch.no_grad():
+        z = c["vae"].encode(x).latent_dist.mean
+    sf = float(c["vae"].config.scaling_factor)
+    prompts = np.array([1, 4])
+
+    def err(frac, t_max):
+        cfg.vae_unet_latent_frac, cfg.vae_unet_t_max = frac, t_max
+        u = UnetLatents(cfg, c["unet"], c["text_encoder"], c["tokenizer"], c["scheduler"], torch.device("cpu"))
+        out = u(z, prompts, torch.Generator().manual_seed(0), sf)
+        return float((out - z).abs().mean() / z.abs().mean())
+    assert err(0.0, 20) == 0.0
+    low, high = err(1.0, 20), err(1.0, 900)
+    assert 0 < low < high / 2, (low, high)  # 2026-11-27: 0.046 vs 0.155
+
+
+def test_decoder_on_unet_latents_trains_resumes_and_is_refused_where_it_cannot_work(unlabelled, tmp_path):
+    """--vae-unet-latents: the decoder trains on the UNet's estimates (the encoder kept), a stopped run resumes to
+    the same decoder as an unstopped one, a changed share is refused on resume, bad settings are refused by name."""
+    kw = dict(init_base=str(SHIPPED), vae_train="decoder", vae_steps=3, unet_steps=0, vae_crop=128,
+              vae_unet_latent_frac=0.5, vae_unet_t_max=100, vae_lr=0.05)
+    ref = _run(_cfg(unlabelled, **kw), tmp_path, "ref")
+    assert [e["step"] for e in ref if e["kind"] == "step"] == [1, 2, 3]
+    ck = torch.load(tmp_path / "ref-work" / "vae.pt", weights_only=False)
+    from diffusers import AutoencoderKL
+    shipped = AutoencoderKL.from_pretrained(str(SHIPPED), subfolder="vae", torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(ck["model"][k], shipped[k]) for k in shipped if k.startswith("encoder."))
+    assert any(not torch.equal(ck["model"][k], shipped[k]) for k in shipped if k.startswith("decoder."))
+    assert "50% of each batch decoded from the UNet's one-step estimate" in (tmp_path / "ref" / "README.md").read_text()
+
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 1
+    assert list(pretrain(_cfg(unlabelled, **kw), tmp_path / "b", tmp_path / "b-work", stop=stop))[-1]["kind"] \
+        == "stopped"
+    # a decoder job stopped before its UNet stage exports its decoder with the init base's UNet
+    mid = torch.load(tmp_path / "b-work" / "vae.pt", weights_only=False)
+    export_checkpoint(tmp_path / "b-work", tmp_path / "mid")
+    exported = AutoencoderKL.from_pretrained(str(tmp_path / "mid"), subfolder="vae", torch_dtype=torch.float32)
+    for k, v in exported.state_dict().items():
+        torch.testing.assert_close(v, mid["model"][k].half().float(), rtol=1e-3, atol=1e-4, msg=k)
+    assert json.loads((tmp_path / "mid" / "pretrain_config.json").read_text())["extra"] == {"exported_at_vae_step": 1}
+    with pytest.raises(ValueError, match="vae_unet_latent_frac 0.5 -> 0.25"):
+        _run(_cfg(unlabelled, **{**kw, "vae_unet_latent_frac": 0.25}), tmp_path, "b")
+    _run(_cfg(unlabelled, **kw), tmp_path, "b")
+    got = torch.load(tmp_path / "b-work" / "vae.pt", weights_only=False)
+    for name, v in ck["model"].items():
+        torch.testing.assert_close(got["model"][name], v, rtol=1e-5, atol=1e-6, msg=name)
+
+    for bad, match in ((dict(vae_unet_latent_frac=1.5), "vae_unet_latent_frac must be in"),
+                       (dict(vae_unet_latent_frac=float("nan")), "vae_unet_latent_frac must be in"),
+                       (dict(vae_unet_t_max=0), "vae_unet_t_max"),
+                       (dict(vae_unet_latent_frac=0.5, vae_train="all"), "needs --vae-train decoder"),
+                       (dict(vae_unet_latent_frac=0.5, vae_train="decoder", init_base="x", vae_crop=64),
+                        "--vae-crop equal to the resolution")):
+        with pytest.raises(ValueError, match=match):
+            PretrainConfig(**bad)

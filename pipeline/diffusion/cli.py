@@ -56,6 +56,12 @@ def add_arguments(p, command: str) -> None:
         p.add_argument("--vae-echo-weight", type=float, default=d.vae_echo_weight,
                        help="weigh the VAE's pixel L1 by 1 + this x the target's brightness, so the bright skull "
                             "echo is kept (0 = off; default %(default)s)")
+        p.add_argument("--vae-unet-latents", type=float, default=d.vae_unet_latent_frac, metavar="FRAC",
+                       help="share of each decoder batch decoded from the init base's UNet's one-step estimate of "
+                            "its noised latent instead of the encoder's latent, so the decoder learns the latents "
+                            "it will decode when sampling (needs --vae-train decoder; 0 = off; default %(default)s)")
+        p.add_argument("--vae-unet-t-max", type=int, default=d.vae_unet_t_max,
+                       help="highest noise level (of 1000) of those estimates (default %(default)s)")
         p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="UNet EMA decay (default %(default)s)")
         p.add_argument("--extra-resolutions", type=int, nargs="+", default=list(d.extra_resolutions), metavar="R",
                        help="further sizes the UNet also trains at, one per step in turn with the same pixels per "
@@ -101,6 +107,7 @@ def _pretrain(args) -> int:
                          latent_channels=args.latent_channels, ema_decay=args.ema_decay, device=args.device,
                          vae_adv_weight=args.vae_adv_weight, vae_adv_start=args.vae_adv_start, disc_lr=args.disc_lr,
                          vae_ema_decay=args.vae_ema_decay, vae_echo_weight=args.vae_echo_weight,
+                         vae_unet_latent_frac=args.vae_unet_latents, vae_unet_t_max=args.vae_unet_t_max,
                          workers=args.workers, extra_resolutions=tuple(args.extra_resolutions))
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise SystemExit(f"--max-minutes must be positive, not {args.max_minutes}")

@@ -89,6 +89,12 @@ class PretrainConfig:
     # extra L1 weight on the bright pixels of the image channel, (1 + k * brightness): the skull echo is a thin
     # bright ring that a decoder chasing speckle drew fainter and broken (QC -0.04..-0.08, 2026-11-26). 0 = off
     vae_echo_weight: float = 0.0
+    # share of each decoder batch decoded from the init base's UNet's one-step clean estimate of the noised
+    # latent (noise level t drawn in 1..vae_unet_t_max) instead of from the encoder: sampling decodes the UNet's
+    # latents, which are smoother than the encoder's (2-20 % less std per channel, 2026-11-26), and decoders
+    # trained on encoder latents alone drew the skull fainter on them (first-trimester QC 0.84-0.86). 0 = off
+    vae_unet_latent_frac: float = 0.0
+    vae_unet_t_max: int = 250
     # further sizes the UNet + text encoder also train at, one size per step in turn, each batch holding about
     # the pixels of `unet_batch` images at `resolution` (e.g. (256,): a base that samples at 128² and, for the
     # detail pass, at 256²; a UNet that only ever saw 16² latents tiles heads over 32² ones — 1 of 32 valid,
@@ -129,6 +135,15 @@ class PretrainConfig:
             raise ValueError(f"vae_ema_decay must be 0 (off) or in (0, 1), not {self.vae_ema_decay}")
         if not (math.isfinite(float(self.vae_echo_weight)) and float(self.vae_echo_weight) >= 0):
             raise ValueError(f"vae_echo_weight must be 0 (off) or positive, not {self.vae_echo_weight}")
+        if not (math.isfinite(float(self.vae_unet_latent_frac)) and 0.0 <= float(self.vae_unet_latent_frac) <= 1.0):
+            raise ValueError(f"vae_unet_latent_frac must be in [0, 1] (0 = off), not {self.vae_unet_latent_frac}")
+        if not 1 <= int(self.vae_unet_t_max) <= 999:
+            raise ValueError(f"vae_unet_t_max must be between 1 and 999, not {self.vae_unet_t_max}")
+        if self.vae_unet_latent_frac > 0 and (self.vae_train != "decoder"
+                                              or int(self.vae_crop) != int(self.resolution)):
+            raise ValueError("vae_unet_latent_frac needs --vae-train decoder (the init base's UNet knows only its "
+                             "encoder's latents) and --vae-crop equal to the resolution (the UNet sees whole "
+                             f"frames), not vae_train={self.vae_train!r}, vae_crop={self.vae_crop}")
         if not (math.isfinite(float(self.disc_lr)) and float(self.disc_lr) > 0):
             raise ValueError(f"disc_lr must be positive, not {self.disc_lr}")
         if not 8 <= int(self.vae_crop) <= int(self.resolution):
@@ -412,6 +427,40 @@ def init_components(cfg: PretrainConfig) -> dict:
     return comps
 
 
+class UnetLatents:
+    """Swaps a share of a decoder batch's latents for the (frozen) UNet's one-step clean estimate of them, noised
+    to a random level: z_t = sqrt(a_t) z + sqrt(1 - a_t) e, z0 = (z_t - sqrt(1 - a_t) e_hat) / sqrt(a_t), with the
+    trimester prompt for phantoms and the unlabelled caption for real views (the conditions the UNet learnt)."""
+
+    def __init__(self, cfg: "PretrainConfig", unet, te, tok, sched, dev):
+        import torch
+        from .base import prompt_for
+        if sched.config.prediction_type != "epsilon":
+            raise ValueError(f"vae_unet_latent_frac needs an epsilon-predicting scheduler, not "
+                             f"{sched.config.prediction_type!r}")
+        self.frac, self.t_max, self.unet = float(cfg.vae_unet_latent_frac), int(cfg.vae_unet_t_max), unet.eval()
+        ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
+                  max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
+        with torch.no_grad():
+            self.text = te.eval()(ids)[0]  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
+        self.alphas = sched.alphas_cumprod.to(dev)
+
+    def __call__(self, z, prompt_idx: np.ndarray, g=None, sf: float = 1.0):
+        import torch
+        n = z.shape[0]
+        pick = (torch.rand(n, generator=g) < self.frac).to(z.device)
+        t = torch.randint(1, self.t_max + 1, (n,), generator=g).to(z.device)
+        noise = torch.randn(z.shape, generator=g).to(z.device, z.dtype)
+        a = self.alphas[t].view(-1, 1, 1, 1).to(z.dtype)
+        with torch.no_grad():
+            zs = z.detach() * sf
+            zt = a.sqrt() * zs + (1 - a).sqrt() * noise
+            eps = self.unet(zt, t, encoder_hidden_states=self.text[torch.as_tensor(prompt_idx, device=z.device)]
+                            ).sample.to(z.dtype)
+            z0 = (zt - (1 - a).sqrt() * eps) / a.sqrt() / sf
+        return torch.where(pick.view(-1, 1, 1, 1), z0, z)
+
+
 def vae_trainable(vae, which: str) -> list:
     """The VAE parameters that train: all, or the decoder side only (encoder frozen = latent space kept)."""
     if which == "all":
@@ -537,6 +586,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     if cfg.vae_train == "decoder":
         vae.encoder.eval(); vae.quant_conv.eval()
     n_real = int(round(cfg.vae_batch * real_frac))
+    unet_latents = (UnetLatents(cfg, unet, te, tok, sched, dev)
+                    if cfg.vae_unet_latent_frac > 0 and step < cfg.vae_steps else None)
     while step < cfg.vae_steps:
         if stop is not None and stop():
             save_vae()
@@ -561,7 +612,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
             pg["lr"] = lr
         with torch.autocast(**amp):
             post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample(generator=g)).sample
+            z = post.sample(generator=g)
+            if unet_latents is not None:
+                z = unet_latents(z, np.concatenate([tri[idx.numpy()], np.full(n_real, 4)]), g,
+                                 float(vae.config.scaling_factor))
+            rec = vae.decode(z).sample
         rec = rec.float()
         rl = vae_recon_loss(rec, x, cfg.vae_echo_weight)
         kl = post.kl().float().mean() / x[0].numel()
@@ -756,7 +811,7 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
               "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
               "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight",
-              "extra_resolutions"):
+              "vae_unet_latent_frac", "vae_unet_t_max", "extra_resolutions"):
         if getattr(cfg, k) != getattr(d, k):
             v = getattr(cfg, k)
             parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, tuple) else str(v)))
@@ -794,6 +849,8 @@ def _vae_recipe(cfg: PretrainConfig) -> str:
            if cfg.vae_adv_weight > 0 else "")
     echo = f", pixel L1 weighted 1 + {cfg.vae_echo_weight:g} × brightness" if cfg.vae_echo_weight > 0 else ""
     ema = f", EMA {cfg.vae_ema_decay} of its weights saved" if cfg.vae_ema_decay > 0 else ""
+    ema += (f", {cfg.vae_unet_latent_frac:.0%} of each batch decoded from the UNet's one-step estimate at noise "
+            f"levels up to t = {cfg.vae_unet_t_max}" if cfg.vae_unet_latent_frac > 0 else "")
     return (f"VAE {cfg.vae_steps} steps (batch {cfg.vae_batch}, {cfg.vae_crop}² crops, L1 + Fourier-amplitude +\n"
             f"local-contrast loss{adv}{echo}{ema})")
 
@@ -827,15 +884,25 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path) -> Path:
     """Save the work folder's latest checkpoints (EMA UNet + text encoder) as a base folder, mid-run.
 
     For looking at an intermediate model while pretraining goes on; the shipped base comes from the
-    end of `pretrain`."""
+    end of `pretrain`. A decoder job from an init base that has not reached the UNet yet exports its VAE (the
+    EMA of its weights where it keeps one, as the end of the run would) with the init base's UNet."""
     import torch
 
     from .base import build_tiny_components
     work, out_dir = Path(work_dir), Path(out_dir)
-    if not (work / "unet.pt").is_file():
-        raise FileNotFoundError(f"{work} has no UNet checkpoint yet (unet.pt): nothing to export")
+    if not (work / "config.json").is_file():
+        raise FileNotFoundError(f"{work} is not a pretraining work folder (no config.json): nothing to export")
     cfg = PretrainConfig(**{k: v for k, v in json.loads((work / "config.json").read_text()).items()
                             if k in PretrainConfig.__dataclass_fields__})
+    if not (work / "unet.pt").is_file() and (work / "vae.pt").is_file() and cfg.init_base:
+        comps = init_components(cfg)
+        ck = torch.load(work / "vae.pt", weights_only=False, map_location="cpu")
+        comps["vae"].load_state_dict({**ck["model"], **ck.get("ema", {})})
+        cfg.extra = {"exported_at_vae_step": int(ck["step"])}
+        _save_base(comps, out_dir, cfg, 0.0)
+        return out_dir
+    if not (work / "unet.pt").is_file():
+        raise FileNotFoundError(f"{work} has no UNet checkpoint yet (unet.pt): nothing to export")
     comps = build_tiny_components(cfg.seed, latent_channels=cfg.latent_channels)
     if (work / "vae.pt").is_file():
         comps["vae"].load_state_dict(torch.load(work / "vae.pt", weights_only=False, map_location="cpu")["model"])
