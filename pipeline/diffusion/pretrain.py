@@ -427,6 +427,13 @@ def init_components(cfg: PretrainConfig) -> dict:
     return comps
 
 
+def prompt_ids(tok, dev):
+    """Token ids of the prompts pretraining conditions on: 0..2 the trimester prompts, 3 empty, 4 unlabelled."""
+    from .base import prompt_for
+    return tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
+               max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
+
+
 class UnetLatents:
     """Swaps a share of a decoder batch's latents for the (frozen) UNet's one-step clean estimate of them, noised
     to a random level: z_t = sqrt(a_t) z + sqrt(1 - a_t) e, z0 = (z_t - sqrt(1 - a_t) e_hat) / sqrt(a_t), with the
@@ -434,15 +441,12 @@ class UnetLatents:
 
     def __init__(self, cfg: "PretrainConfig", unet, te, tok, sched, dev):
         import torch
-        from .base import prompt_for
         if sched.config.prediction_type != "epsilon":
             raise ValueError(f"vae_unet_latent_frac needs an epsilon-predicting scheduler, not "
                              f"{sched.config.prediction_type!r}")
         self.frac, self.t_max, self.unet = float(cfg.vae_unet_latent_frac), int(cfg.vae_unet_t_max), unet.eval()
-        ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
-                  max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
         with torch.no_grad():
-            self.text = te.eval()(ids)[0]  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
+            self.text = te.eval()(prompt_ids(tok, dev))[0]
         self.alphas = sched.alphas_cumprod.to(dev)
 
     def __call__(self, z, prompt_idx: np.ndarray, g=None, sf: float = 1.0):
@@ -514,7 +518,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
              stop=None) -> Iterator[dict]:
     """Generator: yields {"kind": "stage"|"step"|"done", ...}; resumes from work_dir checkpoints."""
     import torch
-    from .base import build_tiny_components, prompt_for, rgb_to_tensor
+    from .base import rgb_to_tensor
 
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir else out_dir.parent / f".{out_dir.name}-work"
@@ -681,9 +685,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     lat_at = {s: {k: v.to(dev) for k, v in lat.items()} for s, lat in lat_at.items()}
 
     # ---- stage 3: UNet + text encoder
-    ids = tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
-              max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(dev)  # 0..2 trimester prompts, 3 = empty, 4 = unlabelled
+    ids = prompt_ids(tok, dev)
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
