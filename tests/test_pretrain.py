@@ -408,6 +408,13 @@ def test_unet_latents_are_the_unets_one_step_estimate():
         out = u(z, prompts, torch.Generator().manual_seed(0), sf)
         return float((out - z).abs().mean() / z.abs().mean())
     assert err(0.0, 20) == 0.0
+    # a share swaps whole rows: each row is either the encoder's latent untouched or the UNet's estimate
+    cfg.vae_unet_latent_frac = 0.5
+    u = UnetLatents(cfg, c["unet"], c["text_encoder"], c["tokenizer"], c["scheduler"], torch.device("cpu"))
+    z8 = z.repeat(4, 1, 1, 1)
+    out = u(z8, np.tile(prompts, 4), torch.Generator().manual_seed(1), sf)
+    same = [bool(torch.equal(o, r)) for o, r in zip(out, z8)]
+    assert any(same) and not all(same)
     low, high = err(1.0, 20), err(1.0, 900)
     assert 0 < low < high / 2, (low, high)  # 2026-11-27: 0.046 vs 0.155
 

@@ -455,14 +455,16 @@ class UnetLatents:
         pick = (torch.rand(n, generator=g) < self.frac).to(z.device)
         t = torch.randint(1, self.t_max + 1, (n,), generator=g).to(z.device)
         noise = torch.randn(z.shape, generator=g).to(z.device, z.dtype)
-        a = self.alphas[t].view(-1, 1, 1, 1).to(z.dtype)
+        rows = pick.nonzero().flatten()  # the UNet runs on the picked rows only (all draws made above, as before)
+        if len(rows) == 0:
+            return z
+        a = self.alphas[t[rows]].view(-1, 1, 1, 1).to(z.dtype)
+        prompts = self.text[torch.as_tensor(prompt_idx, device=z.device)[rows]]
         with torch.no_grad():
-            zs = z.detach() * sf
-            zt = a.sqrt() * zs + (1 - a).sqrt() * noise
-            eps = self.unet(zt, t, encoder_hidden_states=self.text[torch.as_tensor(prompt_idx, device=z.device)]
-                            ).sample.to(z.dtype)
+            zt = a.sqrt() * z.detach()[rows] * sf + (1 - a).sqrt() * noise[rows]
+            eps = self.unet(zt, t[rows], encoder_hidden_states=prompts).sample.to(z.dtype)
             z0 = (zt - (1 - a).sqrt() * eps) / a.sqrt() / sf
-        return torch.where(pick.view(-1, 1, 1, 1), z0, z)
+        return z.index_put((rows,), z0)
 
 
 def vae_trainable(vae, which: str) -> list:
