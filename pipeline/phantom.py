@@ -13,7 +13,9 @@ How an image is made (one readable pass, seeded):
    elongated laterally;
 3. back to image space, cropped to the fan-shaped sector, log-compressed to uint8.
 The head's size follows the trimester: gestational age -> HC by Hadlock -> pixels by a pixel size
-drawn like HC18's (sonographers zoom less on bigger heads).
+drawn like HC18's (sonographers zoom less on bigger heads). With `framing="hc18"` the head's share of the
+frame is drawn from HC18's own per trimester instead (HC18_HEAD_AREA): sonographers zoom in on the head, so
+a real first-trimester head fills about 14 % of the frame, not the 9 % the demo framing draws.
 """
 from __future__ import annotations
 
@@ -23,11 +25,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .masks import Ellipse, hc_from_ga_weeks
+from .masks import Ellipse, hc_from_ga_weeks, trimester_from_ga
 
 # GA ranges (weeks) per trimester and a mix close to HC18's 15 / 70 / 15 %
 GA_RANGES = {"first": (11.5, 13.9), "second": (14.0, 27.9), "third": (28.0, 40.0)}
 MIX = ("first",) * 3 + ("second",) * 14 + ("third",) * 3
+# the filled head's share of the frame in HC18, per trimester: (median, standard deviation of its log), from
+# the 88 / 392 / 81 annotated images of the default split's train pool (2026-11-27, `python
+# scripts/head_area.py`). The demo framing draws 0.089 / 0.125 / 0.193 (medians of 300 phantoms).
+HC18_HEAD_AREA = {"first": (0.143, 0.50), "second": (0.327, 0.40), "third": (0.335, 0.31)}
+FRAMINGS = ("demo", "hc18")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,13 @@ class PhantomSpec:
     size: tuple[int, int] = (384, 256)  # (W, H), HC18's aspect ratio (800x540) at a demo size
     fan_half_angle_deg: float = 38.0
     speckle: float = 1.0  # 0 = no speckle
+    # "demo": the head spans 35-70 % of the image height by gestational age; "hc18": its share of the frame is
+    # drawn from HC18's per trimester (HC18_HEAD_AREA), so a trimester's heads are as large as in real scans
+    framing: str = "demo"
+
+    def __post_init__(self):
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"phantom framing must be one of {', '.join(FRAMINGS)}, not {self.framing!r}")
 
 
 @dataclass
@@ -67,10 +81,17 @@ def make_phantom(seed: int, hc_mm: float | None = None, spec: PhantomSpec = Phan
     from .masks import hadlock_ga_weeks
     ga = hadlock_ga_weeks(hc_mm)
 
-    # --- head geometry: the head spans 35-70 % of the image height, more for later trimesters
-    frac = float(np.clip(0.36 + 0.22 * (ga - 12) / 28 + rng.normal(0, 0.04), 0.3, 0.72))
-    b_px = frac * H / 2  # semi-minor axis in pixels
-    ratio = float(rng.uniform(1.15, 1.4))  # HC18 heads: major/minor ~ 1.2-1.4
+    # --- head geometry: demo framing: the head spans 35-70 % of the image height, more for later trimesters
+    if spec.framing == "hc18":  # its share of the frame as in HC18's scans of that trimester
+        med, log_sd = HC18_HEAD_AREA[trimester_from_ga(ga)]
+        ratio = float(rng.uniform(1.15, 1.4))
+        area = float(np.clip(med * np.exp(rng.normal(0, log_sd)), 0.03, 0.6))
+        # pi * a * b = area * W * H with a = ratio * b; the whole head stays within the frame's height
+        b_px = min(math.sqrt(area * W * H / (math.pi * ratio)), 0.49 * H, 0.49 * W / ratio)
+    else:
+        frac = float(np.clip(0.36 + 0.22 * (ga - 12) / 28 + rng.normal(0, 0.04), 0.3, 0.72))
+        b_px = frac * H / 2  # semi-minor axis in pixels
+        ratio = float(rng.uniform(1.15, 1.4))  # HC18 heads: major/minor ~ 1.2-1.4
     a_px = b_px * ratio
     angle = float(rng.uniform(-35, 35))
     apex = (W / 2, -0.18 * H)

@@ -181,6 +181,24 @@ def test_phantom_head_size_follows_trimester():
     assert means["first"] < means["second"] < means["third"]
 
 
+def test_hc18_framing_draws_heads_as_large_as_hc18s_per_trimester():
+    from pipeline.masks import hc_from_ga_weeks
+    from pipeline.phantom import HC18_HEAD_AREA, PhantomSpec, make_phantom
+    framed, demo = PhantomSpec(size=(144, 96), framing="hc18"), PhantomSpec(size=(144, 96))
+    for tri, ga in (("first", 12.5), ("second", 21.0), ("third", 34.0)):
+        hc = hc_from_ga_weeks(ga)
+        areas = []
+        for i in range(24):
+            ph = make_phantom(i, hc_mm=hc, spec=framed)
+            assert refit(ph.mask).valid, (tri, i, refit(ph.mask).reason)
+            assert ph.ellipse.head_circumference_mm(ph.pixel_size_mm) == pytest.approx(hc, rel=1e-6)
+            areas.append(ph.mask.mean())
+        assert np.median(areas) == pytest.approx(HC18_HEAD_AREA[tri][0], rel=0.25), tri
+        assert np.median(areas) > np.median([make_phantom(i, hc_mm=hc, spec=demo).mask.mean() for i in range(24)])
+    with pytest.raises(ValueError, match="framing must be one of demo, hc18"):
+        PhantomSpec(framing="zoomed")
+
+
 # ----------------------------------------------------------------------------- selections
 def test_splits_are_disjoint_subject_grouped_and_seeded(hc18_root):
     src = open_source(f"hc18:{hc18_root}")

@@ -78,6 +78,28 @@ def test_bad_settings_are_messages():
         PretrainConfig(unet_batch=0)
 
 
+def test_phantom_framing_and_balance_reach_the_phantoms_and_belong_to_the_recipe(tmp_path):
+    from dataclasses import asdict
+
+    from pipeline.diffusion.pretrain import _phantom_rgb, check_resume, rebuild_command
+    cfg = PretrainConfig(n_phantoms=6, phantom_framing="hc18", phantom_balance=True)
+    framed = [_phantom_rgb(cfg, i) for i in range(6)]
+    assert [t for _, t in framed] == ["first", "second", "third"] * 2  # the trimesters in turn
+    demo = [_phantom_rgb(PretrainConfig(n_phantoms=6, phantom_balance=True), i) for i in range(6)]
+    assert [t for _, t in demo] == [t for _, t in framed]  # the same ages, drawn from each phantom's seed
+    assert np.mean([x[..., 2] > 127 for x, _ in framed]) > 1.5 * np.mean([x[..., 2] > 127 for x, _ in demo])
+    cmd = rebuild_command(cfg)
+    assert "--phantom-framing hc18 --phantom-balance" in cmd and "True" not in cmd
+    assert "phantom" not in rebuild_command(PretrainConfig()).replace("pretrain-base", "")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps(asdict(PretrainConfig(n_phantoms=6))))
+    with pytest.raises(ValueError, match="phantom_framing 'demo' -> 'hc18'.*phantom_balance False -> True"):
+        check_resume(cfg, work)
+    with pytest.raises(ValueError, match="phantom_framing must be one of demo, hc18"):
+        PretrainConfig(phantom_framing="big")
+
+
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="shipped tiny base missing")
 def test_sigkill_then_resume_equals_an_uninterrupted_run(unlabelled, tmp_path):
     """Decoder-only VAE + continued UNet from the shipped base, the recipe of the shipped domain base."""

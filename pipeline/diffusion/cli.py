@@ -20,6 +20,12 @@ def add_arguments(p, command: str) -> None:
                  "ckpt_every": "save a resumable checkpoint every N steps"}
         for k, h in helps.items():
             p.add_argument(f"--{k.replace('_', '-')}", type=int, default=getattr(d, k), help=h)
+        p.add_argument("--phantom-framing", choices=("demo", "hc18"), default=d.phantom_framing,
+                       help="how large a trimester's phantom heads are: demo (9 / 13 / 19 %% of the frame) or hc18 "
+                            "(drawn from HC18's own shares, 14 / 33 / 34 %%; default %(default)s)")
+        p.add_argument("--phantom-balance", action="store_true",
+                       help="the three trimesters in turn among the phantoms (default: gestational age uniform over "
+                            "11.5-40 weeks, so 8 %% first-trimester phantoms)")
         p.add_argument("--export-only", action="store_true",
                        help="save the work folder's current checkpoint to --out and exit (look at a run mid-way)")
         p.add_argument("--no-bf16", action="store_true",
@@ -98,7 +104,8 @@ def _pretrain(args) -> int:
         work = args.work or str(Path(args.out).parent / f".{Path(args.out).name}-work")
         print(f"exported {export_checkpoint(work, args.out)}")
         return 0
-    cfg = PretrainConfig(n_phantoms=args.n_phantoms, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+    cfg = PretrainConfig(n_phantoms=args.n_phantoms, phantom_framing=args.phantom_framing,
+                         phantom_balance=args.phantom_balance, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                          vae_batch=args.vae_batch, unet_batch=args.unet_batch, vae_crop=args.vae_crop, seed=args.seed,
                          ckpt_every=args.ckpt_every, bf16=False if args.no_bf16 else "auto",
                          unlabelled=args.unlabelled, exclude=tuple(args.exclude), init_base=args.init_base,

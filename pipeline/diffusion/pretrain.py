@@ -52,6 +52,12 @@ from ..masks import TRIMESTERS, trimester_from_hc
 class PretrainConfig:
     n_phantoms: int = 3000
     phantom_size: tuple[int, int] = (288, 192)  # (W, H): HC18's ~1.48 aspect, squashed to 128² like HC18
+    # how large a trimester's phantom heads are: "demo" (35-70 % of the height by gestational age: 9 / 13 / 19 %
+    # of the frame) or "hc18" (drawn from HC18's own shares, 14 / 33 / 34 %; pipeline/phantom.py HC18_HEAD_AREA)
+    phantom_framing: str = "demo"
+    # False: gestational age uniform over 11.5-40 weeks, so only 8 % of the phantoms are first-trimester ones;
+    # True: the three trimesters in turn (phantom i is trimester i % 3), the age uniform within it
+    phantom_balance: bool = False
     resolution: int = 128
     seed: int = 0
     vae_steps: int = 200
@@ -114,6 +120,9 @@ class PretrainConfig:
         if len(set(self.extra_resolutions)) != len(self.extra_resolutions):
             raise ValueError(f"extra resolutions repeat a size: {self.extra_resolutions}")
         self.phantom_size = tuple(self.phantom_size)
+        from ..phantom import FRAMINGS
+        if self.phantom_framing not in FRAMINGS:
+            raise ValueError(f"phantom_framing must be one of {', '.join(FRAMINGS)}, not {self.phantom_framing!r}")
         if self.vae_train not in ("all", "decoder"):
             raise ValueError(f"vae_train must be 'all' or 'decoder', not {self.vae_train!r}")
         if self.vae_train == "decoder" and not self.init_base:
@@ -198,9 +207,13 @@ def check_resume(cfg: "PretrainConfig", work: Path) -> None:
 
 def _phantom_rgb(cfg: PretrainConfig, i: int, sizes: tuple[int, ...] | None = None):
     """Phantom i as in-channel images, one per size (default: the resolution alone), and its trimester."""
-    from ..phantom import PhantomSpec, make_phantom
+    from ..masks import hc_from_ga_weeks
+    from ..phantom import GA_RANGES, PhantomSpec, make_phantom
     from .base import to_model_size
-    ph = make_phantom(cfg.seed * 1_000_003 + i, hc_mm=None, spec=PhantomSpec(size=tuple(cfg.phantom_size)))
+    seed, hc = cfg.seed * 1_000_003 + i, None
+    if cfg.phantom_balance:  # trimester i % 3, its age drawn from the phantom's own seed
+        hc = hc_from_ga_weeks(float(np.random.default_rng(seed + 17).uniform(*GA_RANGES[TRIMESTERS[i % 3]])))
+    ph = make_phantom(seed, hc_mm=hc, spec=PhantomSpec(size=tuple(cfg.phantom_size), framing=cfg.phantom_framing))
     if sizes is None:
         return to_model_size(ph.image, ph.mask, cfg.resolution), trimester_from_hc(ph.hc_mm)
     return [to_model_size(ph.image, ph.mask, s) for s in sizes], trimester_from_hc(ph.hc_mm)
@@ -812,12 +825,15 @@ def _save_base(comps: dict, out_dir: Path, cfg: PretrainConfig, seconds: float, 
 def rebuild_command(cfg: PretrainConfig) -> str:
     d = PretrainConfig()
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
-    for k in ("n_phantoms", "vae_steps", "unet_steps", "vae_batch", "unet_batch", "vae_crop", "seed", "unlabelled",
-              "real_views", "real_frac", "init_base", "vae_train", "vae_lr", "unet_lr", "judge", "latent_channels",
-              "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight",
+    for k in ("n_phantoms", "phantom_framing", "phantom_balance", "vae_steps", "unet_steps", "vae_batch",
+              "unet_batch", "vae_crop", "seed", "unlabelled", "real_views", "real_frac", "init_base", "vae_train",
+              "vae_lr", "unet_lr", "judge", "latent_channels", "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight",
               "vae_unet_latent_frac", "vae_unet_t_max", "extra_resolutions"):
         if getattr(cfg, k) != getattr(d, k):
             v = getattr(cfg, k)
+            if isinstance(v, bool):  # a flag
+                parts.append(f"--{k.replace('_', '-')}")
+                continue
             parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, tuple) else str(v)))
     parts += [f"--exclude {e}" for e in cfg.exclude]
     return " ".join(parts)
@@ -834,6 +850,13 @@ def _data_paragraph(cfg: PretrainConfig) -> str:
             " (its VAE encoder, so its latent space, kept; the decoder retrained)" if cfg.vae_train == "decoder"
             else "")
     init = f" It continues from the base in `{cfg.init_base}`{kept}." if cfg.init_base else ""
+    if cfg.phantom_framing == "hc18":  # six numbers from annotations: say which
+        init += (" The phantoms' heads fill as much of the frame as HC18's of their trimester: six numbers (per "
+                 "trimester, the median and spread of the head's share of the frame; `HC18_HEAD_AREA` in "
+                 "`pipeline/phantom.py`) measured on the annotated images of the default split's train pool, "
+                 "never on its test part; no image or mask of it is used.")
+    if cfg.phantom_balance:
+        init += " The phantoms take the three trimesters in turn."
     if not cfg.unlabelled:
         return (f"Pretrained by our own code on {cfg.n_phantoms} **phantoms** from `pipeline/phantom.py` — never "
                 f"on an annotated image — so few-shot LoRA experiments on real data stay honest.{init}")
