@@ -137,7 +137,9 @@ def test_the_bases_own_guidance_is_used_recorded_and_asked_for_settings_win(rand
         return _disc(blue.shape, blue.shape[1] / 2, blue.shape[0] / 2, blue.shape[0] / 4)
     monkeypatch.setattr(EllipseGuidance, "project_blue", head)
     G.clear_pipelines()
-    run = dict(base=str(b), n=2, steps=4, qc=False, seed=3, batch_size=2)
+    # fp32: under bf16 autocast (the default on a CPU with native bf16) a batch's kernels differ from a single
+    # image's by a few gray levels, so "the same image in any batch" is checked where it is exact
+    run = dict(base=str(b), n=2, steps=4, qc=False, seed=3, batch_size=2, precision="weights")
     on = list(G.generate(G.GenerateConfig(**run)))
     assert on[0]["params"]["ellipse_guidance"] == [0.5] and on[1]["sample"].params["ellipse_guidance"] == [0.5]
     assert len(calls) == 2  # once per image, after step 2 of 4
