@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from pipeline.data import DataError, open_source, split_indices
-    from pipeline.masks import TRIMESTERS
+    from pipeline.masks import TRIMESTERS, trimester_from_ga
     from pipeline.phantom import PhantomSpec, make_phantom, phantom_plan
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="hc18:../shared/data/hc18", help="annotated data spec (default %(default)s)")
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     demo = {t: [] for t in TRIMESTERS}
     for i, (ga, hc) in enumerate(phantom_plan(300, 0)):
         ph = make_phantom(i, hc_mm=hc, spec=PhantomSpec(size=(288, 192)))
-        demo["first" if ga < 14 else "second" if ga < 28 else "third"].append(float(ph.mask.mean()))
+        demo[trimester_from_ga(ga)].append(float(ph.mask.mean()))
     for t in TRIMESTERS:
         v = np.array(share[t])
         if not len(v):
