@@ -827,8 +827,9 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     parts = ["python -m pipeline pretrain-base --out assets/tiny-base"]
     for k in ("n_phantoms", "phantom_framing", "phantom_balance", "vae_steps", "unet_steps", "vae_batch",
               "unet_batch", "vae_crop", "seed", "unlabelled", "real_views", "real_frac", "init_base", "vae_train",
-              "vae_lr", "unet_lr", "judge", "latent_channels", "ema_decay", "vae_adv_weight", "vae_adv_start", "disc_lr", "vae_ema_decay", "vae_echo_weight",
-              "vae_unet_latent_frac", "vae_unet_t_max", "extra_resolutions"):
+              "vae_lr", "unet_lr", "judge", "latent_channels", "ema_decay", "vae_adv_weight", "vae_adv_start",
+              "disc_lr", "vae_ema_decay", "vae_echo_weight", "vae_unet_latent_frac", "vae_unet_t_max",
+              "extra_resolutions"):
         if getattr(cfg, k) != getattr(d, k):
             v = getattr(cfg, k)
             if isinstance(v, bool):  # a flag
