@@ -321,8 +321,10 @@ def newest_lora(ctx, s):
     names = [Path(p).name for p in (s or "").split(";") if p]
     ch = lora_choices(ctx)
     # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
-    ok = names and names[-1] in [c[1] for c in ch[1:]] and lora_state(_lora_root(ctx) / names[-1])["finished"]
-    return gr.Dropdown(choices=ch, value=names[-1] if ok else gr.skip())
+    ok = bool(names) and names[-1] in [c[1] for c in ch[1:]] and lora_state(_lora_root(ctx) / names[-1])["finished"]
+    # never gr.skip() as a value: an update object inside gr.Dropdown(value=...) became the dropdown's value
+    # and Generate refused "{'__type__': 'update'} is not in the list of choices" (issue 33)
+    return gr.Dropdown(choices=ch, value=names[-1]) if ok else gr.Dropdown(choices=ch)
 
 
 def build(ctx) -> None:
