@@ -75,3 +75,19 @@ def test_top_level_help_lists_the_commands():
     with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
         main(["--help"])
     assert all(name in buf.getvalue() for name in COMMANDS)
+
+
+def test_readme_lists_every_command_of_the_cli():
+    """The README's CLI block names exactly the commands `python -m pipeline --help` offers (issue 34)."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("$ python -m pipeline --help", 1)[1].split("```", 1)[0]
+    listed = {m.group(1) for m in re.finditer(r"^\s{4}([a-z0-9-]+)\s{2,}", block, re.M)}
+    assert listed == set(COMMANDS), f"README lists {sorted(listed)}, the CLI has {sorted(COMMANDS)}"
+
+
+def test_readme_is_a_manual_not_a_lab_notebook():
+    from pathlib import Path
+    size = (Path(__file__).resolve().parents[1] / "README.md").stat().st_size
+    assert size <= 25_000, f"README is {size} bytes: dated records belong in docs/lab/"
