@@ -73,7 +73,7 @@ def _default_n(spec: str, allowed_roots) -> tuple[int, str]:
 
 
 def _safe_name(name: str) -> str:
-    return safe_name(name, "LoRA name", default="lora")
+    return safe_name(name, "LoRA name")  # blank is refused by name, never defaulted onto an existing run (issue 35)
 
 
 @guarded

@@ -51,6 +51,7 @@ class SamFinetuneDefaults:
     n_real: int = 20  # real training pairs of a single run (the sweep sets its own grid)
     aug_views: int = 4  # cached augmented views per image (WA / SA)
     n_val: int = 40  # validation pairs of the held-out val part that choose the best epoch
+    MAX_N_VAL = 1000  # the paper validates on 40; more is refused by name, never recorded unused (issue 35)
 
 
 @dataclass(frozen=True)

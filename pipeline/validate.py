@@ -42,7 +42,7 @@ def check_name(name, field: str, default: str | None = None) -> str:
     if not text:
         if default is not None:
             return default
-        raise DataError(f"{field}: give a name (letters, digits, '-', '_' or '.')")
+        raise DataError(f"{field} is blank: give a name (letters, digits, '-', '_' or '.')")
     if len(text) > MAX_NAME_LEN:
         raise DataError(f"{field} is {len(text)} characters long; at most {MAX_NAME_LEN} are allowed")
     if not _NAME_RE.fullmatch(text) or text.startswith("."):

@@ -304,3 +304,29 @@ def test_shared_predictor_under_contention_gives_each_image_its_own_mask():
     for t in threads:
         t.join()
     assert not errors and not wrong
+
+
+# ----------------------------------------------------------------------------- issue 35: blank names, n_val
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_blank_lora_and_run_names_are_refused_by_name(blank):
+    """A blank name once became `lora` / `sam-run` and returned that existing run as done."""
+    from pages.finetune import _run_name
+    from pages.lora import _safe_name
+    with pytest.raises(DataError, match="LoRA name is blank: give a name"):
+        _safe_name(blank)
+    with pytest.raises(DataError, match="run name is blank: give a name"):
+        _run_name(blank)
+
+
+def test_n_val_has_a_checked_range_and_is_never_recorded_unused(tmp_path):
+    from pipeline.sam.finetune import FinetuneConfig, finetune, hybrid_items
+    with pytest.raises(DataError, match="n_val"):
+        FinetuneConfig(data="phantom:24", n_val=5000).validate()
+    with pytest.raises(DataError, match=r"n_val 30: the validation part of phantom:24 holds only \d+ pairs"):
+        hybrid_items(FinetuneConfig(data="phantom:24", n_real=2, n_val=30))
+    out = tmp_path / "runs" / "r"
+    with pytest.raises(DataError, match="n_val"):
+        next(finetune(FinetuneConfig(data="phantom:24", n_real=2, n_val=30, cache_dir=str(tmp_path / "c")), out))
+    assert not out.exists()
+    train, val, _ = hybrid_items(FinetuneConfig(data="phantom:24", n_real=2))  # the default validates on what there is
+    assert val

@@ -97,7 +97,7 @@ class FinetuneConfig:
         self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
         self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
         self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
-        self.n_val = check_int(self.n_val, "n_val", 1, 100_000)
+        self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
         self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
         self.weight_decay = check_float(self.weight_decay, "weight_decay", 0, 1)
         # the paper jitters each side by 0-20 px; beyond a few hundred px the box is no longer a prompt
@@ -143,6 +143,9 @@ def hybrid_items(cfg: FinetuneConfig, allowed_roots=None) -> tuple[list[Item], l
     if not val_pool:
         raise DataError(f"{cfg.data} is too small to hold out a validation part ({len(src)} images, split "
                         f"{'/'.join(f'{f:g}' for f in cfg.split)}): use a larger source")
+    if cfg.n_val > len(val_pool) and cfg.n_val != _D.n_val:  # the default validates on what there is
+        raise DataError(f"n_val {cfg.n_val}: the validation part of {cfg.data} holds only {len(val_pool)} "
+                        f"pairs: ask for at most {len(val_pool)}")
     val = nested_subsets(val_pool, [min(cfg.n_val, len(val_pool))], cfg.split_seed)[min(cfg.n_val, len(val_pool))]
     train = [Item(src.metas[i].name, "real", (lambda i=i: src[i])) for i in real]
     if cfg.synthetic:

@@ -110,7 +110,7 @@ class SweepConfig:
         self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
         self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
         self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
-        self.n_val = check_int(self.n_val, "n_val", 1, 100_000)
+        self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
         self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
         self.lora_n = check_int(self.lora_n, "lora_n", 1, 10_000)
         self.generate_min_qc = check_float(self.generate_min_qc, "generate_min_qc", 0, 1)
