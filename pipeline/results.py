@@ -62,10 +62,8 @@ def table1(summary: pd.DataFrame, test: str, markdown_bold: bool = True) -> pd.D
             if r.empty:
                 col.append("—")
                 continue
-            m, sd = float(r["dice_mean"].iloc[0]), float(r["dice_std"].iloc[0])
-            # one repeat has no spread: "± 0.00" would claim a measured zero (issue 11)
-            one = "repeats" in r and int(r["repeats"].iloc[0]) < 2
-            cell = f"{m:.2f} (1 run)" if one else f"{m:.2f} ± {sd:.2f}"
+            m = float(r["dice_mean"].iloc[0])
+            cell = mean_std_text(r.iloc[0])  # "(1 run)", never "± 0.00" (issue 11)
             if markdown_bold and np.isclose(m, best[n]):
                 cell = f"**{cell}**"
             col.append(cell)
@@ -140,6 +138,14 @@ def paper_cell(paper: pd.DataFrame, pair: tuple[str, str], augmentation: str, n_
     return f"{m:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{m:.2f}"
 
 
+def mean_std_text(row) -> str:
+    """One of our cells as 'mean ± std', or 'mean (1 run)': one repeat has no spread, and "± 0.00" would
+    claim a measured zero."""
+    if "repeats" in row and int(row["repeats"]) < 2:
+        return f"{row['dice_mean']:.2f} (1 run)"
+    return f"{row['dice_mean']:.2f} ± {row['dice_std']:.2f}"
+
+
 def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparison: PaperComparison) -> pd.DataFrame:
     """Every cell of ours for one test source, and beside it the paper's same (augmentation, N_real) cell
     for each pair of the comparison, in its own column labelled by the paper's train/test pair."""
@@ -147,7 +153,7 @@ def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparis
     rows = []
     for _, r in s.iterrows():
         row = {"augmentation": AUG_LABEL.get(r["augmentation"], r["augmentation"]), "n_real": int(r["n_real"]),
-               f"ours ({comparison.ours[0]}→{comparison.ours[1]})": f"{r['dice_mean']:.2f} ± {r['dice_std']:.2f}"}
+               f"ours ({comparison.ours[0]}→{comparison.ours[1]})": mean_std_text(r)}
         for pair in comparison.pairs:
             row[f"paper ({pair[0]}→{pair[1]})"] = paper_cell(paper, pair, r["augmentation"], r["n_real"])
         rows.append(row)
@@ -184,12 +190,27 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
     if test is None and not summary.empty:
         test = summary["test"].iloc[0]
     s = summary[summary["test"] == test] if test is not None else summary
+    if s.empty:  # no finished cell: a note, not an empty log axis spanning 1 to 1M
+        fig.update_layout(title="Dice vs number of real images", template="plotly_white", height=440,
+                          xaxis=dict(visible=False), yaxis=dict(visible=False))
+        fig.add_annotation(text="no finished cells yet: each cell's point appears here when it finishes",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+        return fig
+    ys = []  # every plotted value with its bar: the y-axis range is chosen from them
     for a in AUG_ORDER:
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
-        fig.add_trace(go.Scatter(x=d["n_real"], y=d["dice_mean"], error_y=dict(type="data", array=d["dice_std"]),
-                                 mode="lines+markers", name=f"{AUG_LABEL[a]} (ours)", line=dict(color=_COLORS[a])))
+        runs = d["repeats"].astype(int) if "repeats" in d else pd.Series(2, index=d.index)
+        # one run has no spread: no error bar, and the hover says "1 run" instead of "± 0.00"
+        std = d["dice_std"].where(runs >= 2, 0.0)
+        hover = [f"{m:.2f} %" + (f" ± {sd:.2f}" if n >= 2 else "") + f" ({n} run{'s' if n != 1 else ''})"
+                 for m, sd, n in zip(d["dice_mean"], std, runs)]
+        fig.add_trace(go.Scatter(x=d["n_real"], y=d["dice_mean"],
+                                 error_y=dict(type="data", array=std, visible=bool((runs >= 2).any())),
+                                 mode="lines+markers", name=f"{AUG_LABEL[a]} (ours)", line=dict(color=_COLORS[a]),
+                                 text=hover, hovertemplate="N_real %{x}: %{text}<extra>%{fullData.name}</extra>"))
+        ys += [*(d["dice_mean"] - std), *(d["dice_mean"] + std)]
         if paper is None or comparison is None:
             continue
         for k, pair in enumerate(comparison.pairs):
@@ -200,13 +221,40 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
                 x=p["n_real"], y=p["dice_mean"], error_y=dict(type="data", array=p["dice_std"].fillna(0)),
                 mode="markers", name=f"{AUG_LABEL[a]} (paper {pair[0]}→{pair[1]})",
                 marker=dict(symbol=_PLOTLY_SYMBOLS[k % len(_PLOTLY_SYMBOLS)], size=11, color=_COLORS[a])))
+            ys += [*(p["dice_mean"] - p["dice_std"].fillna(0)), *(p["dice_mean"] + p["dice_std"].fillna(0))]
     fig.update_layout(title=_title(test, comparison), xaxis_title="N_real (log)",
                       yaxis_title="Dice (%)", xaxis_type="log", template="plotly_white", height=440,
                       legend=dict(orientation="h", y=-0.2))
     if not s.empty:  # ticks at the N_real values only: whole images, never 2.5 or 7.5 (issue 11)
         ns = sorted(int(n) for n in s["n_real"].unique())
         fig.update_xaxes(tickvals=ns, ticktext=[str(n) for n in ns])
+    _dice_range(fig, ys)
     return fig
+
+
+MIN_DICE_SPAN = 5.0  # Dice points: the y-axis never spans less, so 0.01 does not fill the chart
+
+
+def _dice_range(fig, ys) -> None:
+    """A y-axis of at least MIN_DICE_SPAN Dice points (plotly would stretch 94.50-94.51 over the whole
+    height); when the points lie closer than that, a note says by how much they differ."""
+    ys = [float(y) for y in ys if y == y]  # without NaN
+    if not ys:
+        return
+    lo, hi = min(ys), max(ys)
+    if hi - lo >= MIN_DICE_SPAN:
+        return
+    mid = (lo + hi) / 2
+    lo, hi = mid - MIN_DICE_SPAN / 2, mid + MIN_DICE_SPAN / 2
+    if hi > 100:  # Dice is a percentage: keep the range inside 0-100
+        lo, hi = 100 - MIN_DICE_SPAN, 100.0
+    elif lo < 0:
+        lo, hi = 0.0, MIN_DICE_SPAN
+    fig.update_yaxes(range=[lo, hi])
+    spread = max(ys) - min(ys)
+    fig.add_annotation(text=f"all points within {spread:.2f} Dice points (y-axis spans {MIN_DICE_SPAN:g})",
+                       showarrow=False, x=0.01, y=0.99, xref="paper", yref="paper", xanchor="left",
+                       yanchor="top", font=dict(size=11, color="#666"))
 
 
 def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None,
