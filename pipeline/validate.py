@@ -94,6 +94,15 @@ def optional_int(value, field: str, lo: int, hi: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------- images
+def check_trimester(value) -> str:
+    """The one check of a trimester name (masks.TRIMESTERS), with one message wherever one enters: prompts,
+    LoRA / generation / grid configs, the realism sets, the dashboard."""
+    from .masks import TRIMESTERS
+    if value not in TRIMESTERS:
+        raise DataError(f"unknown trimester {value!r}: choose {', '.join(TRIMESTERS[:-1])} or {TRIMESTERS[-1]}")
+    return value
+
+
 def check_image_size(width: int, height: int, what: str) -> None:
     if width <= 0 or height <= 0:
         raise DataError(f"{what}: the image has no pixels ({width}x{height})")

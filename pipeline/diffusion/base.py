@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import PROMPT_TEMPLATE, get_profile
 from ..masks import TRIMESTERS
+from ..validate import check_trimester
 
 TINY_RESOLUTION = 128
 
@@ -47,8 +48,7 @@ SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012
 
 
 def prompt_for(trimester: str) -> str:
-    if trimester not in TRIMESTERS:
-        raise ValueError(f"unknown trimester {trimester!r}: choose first, second or third")
+    check_trimester(trimester)
     return PROMPT_TEMPLATE.format(trimester=trimester)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import GenerationDefaults, add_profile_argument
 from ..masks import TRIMESTERS, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
+from ..validate import check_trimester
 
 _G = GenerationDefaults()
 PRECISIONS = ("auto", "bf16", "weights")
@@ -180,8 +181,7 @@ class GenerateConfig:
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.trimester not in TRIMESTERS:
-            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        check_trimester(self.trimester)
         from ..validate import check_float, check_int
         # every numeric setting has a checked range, refused with the field's name (NaN / inf included)
         self.n = check_int(self.n, "count (n)", 1, 10_000)
