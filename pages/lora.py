@@ -22,7 +22,7 @@ from pipeline.gpu import gpu_task
 
 from pipeline.eta import eta_text, estimate_text
 from pipeline.readable import short_path
-from pipeline.validate import check_int, check_seed
+from pipeline.validate import check_int, check_seed, check_trimester
 
 from .charts import loss_figure
 from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, picture_file, safe_name
@@ -109,8 +109,7 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
     stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
     previews, saved = [], []
     for t in trimesters:
-        if t not in TRIMESTERS:
-            raise ValueError(f"unknown trimester {t!r}")
+        check_trimester(t)
         out = ctx.work_dir / "loras" / f"{name}-{t}"
         # raw values: the config checks each one's range and names the field when it refuses
         cfg = LoraTrainConfig(data=spec, trimester=t, n=n, steps=steps, rank=rank, alpha=alpha, lr=lr,

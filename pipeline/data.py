@@ -24,16 +24,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .errors import DataError  # noqa: F401  (its home; callers import it from here)
 from .masks import (TRIMESTERS, Ellipse, fill_outline, hadlock_ga_weeks, looks_like_outline,
                     trimester_from_hc)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = ("", "_Annotation", "_mask")
 DEFAULT_PHANTOM_N = 24
-
-
-class DataError(ValueError):
-    """A problem with the user's data, worded for the user (shown as-is in the dashboard)."""
 
 
 @dataclass

@@ -193,7 +193,7 @@ def export_folder_hc18(predictor, spec: str, out_csv: str | Path, pixel_size_mm:
     from .data import open_source
     from .fileio import atomic_write_text
     from .masks import refit
-    from .sam.predictor import validate_box
+    from .validate import validate_box
     src = open_source(spec, allowed_roots)
     rows, skipped = [], []
     for i in range(len(src)):

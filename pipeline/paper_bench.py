@@ -283,7 +283,7 @@ def run_paper_bench(size: str = "full", device: str | None = None, lora_batch: i
     figures so far are written there (atomically) after every phase: a run cut short still reports."""
     import torch
 
-    from . import OMP_WAIT_POLICY_CHOICE
+    from .process import OMP_WAIT_POLICY_CHOICE
     from .diffusion.base import base_resolution, to_model_size
     from .diffusion.generate import GenerateConfig, generate, resolve_precision
     from .diffusion.lora import WEIGHTS, LoraTrainConfig, train_lora

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from .data import DataError
+from .errors import DataError
 
 MAX_NAME_LEN = 60
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -94,6 +94,15 @@ def optional_int(value, field: str, lo: int, hi: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------- images
+def check_trimester(value) -> str:
+    """The one check of a trimester name (masks.TRIMESTERS), with one message wherever one enters: prompts,
+    LoRA / generation / grid configs, the realism sets, the dashboard."""
+    from .masks import TRIMESTERS
+    if value not in TRIMESTERS:
+        raise DataError(f"unknown trimester {value!r}: choose {', '.join(TRIMESTERS[:-1])} or {TRIMESTERS[-1]}")
+    return value
+
+
 def check_image_size(width: int, height: int, what: str) -> None:
     if width <= 0 or height <= 0:
         raise DataError(f"{what}: the image has no pixels ({width}x{height})")
@@ -149,3 +158,29 @@ def resolve_run(runs_root: str | os.PathLike, name, field: str = "model") -> Pat
     if path.parent != root or not (path / "config.json").is_file() or not (path / "best.safetensors").is_file():
         raise missing
     return path
+
+
+def validate_box(box, hw: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) in image pixels, clipped to the image; DataError for a box that is
+    missing, malformed, empty or entirely outside the image."""
+    import numpy as np
+    if box is None:
+        raise DataError("no box: draw a box around the head first")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=float).reshape(-1)[:4])
+        if np.asarray(box).size != 4:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DataError(f"a box is four numbers x0 y0 x1 y1, got {box!r}") from None
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        raise DataError("the box has a non-finite coordinate")
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    h, w = hw
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise DataError(f"the box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) lies outside the "
+                        f"{w}x{h} image")
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise DataError("the box is too small (under 2 pixels wide or high): draw it around the head")
+    return x0, y0, x1, y1

@@ -397,8 +397,8 @@ def test_base_latent_calibration_is_the_bases_own_and_maps_the_latents_before_de
 
     import torch
 
-    from pipeline.diffusion.base import SAMPLING_FILE, BaseSampling, prompt_for
-    from pipeline.diffusion.calibration import LatentCalibration, base_latent_calibration
+    from pipeline.diffusion.base import SAMPLING_FILE, BaseSampling, base_latent_calibration, prompt_for
+    from pipeline.diffusion.calibration import LatentCalibration
     assert base_latent_calibration(random_base) is None  # no sampling file: sampled as is (SD v1.5 too)
     assert base_latent_calibration("someone/some-model") is None  # a hub id
     b = tmp_path / "base"

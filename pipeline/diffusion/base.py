@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import PROMPT_TEMPLATE, get_profile
 from ..masks import TRIMESTERS
+from ..validate import check_trimester
 
 TINY_RESOLUTION = 128
 
@@ -47,8 +48,7 @@ SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012
 
 
 def prompt_for(trimester: str) -> str:
-    if trimester not in TRIMESTERS:
-        raise ValueError(f"unknown trimester {trimester!r}: choose first, second or third")
+    check_trimester(trimester)
     return PROMPT_TEMPLATE.format(trimester=trimester)
 
 
@@ -162,6 +162,18 @@ def base_guidance_until(base: str | os.PathLike | None = None, asked: float | No
     return check_guidance_until(rec["guidance_until"], f"{f}: guidance_until")
 
 
+def base_latent_calibration(base: str | os.PathLike | None = None):
+    """The calibration (calibration.LatentCalibration) recorded in a base folder's sampling file, or None (a
+    hub id, no file, no entry). Here beside the other readers of the sampling file, so calibration.py needs
+    nothing from this module."""
+    from .calibration import KEY, LatentCalibration
+    found = sampling_record(base)
+    if found is None or found[1].get(KEY) is None:
+        return None
+    f, rec = found
+    return LatentCalibration.from_dict(rec[KEY], f"{f}: {KEY}")
+
+
 def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | None = None):
     """The ellipse guidance (ellipse_guidance.EllipseGuidance) a sample is drawn with, or None (off): `asked`
     when given ("off", or fractions of the schedule such as "0.2, 0.4, 0.6"), else the base's own, measured for
@@ -199,7 +211,6 @@ class BaseSampling:
            guidance_until: float | None = None, ellipse_guidance: str | None = None,
            calibrate: bool = True) -> "BaseSampling":
         """The base's own sampling; a part given here wins over the base's (each validated where it is read)."""
-        from .calibration import base_latent_calibration
         return cls(base_guidance(base, guidance), base_guidance_until(base, guidance_until),
                    base_ellipse_guidance(base, ellipse_guidance),
                    base_latent_calibration(base) if calibrate else None)

@@ -50,7 +50,7 @@ def _step_times(cfg, out, images, pipe) -> list[float]:
 def run_bench(args) -> dict:
     import torch
 
-    from .. import OMP_WAIT_POLICY_CHOICE
+    from ..process import OMP_WAIT_POLICY_CHOICE
     from ..data import open_source
     from .base import BaseSampling, base_resolution, load_pipeline, prompt_for, to_model_size
     from .generate import clear_pipelines, get_pipeline, resolve_precision, run_pipeline

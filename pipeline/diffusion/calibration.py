@@ -17,7 +17,6 @@ is. The numbers live in the base's `sonosynth_sampling.json` under "latent_calib
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 KEY = "latent_calibration"
@@ -80,13 +79,3 @@ class LatentCalibration:
         gm, gs = generated_latents.mean(dim=dims), generated_latents.std(dim=dims)
         rs = real_latents.std(dim=dims)
         return cls(tuple(float(v) for v in gm), tuple(float(v) for v in rs / gs))
-
-
-def base_latent_calibration(base: str | os.PathLike | None = None) -> LatentCalibration | None:
-    """The calibration recorded in a base folder's sampling file, or None (a hub id, no file, no entry)."""
-    from .base import sampling_record
-    found = sampling_record(base)
-    if found is None or found[1].get(KEY) is None:
-        return None
-    f, rec = found
-    return LatentCalibration.from_dict(rec[KEY], f"{f}: {KEY}")

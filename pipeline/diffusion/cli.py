@@ -91,8 +91,7 @@ def run(args) -> int:
         from .lora import run_cli
         return run_cli(args)
     if args.command == "generate":
-        from .generate import run_cli
-        return run_cli(args)
+        return _generate(args)
     raise SystemExit(f"unknown command {args.command}")
 
 
@@ -146,3 +145,41 @@ def _pretrain(args) -> int:
                 bar.close()
             print(f"saved the tiny base to {ev['out']} ({ev['minutes']:.1f} min)")
     return 0
+
+
+def _generate(args) -> int:
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from ..config import resolve_profile
+    from ..fileio import atomic_write_json
+    from .generate import GenerateConfig, summarize
+    profile = resolve_profile(args.profile)
+    cfg = GenerateConfig.for_profile(profile, trimester=args.trimester, n=args.n, lora=args.lora,
+                         base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
+                         lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
+                         threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
+                         calibrate=not args.no_calibration, detail_lora=args.detail_lora,
+                         detail_strength=args.detail_strength, restore_aspect=args.restore_aspect,
+                         ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
+    from .dataset import fill  # the fill loop files what generate() draws (dataset.py imports generate)
+    out = Path(args.out)
+    samples, accepted = [], 0
+    bar = tqdm(total=cfg.n, desc="generate", file=sys.stdout)
+    t0 = time.time()
+    for ev in fill(out, cfg, min_qc=args.min_qc):
+        if ev["kind"] != "sample":
+            continue
+        samples.append(ev["sample"])
+        accepted += ev["accepted"]
+        bar.update(1)
+        bar.set_postfix(valid=sum(s.valid for s in samples), accepted=accepted, refresh=False)
+    bar.close()
+    summary = {**summarize(samples), "accepted": accepted, "seconds": round(time.time() - t0, 2),
+               "config": asdict(cfg), "min_qc": args.min_qc}
+    atomic_write_json(out / "generation_summary.json", summary)
+    print(f"{accepted}/{len(samples)} pairs accepted into {out} ({summary['valid']} valid ellipses"
+          + (f", mean QC {summary['mean_qc']:.3f}" if summary["mean_qc"] is not None else "") + ")")
+    return 0
+

@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..config import GenerationDefaults, add_profile_argument, resolve_profile
-from ..fileio import atomic_write_json
+from ..config import GenerationDefaults, add_profile_argument
 from ..masks import TRIMESTERS, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
+from ..validate import check_trimester
 
 _G = GenerationDefaults()
 PRECISIONS = ("auto", "bf16", "weights")
@@ -182,8 +181,7 @@ class GenerateConfig:
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.trimester not in TRIMESTERS:
-            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        check_trimester(self.trimester)
         from ..validate import check_float, check_int
         # every numeric setting has a checked range, refused with the field's name (NaN / inf included)
         self.n = check_int(self.n, "count (n)", 1, 10_000)
@@ -501,37 +499,4 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--no-calibration", action="store_true",
                    help="decode the sampler's latents as drawn, without the base's latent calibration (for A/B)")
     add_profile_argument(p)
-
-
-def run_cli(args) -> int:
-    import sys
-
-    from tqdm import tqdm
-    profile = resolve_profile(args.profile)
-    cfg = GenerateConfig.for_profile(profile, trimester=args.trimester, n=args.n, lora=args.lora,
-                         base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
-                         lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
-                         threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
-                         calibrate=not args.no_calibration, detail_lora=args.detail_lora,
-                         detail_strength=args.detail_strength, restore_aspect=args.restore_aspect,
-                         ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
-    from .dataset import fill
-    out = Path(args.out)
-    samples, accepted = [], 0
-    bar = tqdm(total=cfg.n, desc="generate", file=sys.stdout)
-    t0 = time.time()
-    for ev in fill(out, cfg, min_qc=args.min_qc):
-        if ev["kind"] != "sample":
-            continue
-        samples.append(ev["sample"])
-        accepted += ev["accepted"]
-        bar.update(1)
-        bar.set_postfix(valid=sum(s.valid for s in samples), accepted=accepted, refresh=False)
-    bar.close()
-    summary = {**summarize(samples), "accepted": accepted, "seconds": round(time.time() - t0, 2),
-               "config": asdict(cfg), "min_qc": args.min_qc}
-    atomic_write_json(out / "generation_summary.json", summary)
-    print(f"{accepted}/{len(samples)} pairs accepted into {out} ({summary['valid']} valid ellipses"
-          + (f", mean QC {summary['mean_qc']:.3f}" if summary["mean_qc"] is not None else "") + ")")
-    return 0
 

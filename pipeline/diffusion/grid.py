@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import GenerationDefaults, add_profile_argument, resolve_profile
 from ..masks import TRIMESTERS
+from ..validate import check_trimester
 
 _G = GenerationDefaults()
 MAX_AXIS = 8  # at most 8 strengths and 8 seeds: 64 images is already minutes on a CPU
@@ -43,8 +44,7 @@ class GridConfig:
     def validate(self) -> None:
         from ..validate import check_float, check_int
         from .generate import PRECISIONS
-        if self.trimester not in TRIMESTERS:
-            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        check_trimester(self.trimester)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         self.scales = tuple(check_float(s, "LoRA strength", 0, 4) for s in _as_list(self.scales, "LoRA strengths"))

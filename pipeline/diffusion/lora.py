@@ -35,6 +35,7 @@ import numpy as np
 from ..config import LoraDefaults, add_profile_argument, resolve_profile
 from ..fileio import atomic_save_png, atomic_write, atomic_write_json, atomic_write_text
 from ..masks import TRIMESTERS
+from ..validate import check_trimester
 from .timestep_bias import STRATEGIES, UNBIASED, base_timestep_bias
 
 _D = LoraDefaults()
@@ -97,8 +98,7 @@ class LoraTrainConfig:
 
     def validate(self) -> None:
         from ..validate import check_float, check_int, check_seed
-        if self.trimester not in TRIMESTERS:
-            raise ValueError(f"unknown trimester {self.trimester!r}: choose first, second or third")
+        check_trimester(self.trimester)
         # every numeric setting has a checked range, refused with the field's name (never clamped): lr 1e30
         # once trained to NaN weights and reported "saved"; grad_clip NaN or -1 silently disabled clipping
         self.n = check_int(self.n, "images per trimester (n)", 1, 10_000)

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..data import IMAGE_EXTS, DataError, check_inside, open_source, parse_spec, read_image, to_gray_uint8
 from ..masks import TRIMESTERS, split_channels
+from ..validate import check_trimester
 
 DEFINITION = "realism-v1"
 FEATURE_SIZE = 256  # the encoder's input: LiteMedSAM's 256² frame
@@ -209,8 +210,7 @@ def load_real(spec: str, trimester: str, exclude: Sequence[str] = (), max_real: 
               seed: int = 0, allowed_roots=None) -> ImageSet:
     """Real images of one trimester from a data spec, without the names in `exclude`, at most max_real
     (a seeded draw, so the same call gives the same set)."""
-    if trimester not in TRIMESTERS:
-        raise DataError(f"unknown trimester {trimester!r}: choose first, second or third")
+    check_trimester(trimester)
     src = open_source(spec, allowed_roots)
     excl = set(exclude)
     of_tri = [i for i, m in enumerate(src.metas) if m.trimester == trimester]
@@ -399,8 +399,8 @@ def realism_report(generated, real, working_size: int, trimester: str | None = N
     working_size = check_int(working_size, "working size", 16, 4096)
     max_real = check_int(max_real, "max real images", 2 * MIN_AUC, 100_000)
     seed = check_seed(seed, "seed")
-    if trimester is not None and trimester not in TRIMESTERS:
-        raise DataError(f"unknown trimester {trimester!r}: choose first, second or third")
+    if trimester is not None:
+        check_trimester(trimester)
     started = time.monotonic()
     notes: list[str] = []
     excluded: list[str] = []

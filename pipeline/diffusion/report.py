@@ -19,6 +19,7 @@ import numpy as np
 
 from ..fileio import atomic_write, atomic_write_json
 from ..masks import TRIMESTERS
+from ..validate import check_trimester
 
 
 def evaluate(loras: dict[str, str | None], n: int = 32, seed: int = 1000, real: str | None = None,
@@ -181,7 +182,9 @@ def main(argv=None) -> int:
     loras = {}
     for item in args.lora:
         t, _, d = item.partition("=")
-        if t not in TRIMESTERS:
+        try:
+            check_trimester(t)
+        except ValueError:
             p.error(f"--lora {item}: expected TRIMESTER=DIR")
         loras[t] = d or None
     detail = {}

@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from .. import OMP_WAIT_POLICY_CHOICE
+from .. import process
 
 
 def _images(n: int):
@@ -173,4 +173,4 @@ def run_bench(args) -> dict:
             "goals_met": {"first_box_s<=0.3": t_first <= 0.3, "second_box_s<=0.05": t_second <= 0.05,
                           "embed_per_image_s<=0.3": t_embed <= 0.3},
             "load_average": round(__import__("os").getloadavg()[0], 2), "batch_size": B, "images": kind,
-            "torch_threads": torch.get_num_threads(), "omp_wait_policy": OMP_WAIT_POLICY_CHOICE}
+            "torch_threads": torch.get_num_threads(), "omp_wait_policy": process.OMP_WAIT_POLICY_CHOICE}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import DataError
+from ..validate import validate_box  # noqa: F401  (its home is validate.py; imported from here by callers)
 from .models import SamModel, load_model
 
 
@@ -25,31 +26,6 @@ def image_key(image: np.ndarray) -> str:
     h = hashlib.sha1(a.tobytes())
     h.update(f"{a.shape}{a.dtype}".encode())
     return h.hexdigest()
-
-
-def validate_box(box, hw: tuple[int, int]) -> tuple[float, float, float, float]:
-    """A box (x0, y0, x1, y1) in image pixels, clipped to the image; DataError for a box that is
-    missing, malformed, empty or entirely outside the image."""
-    if box is None:
-        raise DataError("no box: draw a box around the head first")
-    try:
-        x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=float).reshape(-1)[:4])
-        if np.asarray(box).size != 4:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise DataError(f"a box is four numbers x0 y0 x1 y1, got {box!r}") from None
-    if not np.isfinite([x0, y0, x1, y1]).all():
-        raise DataError("the box has a non-finite coordinate")
-    x0, x1 = sorted((x0, x1))
-    y0, y1 = sorted((y0, y1))
-    h, w = hw
-    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-        raise DataError(f"the box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) lies outside the "
-                        f"{w}x{h} image")
-    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        raise DataError("the box is too small (under 2 pixels wide or high): draw it around the head")
-    return x0, y0, x1, y1
 
 
 class SamPredictor:
