@@ -46,7 +46,8 @@ import torch
 
 from ..augment import AUGMENTATIONS, augment_pair, build_augmentation, jitter_box
 from ..config import SamFinetuneDefaults
-from ..data import DataError, nested_subsets, open_source, split_indices
+from ..data import DataError
+from ..hybrid import Item, hybrid_items  # noqa: F401 -- the hybrid dataset, shared with the U-Net
 from ..runs import RunDir
 from .evaluate import evaluate_embeddings
 from .models import build_model
@@ -118,47 +119,6 @@ class View:
     target: np.ndarray | None  # (256, 256) uint8 low-res frame
     box: tuple[int, int, int, int]  # tight box of the (augmented) mask, original pixels
     hw: tuple[int, int]
-
-
-@dataclass
-class Item:
-    name: str
-    origin: str  # "real" | "synthetic"
-    load: Callable  # () -> Sample
-    views: list[View] = field(default_factory=list)
-
-
-def hybrid_items(cfg: FinetuneConfig, allowed_roots=None) -> tuple[list[Item], list[Item], list[str]]:
-    """(train items, val items, warnings) — the N_real real + synthetic training pairs and the val pairs."""
-    src = open_source(cfg.data, allowed_roots)
-    warnings = list(src.warnings)
-    parts = split_indices(src.metas, cfg.split, cfg.split_seed)
-    if len(parts["train"]) < cfg.n_real:
-        raise DataError(f"asked for {cfg.n_real} real pairs but the train part of {cfg.data} holds "
-                        f"only {len(parts['train'])}")
-    real = nested_subsets(parts["train"], [cfg.n_real], cfg.seed)[cfg.n_real] if cfg.n_real else []
-    # never the test part, even when the val part is empty: choosing a checkpoint on test images would
-    # leak them into every result measured on that test part
-    val_pool = parts["val"]
-    if not val_pool:
-        raise DataError(f"{cfg.data} is too small to hold out a validation part ({len(src)} images, split "
-                        f"{'/'.join(f'{f:g}' for f in cfg.split)}): use a larger source")
-    if cfg.n_val > len(val_pool) and cfg.n_val != _D.n_val:  # the default validates on what there is
-        raise DataError(f"n_val {cfg.n_val}: the validation part of {cfg.data} holds only {len(val_pool)} "
-                        f"pairs: ask for at most {len(val_pool)}")
-    val = nested_subsets(val_pool, [min(cfg.n_val, len(val_pool))], cfg.split_seed)[min(cfg.n_val, len(val_pool))]
-    train = [Item(src.metas[i].name, "real", (lambda i=i: src[i])) for i in real]
-    if cfg.synthetic:
-        syn = open_source(cfg.synthetic, allowed_roots)
-        warnings += syn.warnings
-        idx = list(range(len(syn)))
-        if cfg.n_synthetic is not None:
-            if cfg.n_synthetic > len(idx):
-                raise DataError(f"asked for {cfg.n_synthetic} synthetic pairs, {cfg.synthetic} holds {len(idx)}")
-            idx = nested_subsets(idx, [cfg.n_synthetic], cfg.seed)[cfg.n_synthetic]
-        train += [Item(syn.metas[i].name, "synthetic", (lambda i=i: syn[i])) for i in idx]
-    vitems = [Item(src.metas[i].name, "val", (lambda i=i: src[i])) for i in val]
-    return train, vitems, warnings
 
 
 def _seed(*parts: int) -> int:
