@@ -446,7 +446,7 @@ def test_shipped_base_names_its_measured_guidance():
     rec = json.loads((SHIPPED / SAMPLING_FILE).read_text())
     assert rec["measured"] and rec["command"]  # where the number comes from
     assert 1 <= base_guidance(SHIPPED) < 7.5  # below SD's default: 7.5 oversizes this base's heads
-    from pipeline.diffusion.calibration import base_latent_calibration
+    from pipeline.diffusion.base import base_latent_calibration
     cal = base_latent_calibration(SHIPPED)  # measured for it, with where the numbers come from
     assert cal is not None and cal.channels == 4 and rec["latent_calibration_measured"]
     assert all(1.0 <= s <= 1.3 for s in cal.scale)  # the sampler's latents vary less than the encoder's
