@@ -19,14 +19,17 @@ from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, saf
 TITLE = "Experiments"
 _STOP = StopRegistry()  # per browser session: the Stop button's flag
 
-INTRO = """### Experiments — does synthetic data help SAM when real labelled images are few?
-The paper's Table 1 as a grid of fine-tuning runs: augmentation **None / WA / SA / SYN** × **N_real** real
+INTRO = """### Experiments — does synthetic data help segmentation when real labelled images are few?
+The paper's Table 1 as a grid of training runs: augmentation **None / WA / SA / SYN** × **N_real** real
 images × repeats, each evaluated on the test source(s). *SYN* trains on N_real real pairs plus
 (total − N_real) synthetic pairs, from a synthetic dataset (Generation tab) or generated first with your
-trimester LoRAs. `heldout` is the test part of the train source's seeded split: never trained on and never
+trimester LoRAs; *SYN only* (not in the paper) trains on `total` synthetic pairs and no real one. The
+segmenter is **SAM** (its decoder fine-tuned, as in the paper) or a **U-Net** trained from random weights,
+which has everything to learn; the table ends with the verdict: SYN − None ± its standard error. `heldout` is the test part of the train source's seeded split: never trained on and never
 used to choose a checkpoint. A sweep resumes where it stopped; re-opening a finished one does no work.
 Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats, 8 epochs, SYN total 100),
-**paper** (the full grid, GPU), **smoke** (2 tiny cells to try the tab)."""
+**cpu-unet** (the U-Net, the four arms and SYN only), **paper** (the full grid, GPU), **smoke** (2 tiny
+cells to try the tab)."""
 
 
 def _ints(text: str) -> list[int] | None:
@@ -111,7 +114,8 @@ def list_lora_dirs(ctx) -> list[str]:
 @_STOP.job
 def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_second, lora_third, train_loras, n_real,
           repeats, epochs, augmentations, detail_resolution="", restore_aspect="", detail_first="(none)",
-          detail_second="(none)", detail_third="(none)", request: gr.Request = None, progress=gr.Progress()):
+          detail_second="(none)", detail_third="(none)", segmenter="", request: gr.Request = None,
+          progress=gr.Progress()):
     """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
     from pipeline.sweep import preset, run_sweep
     name = safe_name(name, "sweep name")
@@ -127,7 +131,8 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
                 augmentations=list(augmentations) if augmentations else None,
                 detail_resolution=_optional_int(detail_resolution, "detail resolution", minimum=0),
                 detail_loras=detail or None,
-                restore_aspect=_optional_float(restore_aspect, "write SYN pairs at width / height"))
+                restore_aspect=_optional_float(restore_aspect, "write SYN pairs at width / height"),
+                segmenter=(segmenter or "").strip() or None)
     cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
     out = _sweeps_root(ctx) / name
     stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
@@ -161,6 +166,10 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
             if ev["event"] == "epoch":
                 yield (f"{status} · epoch {ev['epoch']} · val Dice {100 * ev['val_dice']:.2f} %",
                        gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            elif ev["event"] == "step" and "steps" in ev and time.monotonic() - last > 2:  # the U-Net's steps
+                last = time.monotonic()
+                yield (f"{status} · U-Net step {ev['step']}/{ev['steps']}", gr.skip(), gr.skip(), gr.skip(),
+                       gr.skip())
             elif ev["event"] == "prepare" and time.monotonic() - last > 2:
                 last = time.monotonic()
                 yield f"{status} · {ev['message']}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -195,9 +204,10 @@ def open_sweep(ctx, name):
     # the form takes the opened sweep's settings, so Start resumes it instead of mixing the old name
     # and source with this sweep's results
     form = (name, cfg.train, ", ".join(cfg.tests), ",".join(str(v) for v in cfg.n_real), str(cfg.repeats),
-            str(cfg.epochs), list(cfg.augmentations))
+            str(cfg.epochs), list(cfg.augmentations), cfg.segmenter)
+    how = f"U-Net {cfg.unet_steps} steps" if cfg.segmenter == "unet" else f"SAM, {cfg.epochs} epochs"
     return (f"**{name}**: {n_done}/{len(grid)} cells finished (train `{cfg.train}`, "
-            f"{cfg.epochs} epochs, SYN total {cfg.total}) — the form above now holds its settings; "
+            f"{how}, SYN total {cfg.total}) — the form above now holds its settings; "
             "Start resumes it", *_views(out), *form)
 
 
@@ -217,6 +227,9 @@ def build(ctx) -> None:
         train = gr.Textbox(ctx.default_source, label="Train source (from the Data tab; you can type another)",
                            scale=3, elem_id="sw-train")
         tests = gr.Textbox("heldout", label="Test source(s), comma separated", scale=2, elem_id="sw-tests")
+    segmenter = gr.Radio([("the preset's", ""), ("SAM: fine-tune the decoder (the paper)", "sam"),
+                          ("U-Net from random weights (no box)", "unet")], value="", label="Segmenter",
+                         info="cpu-unet's is the U-Net, every other preset's is SAM", elem_id="sw-segmenter")
     with gr.Accordion("SYN arm and grid overrides", open=False):
         with gr.Row():
             synthetic = gr.Dropdown(list_synthetic(ctx), value="(none)", label="Synthetic dataset (folder)",
@@ -230,7 +243,7 @@ def build(ctx) -> None:
             train_loras = gr.Checkbox(False, label="or train the trimester LoRAs here (20 images each, train pool only)",
                                       elem_id="sw-train-loras")
         with gr.Row():
-            augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn"], value=None,
+            augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn", "syn-only"], value=None,
                                              label="Augmentations (empty: the preset's)", elem_id="sw-augs")
             n_real = gr.Textbox("", label="N_real values (empty: the preset's), e.g. 5,20,50", elem_id="sw-nreal")
             repeats = gr.Textbox("", label="repeats (empty: the preset's)", placeholder="e.g. 3",
@@ -272,9 +285,10 @@ def build(ctx) -> None:
                        queue=False)
     start_btn.click(bind_ctx(start, ctx),
                     inputs=[name, preset_dd, train, tests, synthetic, lf, ls, lt, train_loras, n_real, repeats, epochs,
-                            augmentations, detail_resolution, restore_aspect, df, ds, dt],
+                            augmentations, detail_resolution, restore_aspect, df, ds, dt, segmenter],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
     open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],
-                   outputs=[status, table, chart, results, name, train, tests, n_real, repeats, epochs, augmentations],
+                   outputs=[status, table, chart, results, name, train, tests, n_real, repeats, epochs, augmentations,
+                            segmenter],
                    api_name="open_sweep")

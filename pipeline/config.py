@@ -37,6 +37,9 @@ class GenerationDefaults:
     lora_scale: float = 0.9
     guidance: float = 7.5
     extractor_threshold: int = 127
+    # not the paper's: pairs are written at the segmenter's input size (SAM's 256², short side), upsampled
+    # from smaller samples (pipeline/diffusion/generate.py upsample_pair); 0 = the sample's own size
+    out_size: int = 256
 
 
 @dataclass(frozen=True)

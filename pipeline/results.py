@@ -14,8 +14,12 @@ import pandas as pd
 
 from .config import ASSETS
 
-AUG_ORDER = ["none", "weak", "strong", "syn"]
-AUG_LABEL = {"none": "None", "weak": "WA", "strong": "SA", "syn": "SYN"}
+PAPER_ARMS = ["none", "weak", "strong", "syn"]  # the paper's four arms: a sweep's default
+# syn-only (not in the paper): synthetic pairs only, as many as the SYN arm's total, no real pair; one cell
+# per repeat, recorded with n_real = 0
+AUG_ORDER = PAPER_ARMS + ["syn-only"]
+AUG_LABEL = {"none": "None", "weak": "WA", "strong": "SA", "syn": "SYN", "syn-only": "SYN only"}
+SYN_ARMS = ("syn", "syn-only")  # the arms that train on the synthetic set
 RESULT_COLUMNS = ["augmentation", "n_real", "repeat", "test", "n_test", "dice", "dice_std",
                   "hc_abs_error_mm", "run"]
 PAPER_TABLE = ASSETS / "reference" / "paper_table1.csv"
@@ -64,11 +68,49 @@ def table1(summary: pd.DataFrame, test: str, markdown_bold: bool = True) -> pd.D
                 continue
             m = float(r["dice_mean"].iloc[0])
             cell = mean_std_text(r.iloc[0])  # "(1 run)", never "± 0.00" (issue 11)
-            if markdown_bold and np.isclose(m, best[n]):
+            if markdown_bold and np.isclose(m, best[n]) and (s["n_real"] == n).sum() > 1:
                 cell = f"**{cell}**"
             col.append(cell)
         data[f"N_real={n}"] = col
     return pd.DataFrame(data, index=[AUG_LABEL.get(a, a) for a in rows]).rename_axis("augmentation")
+
+
+def verdict(summary: pd.DataFrame, test: str, n_real: int, arm: str = "syn", against: str = "none",
+            arm_n_real: int | None = None) -> dict | None:
+    """Does `arm` beat `against` at N_real on one test source? The difference of mean Dice (points) and its
+    standard error sqrt(s_a²/n_a + s_b²/n_b) over repeats; "helps" beyond +2 SE, "hurts" below −2 SE, else
+    "no difference"; "too few repeats" with fewer than 2 of either. `arm_n_real`: the arm's own N_real when it
+    differs (SYN only is recorded at 0). None when either cell is missing."""
+    s = summary[summary["test"] == test]
+    a = s[(s["augmentation"] == arm) & (s["n_real"] == (n_real if arm_n_real is None else arm_n_real))]
+    b = s[(s["augmentation"] == against) & (s["n_real"] == n_real)]
+    if a.empty or b.empty:
+        return None
+    a, b = a.iloc[0], b.iloc[0]
+    na, nb = int(a["repeats"]), int(b["repeats"])
+    diff = float(a["dice_mean"] - b["dice_mean"])
+    if min(na, nb) < 2:
+        return {"diff": diff, "se": None, "n": (na, nb), "word": "too few repeats to tell"}
+    se = float(np.sqrt(a["dice_std"] ** 2 / na + b["dice_std"] ** 2 / nb))
+    word = "helps" if diff > 2 * se else ("hurts" if diff < -2 * se else "no difference")
+    return {"diff": diff, "se": se, "n": (na, nb), "word": word}
+
+
+def verdict_lines(summary: pd.DataFrame, test: str) -> list[str]:
+    """One line per N_real where SYN and None both ran (and SYN only against None at each N_real), e.g.
+    'N_real 5: SYN − None = +1.20 ± 0.35 Dice points (SE, 3 vs 3 repeats): helps'."""
+    s = summary[summary["test"] == test]
+    out = []
+    ns = sorted(int(n) for n in s.loc[s["augmentation"] == "none", "n_real"].unique())
+    for arm, arm_n in (("syn", None), ("syn-only", 0)):
+        for n in ns:
+            v = verdict(summary, test, n, arm, "none", arm_n)
+            if v is None:
+                continue
+            se = "SE unknown" if v["se"] is None else f"± {v['se']:.2f} (SE)"
+            out.append(f"N_real {n}: {AUG_LABEL[arm]} − None = {v['diff']:+.2f} {se} Dice points over "
+                       f"{v['n'][0]} vs {v['n'][1]} repeats: **{v['word']}**")
+    return out
 
 
 PAPER_DATASETS = ("HC18", "ES", "AF")  # the paper's three datasets, named as in its Table 1
@@ -160,7 +202,7 @@ def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparis
     return pd.DataFrame(rows)
 
 
-_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b"}
+_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b", "syn-only": "#ffa15a"}
 _PLOTLY_SYMBOLS = ["diamond-open", "square-open", "triangle-up-open", "circle-open"]
 _MPL_MARKERS = ["D", "s", "^", "o"]
 
@@ -201,6 +243,13 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
+        if a == "syn-only":  # no real pair: one value whatever N_real, drawn as a level across the chart
+            r = d.iloc[0]
+            fig.add_hline(y=float(r["dice_mean"]), line=dict(color=_COLORS[a], dash="dash"),
+                          annotation_text=f"{AUG_LABEL[a]} (ours, 0 real): {mean_std_text(r)}",
+                          annotation_position="bottom right")
+            ys += [float(r["dice_mean"])]
+            continue
         runs = d["repeats"].astype(int) if "repeats" in d else pd.Series(2, index=d.index)
         # one run has no spread: no error bar, and the hover says "1 run" instead of "± 0.00"
         std = d["dice_std"].where(runs >= 2, 0.0)
@@ -226,7 +275,7 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
                       yaxis_title="Dice (%)", xaxis_type="log", template="plotly_white", height=440,
                       legend=dict(orientation="h", y=-0.2))
     if not s.empty:  # ticks at the N_real values only: whole images, never 2.5 or 7.5 (issue 11)
-        ns = sorted(int(n) for n in s["n_real"].unique())
+        ns = sorted(int(n) for n in s["n_real"].unique() if n > 0)
         fig.update_xaxes(tickvals=ns, ticktext=[str(n) for n in ns])
     _dice_range(fig, ys)
     return fig
@@ -273,6 +322,10 @@ def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
+        if a == "syn-only":
+            ax.axhline(float(d["dice_mean"].iloc[0]), color=_COLORS[a], ls="--",
+                       label=f"{AUG_LABEL[a]} (ours, 0 real)")
+            continue
         ax.errorbar(d["n_real"], d["dice_mean"], yerr=d["dice_std"], marker="o", capsize=3,
                     label=f"{AUG_LABEL[a]} (ours)", color=_COLORS[a])
         if paper is None or comparison is None:
@@ -284,7 +337,7 @@ def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None
                            facecolors="none", edgecolors=_COLORS[a], s=60,
                            label=f"{AUG_LABEL[a]} (paper {pair[0]}→{pair[1]})")
     ax.set_xscale("log")
-    ns = sorted(s["n_real"].unique())
+    ns = sorted(n for n in s["n_real"].unique() if n > 0)
     ax.set_xticks(ns)
     ax.set_xticklabels([str(int(n)) for n in ns])
     ax.minorticks_off()

@@ -32,6 +32,7 @@ import torch
 from .augment import AUGMENTATIONS, augment_pair, build_augmentation
 from .data import DataError
 from .hybrid import hybrid_items
+from .metrics import dice, hc_abs_error_mm
 from .runs import RunDir
 
 UNET_FEATURES = (16, 32, 64, 128, 256, 16)
@@ -120,17 +121,12 @@ def predict_masks(model: torch.nn.Module, images: list[np.ndarray], size: int, b
 
 
 def evaluate_unet(model, samples: list) -> dict:
-    """Per-image Dice and |HC error| (mm, or None) on labelled Samples, scored as SAM's masks are
-    (pipeline/sam/evaluate.py score_mask: the raw mask at the image's own size)."""
-    from .sam.evaluate import score_mask
+    """Per-image Dice and |HC error| (mm, or None) on labelled Samples, scored as SAM's masks are (the raw
+    mask at the image's own size, pipeline/metrics.py)."""
     size = int(getattr(model, "sonosynth_size", 256))
     preds = predict_masks(model, [s.image for s in samples], size)
-    dices, hcs = [], []
-    for p, s in zip(preds, samples):
-        d, e = score_mask(p, s.mask, s.meta.hc_mm, s.meta.pixel_size_mm)
-        dices.append(d)
-        hcs.append(e)
-    return {"dice": dices, "hc_abs_error_mm": hcs}
+    return {"dice": [dice(p, s.mask) for p, s in zip(preds, samples)],
+            "hc_abs_error_mm": [hc_abs_error_mm(p, s.meta.hc_mm, s.meta.pixel_size_mm) for p, s in zip(preds, samples)]}
 
 
 def load_unet(run_dir: str | Path, name: str = "best") -> torch.nn.Module:

@@ -112,7 +112,7 @@ def test_report_of_finished_sweep(finished_sweep):
 
 
 def test_config_validation_and_syn_plan(tmp_path):
-    with pytest.raises(DataError, match="SYN arm needs"):
+    with pytest.raises(DataError, match="SYN and SYN-only arms need"):
         _smoke(augmentations=["syn"]).validate()
     with pytest.raises(DataError, match="unknown augmentation"):
         _smoke(augmentations=["mixup"]).validate()

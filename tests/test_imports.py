@@ -24,7 +24,7 @@ PKG = Path(__file__).resolve().parents[1] / "pipeline"
 
 # root modules the sub-packages may import: small leaf utilities and the data layer
 FOUNDATION = {"augment", "config", "data", "errors", "eta", "fileio", "gpu", "hybrid", "locks", "masks", "measure",
-              "metrics", "phantom", "process", "readable", "results", "runs", "validate"}
+              "metrics", "phantom", "process", "readable", "results", "runs", "unet", "validate"}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

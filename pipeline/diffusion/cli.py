@@ -162,7 +162,7 @@ def _generate(args) -> int:
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
                          calibrate=not args.no_calibration, detail_lora=args.detail_lora,
                          detail_strength=args.detail_strength, restore_aspect=args.restore_aspect,
-                         ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
+                         out_size=args.out_size, ellipse_guidance=args.ellipse_guidance, guidance_until=args.guidance_until)
     from .dataset import fill  # the fill loop files what generate() draws (dataset.py imports generate)
     out = Path(args.out)
     samples, accepted = [], 0

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from ..config import GenerationDefaults, add_profile_argument
-from ..masks import TRIMESTERS, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
+from ..masks import TRIMESTERS, Ellipse, Extraction, extract_ellipse, mask_bbox, overlay, split_channels
 from ..validate import check_trimester
 
 _G = GenerationDefaults()
@@ -161,6 +162,10 @@ class GenerateConfig:
     # write accepted pairs at this width/height (1.48: HC18's 800x540), as SAM sees a real scan: letterboxed,
     # not stretched to a square; 0 keeps the generated square (the paper). The raw sample stays square
     restore_aspect: float = 0.0
+    # the pair's size (its short side, px): a sample smaller than this is upsampled (bicubic) and its in-channel
+    # mask re-drawn from the Ellipse Extractor's ellipse at this size, so pairs are made at the segmenter's input
+    # size (SAM's 256², issue 32) at the cost of a resize. 0: the sample's own size (128² on the tiny base)
+    out_size: int = _G.out_size
     # ellipse guidance (not in the paper; ellipse_guidance.py): part-way through sampling the in-channel mask
     # of the current estimate is made the ellipse of its largest blob, so image and mask finish around one
     # ellipse. None: the base's own (its sampling file; SD v1.5 has none: the paper's sampling); "off"; or
@@ -195,6 +200,7 @@ class GenerateConfig:
             self.seed = check_int(self.seed, "seed", 0, 2**32 - 1)
         self.detail_strength = check_float(self.detail_strength, "detail strength", 0, 1, lo_open=True)
         self.restore_aspect = check_float(self.restore_aspect, "restore aspect (width/height; 0 = square)", 0, 4)
+        self.out_size = check_int(self.out_size, "pair size (out_size, px; 0 = the sample's own)", 0, 2048)
         if self.ellipse_guidance is not None and str(self.ellipse_guidance).strip():
             from .ellipse_guidance import parse_ellipse_guidance
             parse_ellipse_guidance(self.ellipse_guidance)  # refused here, before any model loads
@@ -410,7 +416,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
               "detail_lora": str(Path(cfg.detail_lora).resolve()) if cfg.detail_lora else None,
               "detail_strength": float(cfg.detail_strength) if cfg.detail_lora else None,
               "size": main_size, "detail_size": detail_size, "restore_aspect": float(cfg.restore_aspect) or None,
-              **sampling.record()}
+              "out_size": int(cfg.out_size) or None, **sampling.record()}
     yield {"kind": "start", "seeds": seeds, "total": len(seeds), "params": params}
     done = 0
     for b in range(0, len(seeds), int(cfg.batch_size)):
@@ -427,19 +433,38 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
                                     cfg.precision, sampling.calibration)
         for s, im in zip(batch, images):
             rgb = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
-            smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora)
+            smp = make_sample(rgb, s, params, cfg.threshold, predictor, cfg.lora, cfg.out_size)
             done += 1
             yield {"kind": "sample", "sample": smp, "index": done - 1, "total": len(seeds)}
     yield {"kind": "done", "done": done}
 
 
 def make_sample(rgb: np.ndarray, seed: int, params: dict, threshold: int = 127, predictor=None,
-                lora: str | None = None) -> GeneratedSample:
+                lora: str | None = None, out_size: int = 0) -> GeneratedSample:
     gray, blue = split_channels(rgb)
     ex = extract_ellipse(blue, threshold=threshold)
+    if out_size and min(gray.shape) < out_size:
+        gray, ex = upsample_pair(gray, ex, out_size)
     qc = qc_score(predictor, gray, ex.mask) if ex.ellipse is not None else None
     return GeneratedSample(sample_name(params.get("trimester", "x"), seed, lora), seed, rgb, gray, blue, ex, qc,
                            dict(params))
+
+
+def upsample_pair(gray: np.ndarray, ex: Extraction, out_size: int) -> tuple[np.ndarray, Extraction]:
+    """A sample and its extraction at `out_size` on the short side: the image bicubic-upsampled, the mask the
+    extractor's ellipse scaled to the new pixel grid and filled there (clipped to the frame), so its edge is
+    smooth at the new size instead of the old pixels' staircase; the verdict is the extractor's own."""
+    h, w = gray.shape
+    k = out_size / min(h, w)
+    H, W = round(h * k), round(w * k)
+    big = np.clip(cv2.resize(gray.astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC), 0, 255)
+    big = big.round().astype(np.uint8)
+    e = ex.ellipse
+    if e is None:
+        return big, Extraction(np.zeros((H, W), bool), None, ex.valid, ex.reason, ex.fit_iou)
+    # pixel centres: x at the old size is (x + 0.5) * k - 0.5 at the new one
+    e2 = Ellipse((e.cx + 0.5) * W / w - 0.5, (e.cy + 0.5) * H / h - 0.5, e.width * W / w, e.height * H / h, e.angle)
+    return big, Extraction(e2.fill((H, W)), e2, ex.valid, ex.reason, ex.fit_iou)
 
 
 def _describe_base(base, resolve) -> str:
@@ -484,6 +509,10 @@ def add_generate_arguments(p) -> None:
                         "re-draws each sample at its size (img2img from the base-size sample)")
     p.add_argument("--detail-strength", type=float, default=d.detail_strength,
                    help="how far back the detail pass starts: share of the sampler's steps run at its size")
+    p.add_argument("--out-size", type=int, default=d.out_size,
+                   help=f"write pairs with this short side (px), upsampling smaller samples and re-drawing the "
+                        f"mask from the fitted ellipse at that size (default {d.out_size}: SAM's input size; "
+                        f"0 = the sample's own size)")
     p.add_argument("--restore-aspect", type=float, default=d.restore_aspect,
                    help="write accepted pairs at this width/height (1.48 = HC18's 800x540); 0 keeps the square")
     p.add_argument("--ellipse-guidance", default=d.ellipse_guidance, metavar="off|F,F,...",

@@ -36,7 +36,11 @@ def add_arguments(p, command: str = "sweep") -> None:
                    help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
     p.add_argument("--lora-steps", type=int,
                    help=f"steps per LoRA with --train-loras (default {SweepConfig.lora_steps})")
-    p.add_argument("--augmentations", help="comma list of none,weak,strong,syn (WA, SA, synthetic data; default: the preset's)")
+    p.add_argument("--segmenter", choices=("sam", "unet"),
+                   help="sam: fine-tune the profile's SAM decoder (default); unet: a MONAI U-Net from random weights")
+    p.add_argument("--unet-steps", type=int, help="optimizer steps per U-Net cell (default: the preset's)")
+    p.add_argument("--augmentations", help="comma list of none,weak,strong,syn,syn-only (WA, SA, real + synthetic, "
+                                           "synthetic only; default: the preset's)")
     p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
     p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per cell (default: the preset's)")
@@ -86,6 +90,10 @@ def config_from_args(args) -> SweepConfig:
         over["repeats"] = args.repeats
     if args.epochs is not None:
         over["epochs"] = args.epochs
+    if getattr(args, "segmenter", None):
+        over["segmenter"] = args.segmenter
+    if getattr(args, "unet_steps", None) is not None:
+        over["unet_steps"] = args.unet_steps
     if args.config:
         try:
             base = json.loads(Path(args.config).read_text())
@@ -125,12 +133,15 @@ def run(args) -> int:
             bar.set_postfix_str(f"{ev['cell']}: LoRA {ev['trimester']} step {ev['step']}/{ev['total']}")
         elif k == "generate" and bar is not None:
             bar.set_postfix_str(f"{ev['cell']}: generating {ev['trimester']} {ev['have']}/{ev['want']}")
+        elif k == "train" and ev["event"] == "step" and "steps" in ev and bar is not None and ev["step"] % 10 == 0:
+            bar.set_postfix_str(f"{ev['cell']}: step {ev['step']}/{ev['steps']}")
         elif k == "train" and ev["event"] == "epoch" and bar is not None:
             bar.set_postfix_str(f"{ev['cell']}: epoch {ev['epoch']} val Dice {100 * ev['val_dice']:.2f} %")
         elif k == "cell_done" and bar is not None:
             bar.update(1)
             r = ev["rows"][0]
-            tqdm.write(f"{ev['cell']}: Dice {r['dice']:.2f} % on {r['test']}", file=sys.stderr)
+            tqdm.write(f"{ev['cell']}: Dice {r['dice']:.2f} % on {r['test']} ({ev['seconds'] / 60:.1f} min)",
+                       file=sys.stderr)
         elif k == "done":
             if bar is not None:
                 bar.close()

@@ -9,19 +9,20 @@ import json
 from ..config import SamFinetuneDefaults
 from ..data import DataError, open_source
 from ..diffusion.lora import LoraTrainConfig
-from ..results import AUG_ORDER
+from ..results import AUG_ORDER, PAPER_ARMS, SYN_ARMS
 
 _D = SamFinetuneDefaults()
 _L = LoraTrainConfig()  # the SYN arm's LoRAs train with the LoRA config's defaults unless the sweep sets them
 HELDOUT = "heldout"
-AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none"}
+AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none", "syn-only": "none"}
+SEGMENTERS = ("sam", "unet")  # SAM's decoder fine-tuned from the profile's weights; a U-Net from random weights
 
 
 @dataclass
 class SweepConfig:
     train: str  # the real train source (hc18:/folder:/phantom)
     tests: list[str] = field(default_factory=lambda: [HELDOUT])  # "heldout" and/or other sources
-    augmentations: list[str] = field(default_factory=lambda: list(AUG_ORDER))
+    augmentations: list[str] = field(default_factory=lambda: list(PAPER_ARMS))
     n_real: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100, 300, 500])
     repeats: int = 5
     total: int = _D.total_train  # SYN: N_real + synthetic = total
@@ -52,10 +53,18 @@ class SweepConfig:
     backend: str = "litemedsam"
     base_weights: str | None = None
     diffusion_base: str | None = None  # the SYN arm's LoRAs train and generate on it (None: the tiny base)
+    # the segmenter every cell trains: "sam" (epochs, batch_size, lr, aug_views above) or "unet" (pipeline/unet.py,
+    # from random weights at 256², counted in steps so every arm of a cell gets the same number of updates)
+    segmenter: str = "sam"
+    unet_steps: int = 300
+    unet_batch_size: int = 8
+    unet_lr: float = 1e-3
+    unet_val_every: int = 25
 
     # settings that define what a finished cell means: they may not change within a sweep folder
     IDENTITY = ("train", "total", "epochs", "batch_size", "lr", "aug_views", "n_val", "split", "split_seed",
-                "seed", "eval_seed", "backend", "base_weights", "test_limit")
+                "seed", "eval_seed", "backend", "base_weights", "test_limit", "segmenter", "unet_steps",
+                "unet_batch_size", "unet_lr", "unet_val_every")
 
     @classmethod
     def for_profile(cls, profile, **settings) -> "SweepConfig":
@@ -66,6 +75,19 @@ class SweepConfig:
         return cls.from_dict({"backend": backend, "diffusion_base": profile.diffusion_base,
                               "base_weights": profile.sam_checkpoint if backend == profile.sam_backend else None,
                               **settings})
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The settings a sweep has when it names none (for sweep.json files older than a setting)."""
+        from dataclasses import MISSING
+        out = {}
+        for f in fields(cls):
+            if f.default is not MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                out[f.name] = f.default_factory()
+        out["split"] = list(out["split"])
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepConfig":
@@ -91,12 +113,14 @@ class SweepConfig:
             raise DataError("n_real needs at least one value, each at least 1")
         if self.repeats < 1 or self.epochs < 1:
             raise DataError("repeats and epochs must be at least 1")
-        if "syn" in self.augmentations:
-            if max(self.n_real) > self.total:
+        if self.segmenter not in SEGMENTERS:
+            raise DataError(f"segmenter must be one of {', '.join(SEGMENTERS)}, got {self.segmenter!r}")
+        if set(self.augmentations) & set(SYN_ARMS):
+            if "syn" in self.augmentations and max(self.n_real) > self.total:
                 raise DataError(f"SYN keeps N_real + synthetic = total ({self.total}); N_real "
                                 f"{max(self.n_real)} is larger")
             if not self.synthetic and not self.loras and not self.train_loras:
-                raise DataError("the SYN arm needs a synthetic dataset (synthetic: folder:PATH), the "
+                raise DataError("the SYN and SYN-only arms need a synthetic dataset (synthetic: folder:PATH), the "
                                 "trimester LoRAs to generate one (loras: {first: DIR, ...}), or "
                                 "train_loras: true to train them on the train pool first")
         if not self.tests:
@@ -112,6 +136,11 @@ class SweepConfig:
         self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
         self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
         self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
+        if self.segmenter == "unet":  # the U-Net's own ranges, from its config (one home per range)
+            u = self.unet_config(n_real=1, augmentation="none", synthetic=None)
+            u.validate()
+            self.unet_steps, self.unet_batch_size, self.unet_lr, self.unet_val_every = \
+                u.steps, u.batch_size, u.lr, u.val_every
         self.lora_n = check_int(self.lora_n, "lora_n", 1, 10_000)
         self.generate_min_qc = check_float(self.generate_min_qc, "generate_min_qc", 0, 1)
         self.detail_resolution = check_int(self.detail_resolution, "detail_resolution (0 = no detail pass)", 0, 2048)
@@ -130,6 +159,20 @@ class SweepConfig:
             self.test_limit = check_int(self.test_limit, "test_limit", 1, 1_000_000)
         for k in ("seed", "split_seed", "eval_seed", "generate_seed"):
             setattr(self, k, check_seed(getattr(self, k), k))
+
+    def n_synthetic(self, augmentation: str, n_real: int) -> int | None:
+        """How many synthetic pairs a cell trains on: SYN tops N_real up to `total`, SYN only is `total`."""
+        return {"syn": self.total - n_real, "syn-only": self.total}.get(augmentation)
+
+    def unet_config(self, n_real: int, augmentation: str, synthetic: str | None, repeat: int = 0):
+        """The U-Net run of one cell (pipeline/unet.py), with the same split, val part and seeds as SAM's."""
+        from ..unet import UnetConfig
+        return UnetConfig(data=self.train, n_real=n_real, aug=AUG_TO_FINETUNE[augmentation],
+                          synthetic=synthetic if augmentation in SYN_ARMS else None,
+                          n_synthetic=self.n_synthetic(augmentation, n_real) if augmentation in SYN_ARMS else None,
+                          steps=self.unet_steps, batch_size=self.unet_batch_size, lr=self.unet_lr,
+                          val_every=self.unet_val_every, seed=self.seed + repeat, split_seed=self.split_seed,
+                          split=tuple(self.split), n_val=self.n_val)
 
     def check_sources(self, allowed_roots=None) -> None:
         """Open every source the sweep names (train, tests, synthetic) and check the LoRAs it is given, so a
@@ -159,6 +202,10 @@ PRESETS: dict[str, dict] = {
     # finishes in about an hour on a 2-core CPU with LiteMedSAM (cached embeddings): fewer N_real values,
     # 3 repeats, 8 epochs instead of 20, SYN total 100 instead of 500, 2 cached augmented views per image
     "cpu-small": dict(n_real=[5, 20, 50], repeats=3, epochs=8, total=100, aug_views=2, n_val=30),
+    # the from-scratch U-Net on a 2-core CPU: the paper's four arms and SYN only, 3 repeats, SYN total 100,
+    # 200 optimizer steps of 8 pairs at 256² per cell (the sweep prints each cell's minutes)
+    "cpu-unet": dict(segmenter="unet", augmentations=[*PAPER_ARMS, "syn-only"], n_real=[5, 20, 50], repeats=3,
+                     total=100, n_val=30, unet_steps=200, unet_val_every=25),
     # a smoke test: two cells on tiny data
     "smoke": dict(augmentations=["none", "weak"], n_real=[3], repeats=1, epochs=1, total=6, aug_views=1,
                   n_val=4, test_limit=4, split=(0.5, 0.25, 0.25)),

@@ -39,9 +39,10 @@ class Sweep:
     def start(self, cfg: SweepConfig) -> None:
         """Create the folder, or check the identity settings of an existing one; the grid may grow."""
         if self.config_path.is_file():
-            # the one resume rule (runs.refuse_changed), limited to the settings that define a finished cell
-            refuse_changed(f"sweep {self.path.name}", json.loads(self.config_path.read_text()), cfg.as_dict(),
-                           may_change=(), only=SweepConfig.IDENTITY)
+            # the one resume rule (runs.refuse_changed), limited to the settings that define a finished cell;
+            # a sweep.json written before a setting existed had its default (e.g. segmenter "sam")
+            old = {**SweepConfig.defaults(), **json.loads(self.config_path.read_text())}
+            refuse_changed(f"sweep {self.path.name}", old, cfg.as_dict(), may_change=(), only=SweepConfig.IDENTITY)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, cfg.as_dict())
 
@@ -69,9 +70,20 @@ class Sweep:
     def synthetic_marker(self) -> Path:
         return self.path / "synthetic" / "complete.json"
 
-    def synthetic_ready(self) -> str | None:
-        """The SYN arm's generated set as a source spec once it is complete (its marker written), else None."""
-        return f"folder:{self.path / 'synthetic'}" if self.synthetic_marker.is_file() else None
+    def synthetic_ready(self, plan: dict[str, int] | None = None) -> str | None:
+        """The SYN arm's generated set as a source spec once it is complete (its marker written) and, given the
+        `plan` the sweep needs now, holds at least that many pairs per trimester (a grid grown with SYN only
+        needs more than the set was made for: generation then continues), else None."""
+        if not self.synthetic_marker.is_file():
+            return None
+        if plan is not None:
+            try:
+                made = json.loads(self.synthetic_marker.read_text()).get("plan") or {}
+            except (OSError, ValueError):
+                return None
+            if any(int(made.get(t, 0)) < n for t, n in plan.items()):
+                return None
+        return f"folder:{self.path / 'synthetic'}"
 
     def is_done(self, cell: Cell) -> bool:
         p = self.cell_dir(cell) / "result.json"

@@ -16,13 +16,14 @@ from .folder import Sweep
 
 
 def synthetic_plan(cfg: SweepConfig, allowed_roots=None) -> dict[str, int]:
-    """How many synthetic pairs per trimester: total - min(N_real), in the real training pool's mix."""
+    """How many synthetic pairs per trimester: the most any cell trains on (SYN: total - min(N_real); SYN only:
+    total), in the real training pool's mix."""
     src = open_source(cfg.train, allowed_roots)
     pool = split_indices(src.metas, cfg.split, cfg.split_seed)["train"]
     counts = trimester_counts([src.metas[i] for i in pool])
     have = set(cfg.loras or {}) | (set(TRIMESTERS) if cfg.train_loras else set())
     known = {t: counts[t] for t in TRIMESTERS if t in have and counts[t] > 0}
-    need = cfg.total - min(cfg.n_real)
+    need = max(cfg.n_synthetic(a, 0 if a == "syn-only" else min(cfg.n_real)) or 0 for a in cfg.augmentations)
     if not known or sum(known.values()) == 0:
         raise DataError("no LoRA for any trimester present in the training pool")
     tot = sum(known.values())
@@ -73,6 +74,9 @@ def generate_synthetic(cfg: SweepConfig, out_dir: Path, stop=None, allowed_roots
     if cfg.detail_loras or cfg.restore_aspect:  # only when asked: sets begun before these existed still match
         sampling.update(detail_strength=cfg.detail_strength if cfg.detail_loras else None,
                         restore_aspect=cfg.restore_aspect)
+    out_size = GenerateConfig().out_size
+    if out_size:  # pairs written at 256² (issue 32): a set begun at the sample's size is not finished at 256²
+        sampling.update(out_size=out_size)
     if state.get("sampling", sampling) != sampling:
         raise DataError(f"the synthetic set in {out_dir} was begun with the base sampling at {state['sampling']}, "
                         f"but {cfg.diffusion_base} now samples at {sampling} (its sonosynth_sampling.json "

@@ -34,9 +34,19 @@ class TestSet:
         self.prepare()
         r = evaluate_embeddings(self.model, self.embeddings, self.boxes, [s.mask for s in self.samples],
                                 [s.meta for s in self.samples])
-        dices, hc = r["dice"], [e for e in r["hc_abs_error_mm"] if e is not None]
-        return {"n_test": len(dices), "dice": 100 * float(np.mean(dices)), "dice_std": 100 * float(np.std(dices)),
-                "hc_abs_error_mm": float(np.median(hc)) if hc else None}
+        return _summary(r)
+
+    def evaluate_unet(self, model) -> dict:
+        """The same scores for a U-Net (pipeline/unet.py): no box, no embeddings, the whole image in."""
+        from ..unet import evaluate_unet
+        return _summary(evaluate_unet(model, self.samples))
+
+
+def _summary(r: dict) -> dict:
+    """Per-image scores -> mean/std Dice (%) and median |HC error| (mm, None where no image has a pixel size)."""
+    dices, hc = r["dice"], [e for e in r["hc_abs_error_mm"] if e is not None]
+    return {"n_test": len(dices), "dice": 100 * float(np.mean(dices)), "dice_std": 100 * float(np.std(dices)),
+            "hc_abs_error_mm": float(np.median(hc)) if hc else None}
 
 
 def _test_sets(cfg: SweepConfig, model, cache, allowed_roots=None) -> list[TestSet]:
