@@ -256,9 +256,9 @@ def build(ctx) -> None:
                                            info="also train a LoRA per trimester at this size and re-draw each SYN "
                                                 "pair at it (the detail pass; not in the paper)",
                                            elem_id="sw-detail-resolution")
-            restore_aspect = gr.Textbox("", label="write SYN pairs at width / height (empty: square)",
-                                        placeholder="e.g. 1.48", info="1.48 = HC18's 800×540: SAM then sees a "
-                                        "synthetic pair as it sees a real scan", elem_id="sw-restore-aspect")
+            restore_aspect = gr.Textbox("", label="write SYN pairs at width / height (empty: the train scans' shape)",
+                                        placeholder="e.g. 1.48; 0 = square", info="1.48 = HC18's 800×540: SAM then "
+                                        "sees a synthetic pair as it sees a real scan", elem_id="sw-restore-aspect")
         with gr.Row():  # ready-made detail LoRAs (LoRA tab, resolution 256), instead of training them here
             df, ds, dt = (gr.Dropdown(lora_dirs, value="(none)", label=f"{t}-trimester detail LoRA",
                                       info="trained at 2× the base's size; needs the trimester's LoRA above"

@@ -307,7 +307,7 @@ def restore_aspect(gray: np.ndarray, mask: np.ndarray, aspect: float) -> tuple[n
     """The inverse of to_model_size's squash: a square pair resized to width/height = aspect, the short side
     kept (128² at 1.48 -> 190x128), so SAM sees it as it sees a real scan of that shape (letterboxed), not
     stretched. Measured with real pairs in the SYN slot at 256²: test Dice 96.28 squashed, 96.65 restored
-    (docs/results.md, 2026-11-26)."""
+    (docs/lab/2026-11-results.md, 2026-11-26)."""
     h, w = np.asarray(gray).shape[:2]
     W, H = (round(w * aspect), h) if aspect >= 1 else (w, round(h / aspect))
     img = cv2.resize(np.asarray(gray), (W, H), interpolation=cv2.INTER_AREA if W * H < w * h else cv2.INTER_CUBIC)

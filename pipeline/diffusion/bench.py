@@ -20,6 +20,9 @@ throughput (batched vs one call per image), on the profile's base (tiny: assets/
 - gen_guidance_until: the share of the steps generate() guides by default (base.base_guidance_until); below 1,
   gen_batched_guided_every_step_img_per_s and gen_guidance_until_speedup: the same batch guided at every
   step (interleaved pairs; the median ratio).
+- pair_s_own_size, pair_s_default, pair_default_cost: seconds per finished pair (sampled, extracted, QC'd
+  and written) at the sample's own size (128² on the tiny base) and at the default out_size (256²), and the
+  median ratio of the two (interleaved rounds).
 `--resolution R` trains (cached steps only) and samples (batched only) at R² instead of the base's own size:
 what a larger working size would cost on this machine. Timings only: a base samples well only at its size.
 Both generation modes run in the same precision (gen_precision: bf16 autocast on CPUs with native bf16,
@@ -148,5 +151,29 @@ def run_bench(args) -> dict:
         pairs = against_default(lambda s: call(s, p=unfused))
         fig["gen_batched_unfused_img_per_s"] = float(np.median([u for u, _ in pairs]))
         fig["gen_fused_speedup"] = float(np.median([f / u for u, f in pairs]))
+        fig.update(_pair_cost(base, f"{tmp}/lora_cached", precision, n, max(1, repeats // 2)))
         clear_pipelines()
     return fig
+
+
+def _pair_cost(base, lora: str, precision: str, n: int, rounds: int) -> dict:
+    """Seconds per finished pair (sampling, Ellipse Extractor, SAM QC, written to a dataset folder) at the
+    sample's own size (out_size 0: 128² on the tiny base) and at the default out_size (256²), interleaved
+    rounds so a change in load hits both; pair_default_cost is the median ratio (goal, issue 32: <= 2)."""
+    from .dataset import fill
+    from .generate import GenerateConfig
+    default = GenerateConfig().out_size
+    own, big = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds + 1):  # round 0: warm-up (the QC model loads)
+            for size, acc in ((0, own), (default, big)):
+                cfg = GenerateConfig(trimester="second", n=n, lora=lora, base=base, seed=100 * r, batch_size=n,
+                                     precision=precision, out_size=size)
+                t0 = time.perf_counter()
+                for _ in fill(f"{tmp}/s{size}_{r}", cfg, min_qc=0.0):
+                    pass
+                if r:
+                    acc.append((time.perf_counter() - t0) / n)
+    return {"pair_out_size": default, "pair_s_own_size": float(np.median(own)),
+            "pair_s_default": float(np.median(big)),
+            "pair_default_cost": float(np.median([b / o for o, b in zip(own, big)]))}

@@ -31,7 +31,8 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--detail-strength", type=float, default=None,
                    help="share of the sampler's steps the detail pass runs (default 0.5)")
     p.add_argument("--restore-aspect", type=float, default=None,
-                   help="write the SYN pairs at this width/height (1.48 = HC18's 800x540; default 0 = square)")
+                   help="write the SYN pairs at this width/height (0 = square; default: the train pool's median "
+                        "width/height, 1.48 for HC18's 800x540)")
     p.add_argument("--train-loras", action="store_true",
                    help="train the trimester LoRAs on the train pool first (20 images each, the paper's recipe)")
     p.add_argument("--lora-steps", type=int,

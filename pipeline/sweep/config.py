@@ -35,11 +35,12 @@ class SweepConfig:
     generate_seed: int = 1000
     # the detail pass (generate.py, not in the paper): trimester -> a LoRA trained at 2x the base's size, or
     # with train_loras, the size to train them at (0: no detail pass); and the width/height the SYN pairs are
-    # written at (0: the generated square, the paper; 1.48: HC18's 800x540)
+    # written at (0: the generated square, the paper; 1.48: HC18's 800x540; None: the train pool's own shape,
+    # synthetic.pool_aspect, so SAM sees a synthetic pair as it sees the scans it is tested on)
     detail_loras: dict[str, str] | None = None
     detail_resolution: int = 0
     detail_strength: float = 0.5
-    restore_aspect: float = 0.0
+    restore_aspect: float | None = None
     epochs: int = _D.epochs
     batch_size: int = _D.batch_size
     lr: float = _D.lr
@@ -152,8 +153,9 @@ class SweepConfig:
             raise DataError("detail_loras needs a base-size LoRA (loras) for each of its trimesters: "
                             f"{sorted(set(self.detail_loras) - set(self.loras or {}))} have none")
         self.detail_strength = check_float(self.detail_strength, "detail_strength", 0, 1, lo_open=True)
-        self.restore_aspect = check_float(self.restore_aspect, "restore_aspect (width/height; 0 = square)", 0, 4)
-        if 0 < self.restore_aspect < 0.25:
+        if self.restore_aspect is not None:
+            self.restore_aspect = check_float(self.restore_aspect, "restore_aspect (width/height; 0 = square)", 0, 4)
+        if self.restore_aspect is not None and 0 < self.restore_aspect < 0.25:
             raise DataError(f"restore_aspect must be 0 (square) or 0.25-4, got {self.restore_aspect:g}")
         if self.test_limit is not None:
             self.test_limit = check_int(self.test_limit, "test_limit", 1, 1_000_000)
