@@ -232,3 +232,26 @@ def test_generation_tab_panel_runs_the_report(tmp_path, monkeypatch):
     assert fn("set1", "second", None, "phantom:40")[1]["working_size"] == ctx.profile.resolution
     with pytest.raises(Exception, match="no accepted pairs yet"):
         fn("set2", "second", None, "phantom:40")
+
+
+def test_the_papers_samples_are_measured_as_a_reference(model, cache_dir, real_second, tmp_path):
+    """The report measures a reference set against the same real set (default: the paper's own SD v1.5
+    samples, ../shared/reference/paper_synthetic, where present) and prints it beside ours."""
+    ref = tmp_path / "paper_synthetic"
+    ref.mkdir()
+    import cv2
+    for i in range(6):
+        cv2.imwrite(str(ref / f"T2syn{i}.png"), real_second[i])  # real images as the reference: near the floor
+    phantoms = R.load_generated("phantom:16", "second").images
+    r = R.realism_report(phantoms, real_second, WS, "second", model=model, cache_dir=cache_dir, reference=ref)
+    rr = r["reference_vs_real"]
+    assert rr["n"] == 6 and rr["source"] == str(ref)
+    assert rr["auc"] < r["generated_vs_real"]["auc"]
+    md = R.report_markdown(r)
+    assert "| reference: the paper's SD v1.5 samples (6) vs real |" in md
+    assert R.realism_report(phantoms, real_second, WS, "second", model=model, cache_dir=cache_dir,
+                            reference=None)["reference_vs_real"] is None
+    if R.default_reference() is None:
+        pytest.skip("../shared/reference/paper_synthetic is not here: the default reference is not checked")
+    auto = R.realism_report(phantoms, real_second, WS, "second", model=model, cache_dir=cache_dir)
+    assert auto["reference_vs_real"]["n"] == 10

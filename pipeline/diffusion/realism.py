@@ -23,6 +23,9 @@ Definition (version "realism-v1"; keep it fixed so that numbers stay comparable 
                from real. 0.5 = indistinguishable, 1.0 = always told apart.
     floor      the same KID and AUC between two seeded halves of the real set (real vs real): what
                "indistinguishable" looks like with this many images.
+    reference  optionally, a third set measured against the same real set the same way: by default the
+               paper's own SD v1.5 samples where `../shared/reference/paper_synthetic` exists (10 images,
+               second trimester), so a reader sees what the paper's generator scores on this measure.
     real set   the real images of the trimester, without those a LoRA trained on (its lora_config.json
                names them), at most `max_real` of them (default 64) chosen by a seeded draw.
 
@@ -385,16 +388,25 @@ def check_counts(n_gen: int, n_real: int) -> None:
                         f"{need_real} (two halves of {MIN_AUC} for the real-vs-real floor)")
 
 
+def default_reference() -> Path | None:
+    """The paper's own synthetic samples (../shared/reference/paper_synthetic) where they are, else None."""
+    from ..config import ROOT
+    p = ROOT.parent / "shared" / "reference" / "paper_synthetic"
+    return p if p.is_dir() and any(p.iterdir()) else None
+
+
 def realism_report(generated, real, working_size: int, trimester: str | None = None,
                    exclude_lora: str | os.PathLike | Sequence[str | os.PathLike] | None = None, max_real: int = DEFAULT_MAX_REAL,
                    seed: int = 0, cache_dir: str | os.PathLike | None = None, model=None,
-                   allowed_roots=None, progress: Callable[[str, int, int], None] | None = None) -> dict:
+                   allowed_roots=None, progress: Callable[[str, int, int], None] | None = None,
+                   reference: str | os.PathLike | None = "auto") -> dict:
     """KID ×1000 and classifier AUC of generated vs real images, with the real-vs-real floor (see the
     module docstring for the definition).
 
     generated: a list of images (gray or in-channel RGB arrays) or a spec/folder (see load_generated).
     real: a list of images or a data spec (needs `trimester`; `exclude_lora`, a LoRA folder or several,
-    drops their training images; at most `max_real` are drawn)."""
+    drops their training images; at most `max_real` are drawn). reference: a folder of images measured
+    against the same real set ("auto": the paper's samples where present, default_reference; None: none)."""
     from ..validate import check_int, check_seed
     working_size = check_int(working_size, "working size", 16, 4096)
     max_real = check_int(max_real, "max real images", 2 * MIN_AUC, 100_000)
@@ -434,15 +446,27 @@ def realism_report(generated, real, working_size: int, trimester: str | None = N
     a, b = real_halves(len(fr), seed)
     gen_vs_real = compare(fg, fr, seed)
     floor = compare(fr[a], fr[b], seed)
+    ref = default_reference() if reference == "auto" else reference
+    ref_vs_real = None
+    if ref is not None:
+        refset = load_generated(str(ref), None, None)  # a fixed reference, not a user's upload
+        if len(refset.images) >= MIN_AUC:
+            frf, _ = realism_features(refset.images, working_size, model, cache_dir)
+            ref_vs_real = {**compare(frf, fr, seed), "source": str(ref), "n": len(refset.images)}
     return {"definition": DEFINITION, "working_size": working_size, "trimester": trimester, "seed": seed,
             "generated": {"source": gset.source, "n": len(gset.images)},
             "real": {"source": rset.source, "n": len(rset.images), "max_real": max_real,
                      "excluded_lora_images": rset.excluded, "loras": [str(x) for x in loras]},
             "generated_vs_real": gen_vs_real, "real_vs_real": {**floor, "halves": [len(a), len(b)]},
+            "reference_vs_real": ref_vs_real,
             "reading": reading(gen_vs_real["auc"], floor["auc"]), "notes": notes,
             "encoder": sg["encoder"], "cache_hits": sg["cache_hits"] + sr["cache_hits"],
             "encoder_runs": sg["encoder_runs"] + sr["encoder_runs"],
             "seconds": round(time.monotonic() - started, 2)}
+
+
+def _ref_label(source: str) -> str:
+    return "the paper's SD v1.5 samples" if Path(source).name == "paper_synthetic" else Path(source).name
 
 
 def report_markdown(r: dict) -> str:
@@ -454,7 +478,14 @@ def report_markdown(r: dict) -> str:
         f"| generated ({r['generated']['n']}) vs real ({r['real']['n']}) | {g['kid_x1000']:.3f} ± "
         f"{g['kid_x1000_std']:.3f} | {g['auc']:.2f} ± {g['auc_std']:.2f} |",
         f"| real vs real (two halves of {f['halves'][0]} + {f['halves'][1]}) | {f['kid_x1000']:.3f} ± "
-        f"{f['kid_x1000_std']:.3f} | {f['auc']:.2f} ± {f['auc_std']:.2f} |", "",
+        f"{f['kid_x1000_std']:.3f} | {f['auc']:.2f} ± {f['auc_std']:.2f} |",
+    ]
+    ref = r.get("reference_vs_real")
+    if ref:
+        lines.append(f"| reference: {_ref_label(ref['source'])} ({ref['n']}) vs real | {ref['kid_x1000']:.3f} ± "
+                     f"{ref['kid_x1000_std']:.3f} | {ref['auc']:.2f} ± {ref['auc_std']:.2f} |")
+    lines += [
+        "",
         f"{r['trimester'] or ''} trimester, working size {r['working_size']}², LiteMedSAM features "
         f"({r['definition']}); lower KID and AUC nearer 0.5 = more like the real images. "
         f"{r['encoder_runs']} image(s) encoded, {r['cache_hits']} from the cache, {r['seconds']:.0f} s.",
@@ -479,6 +510,8 @@ def add_realism_arguments(p) -> None:
     p.add_argument("--max-real", type=int, default=DEFAULT_MAX_REAL, help="at most this many real images (seeded draw)")
     p.add_argument("--seed", type=int, default=0, help="seed of the real draw, the halves, KID subsets and folds")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: outputs/cache/realism)")
+    p.add_argument("--reference", default="auto", help="a folder of images measured against the same real set "
+                   "(auto: the paper's own samples, ../shared/reference/paper_synthetic, where present; none: off)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -486,7 +519,8 @@ def run_cli(args) -> int:
     from ..config import ROOT
     cache = args.cache_dir or str(ROOT / "outputs" / "cache" / "realism")
     r = realism_report(args.generated, args.real, args.working_size, args.trimester, args.exclude_lora,
-                       args.max_real, args.seed, cache)
+                       args.max_real, args.seed, cache,
+                       reference=None if args.reference == "none" else args.reference)
     if args.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -496,6 +530,10 @@ def run_cli(args) -> int:
           f"{g['kid_x1000_std']:.3f}, AUC {g['auc']:.3f} ± {g['auc_std']:.3f}")
     print(f"real vs real (halves {f['halves'][0]}+{f['halves'][1]}): KID x1000 {f['kid_x1000']:.3f} ± "
           f"{f['kid_x1000_std']:.3f}, AUC {f['auc']:.3f} ± {f['auc_std']:.3f}")
+    ref = r.get("reference_vs_real")
+    if ref:
+        print(f"reference, {_ref_label(ref['source'])} ({ref['n']}) vs real: KID x1000 {ref['kid_x1000']:.3f} ± "
+              f"{ref['kid_x1000_std']:.3f}, AUC {ref['auc']:.3f} ± {ref['auc_std']:.3f}")
     for n in r["notes"]:
         print(f"note: {n}")
     return 0
