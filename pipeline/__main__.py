@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lora-grid": ("pipeline.diffusion.grid", "a LoRA strength x seed grid: one labelled picture of what a LoRA does"),
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),
     "sweep": ("pipeline.sweep.cli", "the paper's Table 1 as a resumable sweep"),
-    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper"),
+    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper | bench upload"),
 }
 
 
