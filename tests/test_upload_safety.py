@@ -197,6 +197,26 @@ def test_blank_names_are_refused_with_an_example_never_defaulted(blank):
         _run_name(blank)
 
 
+# ----------------------------------------------------------------------------- numeric settings
+def test_n_real_and_n_val_over_what_the_data_holds_name_the_field_and_the_fix():
+    from pipeline.hybrid import hybrid_items
+    from pipeline.sam.finetune import FinetuneConfig
+    with pytest.raises(DataError, match=r"^n_real: asked for 19 real pairs but the train part of phantom:24 holds "
+                                        r"only 18: ask for at most 18 or use a larger source$"):
+        hybrid_items(FinetuneConfig(data="phantom:24", n_real=19))
+    with pytest.raises(DataError, match=r"^n_val: asked for 30 validation pairs but the validation part of "
+                                        r"phantom:24 holds only \d+: ask for at most \d+ or use a larger source$"):
+        hybrid_items(FinetuneConfig(data="phantom:24", n_real=2, n_val=30))
+
+
+def test_lora_preview_scale_has_a_range():
+    from pipeline.diffusion.lora import LoraTrainConfig
+    for bad in (1e9, -1, float("nan")):
+        with pytest.raises(DataError, match=r"preview LoRA scale \(preview_scale\) must"):
+            LoraTrainConfig(data="phantom:24", trimester="second", preview_scale=bad).validate()
+    LoraTrainConfig(data="phantom:24", trimester="second").validate()
+
+
 # ----------------------------------------------------------------------------- through the dashboard, raw HTTP
 def call_raw(app_url: str, api: str, data: list, timeout: float = 60) -> tuple[str, dict | list | None]:
     """POST /gradio_api/call/<api> and read its event stream: ("complete", outputs) or ("error", payload)."""

@@ -322,11 +322,13 @@ def test_n_val_has_a_checked_range_and_is_never_recorded_unused(tmp_path):
     from pipeline.sam.finetune import FinetuneConfig, finetune, hybrid_items
     with pytest.raises(DataError, match="n_val"):
         FinetuneConfig(data="phantom:24", n_val=5000).validate()
-    with pytest.raises(DataError, match=r"n_val 30: the validation part of phantom:24 holds only \d+ pairs"):
+    with pytest.raises(DataError, match=r"n_val: asked for 30 validation pairs but the validation part of phantom:24 holds only \d+: ask for at most"):
         hybrid_items(FinetuneConfig(data="phantom:24", n_real=2, n_val=30))
     out = tmp_path / "runs" / "r"
     with pytest.raises(DataError, match="n_val"):
         next(finetune(FinetuneConfig(data="phantom:24", n_real=2, n_val=30, cache_dir=str(tmp_path / "c")), out))
     assert not out.exists()
-    train, val, _ = hybrid_items(FinetuneConfig(data="phantom:24", n_real=2))  # the default validates on what there is
-    assert val
+    # the default validates on what there is, and says so (issue 35)
+    train, val, warnings = hybrid_items(FinetuneConfig(data="phantom:24", n_real=2))
+    assert val and f"n_val: the validation part of phantom:24 holds {len(val)} pairs, fewer than the default 40: " \
+        f"all {len(val)} validate" in warnings
