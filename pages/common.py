@@ -169,15 +169,30 @@ def _move_files_clearly(move):
     and the fix. Only the check of inputs (check_in_upload_folder) is translated; outputs keep Gradio's."""
     from gradio.exceptions import InvalidPathError
 
+    from pydantic import ValidationError
+
     @functools.wraps(move)
     async def checked(data, block, *args, **kwargs):
+        inputs = "check_in_upload_folder" in kwargs and not kwargs.get("postprocess")  # preprocess_data's call
         try:
-            return await move(data, block, *args, **kwargs)
+            out = await move(data, block, *args, **kwargs)
         except InvalidPathError:
-            if not kwargs.get("check_in_upload_folder"):
+            if not inputs:
                 raise
             raise _refuse(f"{_label(block)}: that file was not uploaded to this server: upload it first (with "
                           f"gradio_client: handle_file(path)); server paths are not accepted") from None
+        model = getattr(block, "data_model", None)
+        if inputs and model is not None and out is not None:
+            # Gradio validates this next, and a failure (a bare path string, a dict without its FileData
+            # meta, a number) reached the client as {"error": null} with a traceback in the log (issue 35)
+            try:
+                model.model_validate(out, context={"validate_meta": True})
+            except ValidationError:
+                hint = ("an uploaded file (gradio_client: handle_file(path)); server paths are not accepted"
+                        if isinstance(block, (gr.File, gr.Image, gr.UploadButton)) else
+                        f"a value of the form {type(block).__name__} takes")
+                raise _refuse(f"{_label(block)}: cannot read {repr(data)[:60]} as its value: send {hint}") from None
+        return out
     checked._clear = True  # type: ignore[attr-defined]
     return checked
 

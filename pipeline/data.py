@@ -540,13 +540,14 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, max_b
             name = info.filename
             if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in Path(name).parts \
                     or ".." in name.replace("\\", "/").split("/"):
-                raise DataError(f"unsafe path in zip: {name!r}")
+                raise DataError(f"unsafe path in zip: {name!r} (absolute or with '..'): re-create the zip from "
+                                f"inside the dataset folder")
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
-                raise DataError(f"links are not allowed in the zip: {name!r}")
+                raise DataError(f"links are not allowed in the zip: {name!r}: put the file itself in the zip")
             target = (dest / name).resolve()
             if dest not in target.parents and target != dest:
-                raise DataError(f"unsafe path in zip: {name!r}")
+                raise DataError(f"unsafe path in zip: {name!r}: re-create the zip from inside the dataset folder")
         dest.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
@@ -597,7 +598,8 @@ def dataset_root_in(folder: Path) -> tuple[str, Path]:
             return "folder", c
         if (c / HC18Source.CSV).is_file() or ((c / "training_set").is_dir()):
             return "hc18", c
-    raise DataError("the zip holds neither an images/ + masks/ folder nor the HC18 layout")
+    raise DataError("the zip holds neither an images/ + masks/ folder nor the HC18 layout: put the images in "
+                    "images/ and their masks in masks/ (or upload HC18's training_set/ with its CSV)")
 
 
 # ----------------------------------------------------------------------------- selections and splits

@@ -245,12 +245,27 @@ def _message(payload) -> str | None:
 BOX = [20.0, 20.0, 200.0, 160.0]
 
 
-def test_segment_with_a_server_path_names_the_field(app_url):
-    event, payload = call_raw(app_url, "segment", [{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}},
-                                                   *BOX, None, "base model", False])
+@pytest.mark.parametrize("image,want", [
+    ({"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}},
+     "image: that file was not uploaded to this server: upload it first"),
+    ("/etc/hostname", "image: cannot read '/etc/hostname' as its value: send an uploaded file"),
+    ({"path": "/etc/hostname"}, "image: cannot read {'path': '/etc/hostname'} as its value: send an uploaded file"),
+    (12, "image: cannot read 12 as its value: send an uploaded file"),
+])
+def test_segment_with_a_server_path_names_the_field(app_url, image, want):
+    event, payload = call_raw(app_url, "segment", [image, *BOX, None, "base model", False])
     assert event == "error"
     msg = _message(payload)
-    assert msg and msg.startswith("image: that file was not uploaded to this server: upload it first"), payload
+    assert msg and msg.startswith(want), payload
+
+
+def test_no_traceback_in_the_log_for_these_calls(app_url):
+    from conftest import app_log_tail
+    for data in (["/etc/passwd", *BOX, None, "base model", False], [None, 1.0],
+                 [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, *BOX, None, "base model", False]):
+        assert call_raw(app_url, "segment", data)[0] == "error"
+    log = app_log_tail(2_000_000)
+    assert "Traceback" not in log and "InvalidPathError" not in log, log[log.find("Traceback") - 300:][:3000]
 
 
 def test_a_call_with_missing_arguments_names_them(app_url):
