@@ -28,6 +28,7 @@ You can also upload a dataset as a `.zip` (at most {max_mb} MB). Click a thumbna
 
 
 def _open(ctx, spec: str):
+    browse.mark_upload_used(spec, ctx.work_dir / "uploads")  # a browsed upload is in use: not pruned for room
     return open_source(spec, ctx.allowed_roots)
 
 

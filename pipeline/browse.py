@@ -198,7 +198,7 @@ def suggest_sources(roots: Sequence[Path], work_dir: Path | None = None, default
 
 UPLOAD_MAX_MB = 500  # one upload, unpacked
 UPLOADS_QUOTA_MB = int(os.environ.get("SONOSYNTH_UPLOADS_QUOTA_MB", 2048))  # all of uploads/ together
-UPLOAD_IN_USE_S = 600.0  # an upload opened this recently is in use: never pruned to make room
+UPLOAD_IN_USE_S = 3600.0  # an upload opened or browsed this recently is in use: never pruned to make room
 
 
 def open_upload(zip_path: str | os.PathLike, uploads_dir: Path, max_bytes: int = UPLOAD_MAX_MB * 2**20,
@@ -227,6 +227,23 @@ def open_upload(zip_path: str | os.PathLike, uploads_dir: Path, max_bytes: int =
                 raise
             time.sleep(0.25)
     raise AssertionError("unreachable")
+
+
+def mark_upload_used(spec: str, uploads_dir: Path) -> None:
+    """When `spec` is a source inside uploads_dir, mark its upload folder used now (its mtime), so browsing it
+    keeps it from being pruned; anything else is left alone."""
+    arg = (spec or "").partition(":")[2].strip()
+    if not arg:
+        return
+    try:
+        rel = Path(arg).resolve().relative_to(Path(uploads_dir).resolve())
+    except (ValueError, OSError):
+        return
+    if rel.parts and not rel.parts[0].startswith("."):
+        try:
+            os.utime(Path(uploads_dir) / rel.parts[0])
+        except OSError:
+            pass
 
 
 def _folder_bytes(folder: Path) -> int:

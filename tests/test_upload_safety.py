@@ -165,6 +165,18 @@ def test_uploads_quota_prunes_the_least_recently_used(tmp_path):
     assert browse._folder_bytes(uploads) <= quota
 
 
+def test_browsing_an_upload_marks_it_used(tmp_path):
+    uploads = tmp_path / "uploads"
+    spec = browse.open_upload(_dataset_zip(tmp_path / "a.zip", seed=60), uploads)
+    folder = next(uploads.iterdir())
+    os.utime(folder, (time.time() - 7200,) * 2)
+    browse.mark_upload_used("phantom:4", uploads)  # not an upload: nothing happens
+    browse.mark_upload_used(f"folder:{tmp_path}", uploads)
+    assert time.time() - folder.stat().st_mtime > 7000
+    browse.mark_upload_used(spec, uploads)
+    assert time.time() - folder.stat().st_mtime < 60
+
+
 def test_uploads_full_of_recent_ones_refuses_and_keeps_them(tmp_path):
     uploads = tmp_path / "uploads"
     first = browse.open_upload(_dataset_zip(tmp_path / "a.zip", seed=40), uploads)
