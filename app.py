@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pipeline
+from pipeline import browse
 
 import gradio as gr
 
@@ -71,10 +72,14 @@ def main(argv: list[str] | None = None) -> None:
                         "default: ../shared/data and ./data")
     p.add_argument("--work-dir", default=None, help="where runs, LoRAs and datasets are written (default ./outputs)")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest accepted upload (default 200 MB)")
+    p.add_argument("--uploads-quota-mb", type=int, default=browse.UPLOADS_QUOTA_MB,
+                   help="disk for all extracted dataset uploads together; the least recently used are removed "
+                        f"to make room (default {browse.UPLOADS_QUOTA_MB} MB, env SONOSYNTH_UPLOADS_QUOTA_MB)")
     args = p.parse_args(argv)
     pipeline.prepare_process()  # before anything loads torch: the OpenMP wait policy is read once, at its start
     ctx = make_context(args.profile, args.data_root, args.work_dir)
     ctx.max_upload_mb = args.max_upload_mb
+    ctx.uploads_quota_mb = args.uploads_quota_mb
     print(f"SonoSynth Lab: profile {ctx.profile.name}, work dir {ctx.work_dir}, typed paths allowed under "
           f"{', '.join(map(str, ctx.allowed_roots))}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from pipeline.browse import UPLOADS_QUOTA_MB
 from pipeline.config import Profile
 from pipeline.data import DataError
 
@@ -35,6 +36,8 @@ class AppContext:
     work_dir: Path  # runs/, LoRAs, synthetic datasets, uploads live here
     default_source: str = "phantom:24"
     max_upload_mb: int = 200
+    # all extracted uploads together (work_dir/uploads); the least recently used go first (browse.open_upload)
+    uploads_quota_mb: int = UPLOADS_QUOTA_MB
     # components a page shares with later pages (e.g. "data_spec": the Data tab's current source)
     shared: dict[str, Any] = field(default_factory=dict)
     tab: Any = None  # the gr.Tab being built (app.py sets it before each page's build): tab.select events
@@ -130,6 +133,83 @@ for _cls in (gr.Number, gr.Slider, gr.Dropdown, gr.Radio, gr.CheckboxGroup):  # 
         _cls.preprocess = _name_the_field(_cls.preprocess)
 
 
+def _label(block) -> str:
+    return getattr(block, "label", None) or getattr(block, "elem_id", None) or type(block).__name__
+
+
+def _refuse(msg: str) -> gr.Error:
+    logging.getLogger(__name__).warning("refused input: %s", msg)
+    return gr.Error(msg, print_exception=False)
+
+
+def _endpoint(block_fn) -> str:
+    name = getattr(block_fn, "api_name", None) or getattr(block_fn, "name", None) or "this endpoint"
+    return f"/{name}" if name and not str(name).startswith(("/", "this")) else str(name)
+
+
+def _validate_inputs_clearly(validate):
+    """Gradio refuses a call with fewer arguments than the endpoint has inputs with a ValueError about
+    "a Javascript function", which reaches an API client as {"error": null} and leaves a traceback in the
+    server log (issue 35). This names the endpoint and the missing inputs by their labels instead."""
+    @functools.wraps(validate)
+    def checked(self, block_fn, inputs):
+        wanted = list(block_fn.inputs)
+        if len(inputs) < len(wanted):
+            missing = ", ".join(_label(b) for b in wanted[len(inputs):])
+            raise _refuse(f"{_endpoint(block_fn)} takes {len(wanted)} arguments "
+                          f"({', '.join(_label(b) for b in wanted)}), got {len(inputs)}: add {missing}")
+        return validate(self, block_fn, inputs)
+    checked._clear = True  # type: ignore[attr-defined]
+    return checked
+
+
+def _move_files_clearly(move):
+    """A file input that names a path on the server instead of an uploaded file is refused by Gradio with an
+    InvalidPathError whose text reaches an API client as {"error": null} (issue 35): this names the field
+    and the fix. Only the check of inputs (check_in_upload_folder) is translated; outputs keep Gradio's."""
+    from gradio.exceptions import InvalidPathError
+
+    from pydantic import ValidationError
+
+    @functools.wraps(move)
+    async def checked(data, block, *args, **kwargs):
+        inputs = "check_in_upload_folder" in kwargs and not kwargs.get("postprocess")  # preprocess_data's call
+        try:
+            out = await move(data, block, *args, **kwargs)
+        except InvalidPathError:
+            if not inputs:
+                raise
+            raise _refuse(f"{_label(block)}: that file was not uploaded to this server: upload it first (with "
+                          f"gradio_client: handle_file(path)); server paths are not accepted") from None
+        model = getattr(block, "data_model", None)
+        if inputs and model is not None and out is not None:
+            # Gradio validates this next, and a failure (a bare path string, a dict without its FileData
+            # meta, a number) reached the client as {"error": null} with a traceback in the log (issue 35)
+            try:
+                model.model_validate(out, context={"validate_meta": True})
+            except ValidationError:
+                hint = ("an uploaded file (gradio_client: handle_file(path)); server paths are not accepted"
+                        if isinstance(block, (gr.File, gr.Image, gr.UploadButton)) else
+                        f"a value of the form {type(block).__name__} takes")
+                raise _refuse(f"{_label(block)}: cannot read {repr(data)[:60]} as its value: send {hint}") from None
+        return out
+    checked._clear = True  # type: ignore[attr-defined]
+    return checked
+
+
+if not getattr(gr.Blocks.validate_inputs, "_clear", False):
+    gr.Blocks.validate_inputs = _validate_inputs_clearly(gr.Blocks.validate_inputs)
+
+
+def _patch_move_files() -> None:
+    from gradio import processing_utils
+    if not getattr(processing_utils.async_move_files_to_cache, "_clear", False):
+        processing_utils.async_move_files_to_cache = _move_files_clearly(processing_utils.async_move_files_to_cache)
+
+
+_patch_move_files()
+
+
 def guarded(fn):
     """Wrap an event handler so that any failure reaches the page as a clear gr.Error (a toast for a
     person, an error message for gradio_client), never a stack trace; unexpected ones are logged."""
@@ -165,11 +245,11 @@ def guarded(fn):
 
 
 # ----------------------------------------------------------------------------- helpers every page shares
-def safe_name(name: str, what: str, default: str | None = None) -> str:
-    """A user-chosen folder name (run, LoRA, sweep, dataset), refused when unsafe or too long, never cut: a
-    cut name may match another run's (pipeline.validate.check_name)."""
+def safe_name(name: str, what: str, example: str = "ux-second") -> str:
+    """A user-chosen folder name (run, LoRA, sweep, dataset), refused when blank, unsafe or too long, never
+    cut or defaulted: either may match another run's (pipeline.validate.check_name)."""
     from pipeline.validate import check_name
-    return check_name(name, what, default=default)
+    return check_name(name, what, example)
 
 
 class StopRegistry:

@@ -28,6 +28,7 @@ You can also upload a dataset as a `.zip` (at most {max_mb} MB). Click a thumbna
 
 
 def _open(ctx, spec: str):
+    browse.mark_upload_used(spec, ctx.work_dir / "uploads")  # a browsed upload is in use: not pruned for room
     return open_source(spec, ctx.allowed_roots)
 
 
@@ -48,7 +49,7 @@ def load_data(ctx, spec, upload, alpha, trimester):
         size_mb = _size_mb(upload)
         if size_mb > ctx.max_upload_mb:
             raise DataError(f"the zip is {size_mb:.0f} MB; the limit is {ctx.max_upload_mb} MB")
-        spec = browse.open_upload(upload, ctx.work_dir / "uploads")
+        spec = browse.open_upload(upload, ctx.work_dir / "uploads", quota_bytes=ctx.uploads_quota_mb * 2**20)
     spec = (spec or "").strip() or ctx.default_source
     src, items, shown, page, label, problems = render_page(ctx, spec, 0, alpha, trimester)
     img, head, info = _first_detail(src, shown, alpha)
@@ -186,12 +187,16 @@ def build(ctx) -> None:
 
     # ------------------------------------------------------------------ events
     # errors: a toast, and one "Error" badge on the status line (not on every output, which keep their view)
-    gr.on([load_btn.click, upload.upload], load_data_,
-          inputs=[source, upload, alpha, trimester],
-          outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
-                   number, detail, headline, info],
-          api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
-          show_progress_on=[status, gallery]) \
+    loading = gr.on([load_btn.click, upload.upload], load_data_,
+                    inputs=[source, upload, alpha, trimester],
+                    outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery,
+                             page_md, number, detail, headline, info],
+                    api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
+                    show_progress_on=[status, gallery])
+    # a refused zip leaves the upload box too: it would otherwise win over the next typed source and be sent
+    # again with every Load (issue 35); the .then chain below left it there after a refusal (seen in chromium)
+    loading.failure(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden")
+    loading \
         .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden") \
         .then(lambda s: s, inputs=[spec_state], outputs=[last_spec], api_visibility="private",
               show_progress="hidden")  # remembered in this browser (localStorage) for the next page it opens

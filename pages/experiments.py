@@ -118,7 +118,7 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
           progress=gr.Progress()):
     """Start (or resume) a sweep; streams status, the Table-1 markdown, the chart and the tidy CSV."""
     from pipeline.sweep import preset, run_sweep
-    name = safe_name(name, "sweep name")
+    name = safe_name(name, "sweep name", "table1")
     loras = {t: p for t, p in (("first", lora_first), ("second", lora_second), ("third", lora_third))
              if p and p != "(none)"}
     detail = {t: p for t, p in (("first", detail_first), ("second", detail_second), ("third", detail_third))
@@ -196,7 +196,7 @@ def stop_sweep(request: gr.Request):
 def open_sweep(ctx, name):
     if not name:
         raise ValueError("choose a sweep to open")
-    out = _sweeps_root(ctx) / safe_name(name, "sweep name")
+    out = _sweeps_root(ctx) / safe_name(name, "sweep name", "table1")
     from pipeline.sweep import Sweep, cells
     cfg = Sweep(out).config()
     grid = cells(cfg)

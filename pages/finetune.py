@@ -34,7 +34,7 @@ Start with an existing run name resumes it."""
 
 
 def _run_name(name: str) -> str:
-    return safe_name(name, "run name")  # blank is refused by name, never defaulted onto an existing run (issue 35)
+    return safe_name(name, "run name", "sam-n20")  # blank is refused by name, never defaulted onto an existing run (issue 35)
 
 
 def _n_synthetic(text) -> int | None:

@@ -99,7 +99,7 @@ def lora_choices(ctx):
 
 
 def dataset_dir(ctx, name: str) -> Path:
-    return ctx.work_dir / "synthetic" / safe_name(name, "dataset name")
+    return ctx.work_dir / "synthetic" / safe_name(name, "dataset name", "second-200")
 
 
 def items(samples, decisions):

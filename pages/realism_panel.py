@@ -25,7 +25,7 @@ set. LiteMedSAM features at the generator's working size; see `python -m pipelin
 @guarded
 def how_real(ctx, dataset_name, tri, lora_name, data_spec, progress=gr.Progress()):
     """KID ×1000 and classifier AUC of synthetic/NAME vs the loaded real data of the trimester."""
-    folder = ctx.work_dir / "synthetic" / safe_name(dataset_name, "dataset name")
+    folder = ctx.work_dir / "synthetic" / safe_name(dataset_name, "dataset name", "second-200")
     if not (folder / "images").is_dir() or not any((folder / "images").iterdir()):
         raise DataError(f"synthetic/{folder.name} has no accepted pairs yet: generate and accept some first")
     # the LoRAs the dataset's samples record; else the one chosen above (a LoRA folder that exists: the

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "realism": ("pipeline.diffusion.realism", "how real generated images are: KID and classifier AUC vs real ones"),
     "sweep": ("pipeline.sweep.cli", "the paper's Table 1 as a resumable sweep"),
     "results": ("pipeline.sweep.record", "rebuild docs/results.md from the committed sweep records (docs/results/)"),
-    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper"),
+    "bench": ("pipeline.bench", "benchmarks: bench sam | bench diffusion | bench paper | bench upload"),
 }
 
 

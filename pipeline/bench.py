@@ -1,19 +1,21 @@
-"""`python -m pipeline bench sam|diffusion|paper [--json]`: the benchmarks the issues ask for.
+"""`python -m pipeline bench sam|diffusion|paper|upload [--json]`: the benchmarks the issues ask for.
 
 Speed goals are checked here, on demand, never in timed unit tests. Each suite lives beside its code
 (pipeline/sam/bench.py, pipeline/diffusion/bench.py; the paper profile at full size with random weights:
-pipeline/paper_bench.py) and exposes `run_bench(args) -> dict`.
+pipeline/paper_bench.py; what a refused dataset upload costs: pipeline/upload_bench.py) and exposes `run_bench(args) -> dict`.
 """
 from __future__ import annotations
 
 import importlib
 import json
 
-SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench", "paper": "pipeline.paper_bench"}
+SUITES = {"sam": "pipeline.sam.bench", "diffusion": "pipeline.diffusion.bench", "paper": "pipeline.paper_bench",
+          "upload": "pipeline.upload_bench"}
 
 
 def add_arguments(p, command: str = "bench") -> None:
-    p.add_argument("suite", choices=sorted(SUITES), help="sam (SAM encoder, boxes, training step) or diffusion")
+    p.add_argument("suite", choices=sorted(SUITES), help="sam (SAM encoder, boxes, training step), diffusion, paper, or upload "
+                                                             "(memory and disk of a refused zip upload)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median reported)")
     from .diffusion.generate import PRECISIONS

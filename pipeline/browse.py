@@ -196,44 +196,130 @@ def suggest_sources(roots: Sequence[Path], work_dir: Path | None = None, default
     return list(dict.fromkeys(out))
 
 
-def open_upload(zip_path: str | os.PathLike, uploads_dir: Path, max_bytes: int = 500 * 2**20) -> str:
+UPLOAD_MAX_MB = 500  # one upload, unpacked
+UPLOADS_QUOTA_MB = int(os.environ.get("SONOSYNTH_UPLOADS_QUOTA_MB", 2048))  # all of uploads/ together
+UPLOAD_IN_USE_S = 3600.0  # an upload opened or browsed this recently is in use: never pruned to make room
+
+
+def open_upload(zip_path: str | os.PathLike, uploads_dir: Path, max_bytes: int = UPLOAD_MAX_MB * 2**20,
+                quota_bytes: int | None = None) -> str:
     """Extract an uploaded dataset zip safely into uploads_dir/<content hash> and return its spec string.
 
-    The same zip uploaded twice is extracted once; extraction goes to a temporary folder that is moved
-    into place only when complete, so a refused or broken zip leaves nothing behind."""
+    The same zip uploaded twice is extracted once (its folder is named by the zip's SHA-256, and reusing it
+    marks it used); extraction goes to a temporary folder that is moved into place only when complete, so a
+    refused or broken zip leaves nothing behind. Every member is checked before it is written
+    (data.safe_extract_zip: an image's header, bytes actually read). All uploads together stay within
+    `quota_bytes` (default UPLOADS_QUOTA_MB): the least recently used ones are removed to make room, never one
+    opened in the last UPLOAD_IN_USE_S seconds; when that is not enough the upload is refused."""
+    from .data import DamagedZip
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise DataError("the uploaded file is missing (upload it again)")
-    # identical uploads share one server path that a second client may be rewriting right now: retry a
-    # refused zip a few times before reporting it (a really broken one is reported after ~1 s)
+    quota = UPLOADS_QUOTA_MB * 2**20 if quota_bytes is None else int(quota_bytes)
+    # identical uploads share one server path that a second client may be rewriting right now: a zip that
+    # reads as damaged is read again a few times before it is reported (a really broken one after ~1 s); a
+    # refusal of its content (not an image, too large) is final at once
     for attempt in range(4):
         try:
-            return _open_upload(zip_path, uploads_dir, max_bytes)
-        except DataError:
+            return _open_upload(zip_path, Path(uploads_dir), max_bytes, quota)
+        except DamagedZip:
             if attempt == 3:
                 raise
             time.sleep(0.25)
     raise AssertionError("unreachable")
 
 
-def _open_upload(zip_path: Path, uploads_dir: Path, max_bytes: int) -> str:
+def mark_upload_used(spec: str, uploads_dir: Path) -> None:
+    """When `spec` is a source inside uploads_dir, mark its upload folder used now (its mtime), so browsing it
+    keeps it from being pruned; anything else is left alone."""
+    arg = (spec or "").partition(":")[2].strip()
+    if not arg:
+        return
+    try:
+        rel = Path(arg).resolve().relative_to(Path(uploads_dir).resolve())
+    except (ValueError, OSError):
+        return
+    if rel.parts and not rel.parts[0].startswith("."):
+        try:
+            os.utime(Path(uploads_dir) / rel.parts[0])
+        except OSError:
+            pass
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune_uploads(uploads_dir: Path, room: int, quota: int, keep: Path | None = None,
+                  in_use_s: float = UPLOAD_IN_USE_S) -> int:
+    """Remove the least recently used uploads (folder mtime: set when extracted or reused) until `room`
+    more bytes fit under `quota`; never `keep` or one used in the last `in_use_s` seconds. Temporary
+    extraction folders of other uploads running now count but are not touched. Returns the bytes in use
+    afterwards (over quota - room when not enough could go)."""
+    entries = []
+    for d in uploads_dir.iterdir() if uploads_dir.is_dir() else []:
+        if d.is_dir() and not d.is_symlink():
+            entries.append((d.stat().st_mtime, d, _folder_bytes(d)))
+    used = sum(size for _, _, size in entries)
+    now = time.time()
+    for mtime, d, size in sorted(entries, key=lambda e: e[0]):
+        stale_tmp = d.name.startswith(".extract-") and now - mtime > 86400  # left by a killed server
+        if used + room <= quota and not stale_tmp:
+            continue
+        if not stale_tmp and (d.name.startswith(".") or d == keep or now - mtime < in_use_s):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        used -= size
+    return used
+
+
+def _full(used: int, room: int, quota: int) -> DataError:
+    return DataError(f"the uploads folder is full: {used / 2**20:.0f} MiB of its {quota / 2**20:.0f} MiB are in "
+                     f"use by uploads opened in the last {UPLOAD_IN_USE_S / 60:.0f} minutes and this one needs "
+                     f"{room / 2**20:.0f} MiB: try again later, upload a smaller zip, or start the dashboard "
+                     f"with a larger --uploads-quota-mb")
+
+
+def _open_upload(zip_path: Path, uploads_dir: Path, max_bytes: int, quota: int) -> str:
+    import zipfile
     h = hashlib.sha256()
     with open(zip_path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    uploads_dir = Path(uploads_dir)
     uploads_dir.mkdir(parents=True, exist_ok=True)
     dest = uploads_dir / h.hexdigest()[:16]
-    if not dest.is_dir():
+    if dest.is_dir():
+        os.utime(dest)  # used now: the last to be pruned
+    else:
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                declared = min(sum(i.file_size for i in zf.infolist()), max_bytes)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            declared = 0  # safe_extract_zip says what is wrong with it
+        used = prune_uploads(uploads_dir, declared, quota)
+        if used + declared > quota:
+            raise _full(used, declared, quota)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=uploads_dir))
         try:
             safe_extract_zip(zip_path, tmp, max_bytes=max_bytes)
             dataset_root_in(tmp)  # refuse a zip that holds no dataset before keeping it
+            size = _folder_bytes(tmp)
+            used = prune_uploads(uploads_dir, 0, quota, keep=tmp)  # the real size, the headers may lie
+            if used > quota:
+                raise _full(used - size, size, quota)
             try:
                 os.replace(tmp, dest)
             except OSError:  # another session extracted the same zip meanwhile
                 if not dest.is_dir():
                     raise
+            os.utime(dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from .masks import (TRIMESTERS, Ellipse, fill_outline, hadlock_ga_weeks, looks_l
                     trimester_from_hc)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TIFF_EXTS = (".tif", ".tiff")  # the one kind whose header may lie anywhere in the file (its IFD offset)
 MASK_SUFFIXES = ("", "_Annotation", "_mask")
 DEFAULT_PHANTOM_N = 24
 
@@ -77,10 +79,21 @@ def read_image(path: str | os.PathLike, what: str | None = None) -> np.ndarray:
     what = what or path.name
     if not path.is_file():
         raise DataError(f"image file not found: {what}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if not data.size:
+    size = path.stat().st_size
+    if not size:
         raise DataError(f"cannot read {what}: the file is empty")
-    image_header_size(data.tobytes(), what)
+    # the header first (its first MiB), so a large file that is no image, or more bytes than its pixels need,
+    # is refused before it is read into memory (a TIFF may keep its header at the end: read whole, bounded)
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    if size > HEAD_BYTES and path.suffix.lower() in TIFF_EXTS:
+        w, h = image_header_size(path, what)  # PIL seeks to the header wherever it is, reads no pixel
+    else:
+        w, h = image_header_size(head, what)
+    if size > encoded_limit(w, h):
+        raise DataError(f"cannot read {what}: the file holds {_mib(size)}, more than a {w}x{h} image needs "
+                        f"({_mib(encoded_limit(w, h))}): re-save it")
+    data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"cannot read {what}: the file is corrupt or not an image")
@@ -446,46 +459,134 @@ def resolve_path(path: str | os.PathLike, allowed_roots: Sequence[str | os.PathL
 
 
 # ----------------------------------------------------------------------------- safe zip upload
+# what an upload may hold: images (each checked by its header before a byte of it is written), the HC18 CSV and
+# per-image JSON / text notes (small); anything else, and the Finder's __MACOSX/ and ._ files, is left out
+TEXT_EXTS = (".csv", ".json", ".txt", ".md")
+MAX_TEXT_BYTES = 16 * 2**20
+MAX_MEMBER_BYTES = 256 * 2**20  # no image of at most 40 Mpx needs more (8-bit gray PNG of 40 Mpx: ~40 MB)
+HEAD_BYTES = 1 << 20  # an image's header lies within its first MiB (PNG: 33 bytes; JPEG: after EXIF, <= 64 KiB)
+
+
+class DamagedZip(DataError):
+    """The zip itself is broken (truncated, a checksum that does not match): a half-written upload looks so too,
+    so this one, unlike a refusal of its content, is worth reading again a moment later."""
+
+
+def _damaged(exc: BaseException) -> DamagedZip:
+    text = str(exc).lower()
+    if "crc" in text:
+        return DamagedZip("the zip is damaged (a file's checksum does not match): re-create it")
+    if "encrypt" in text or "password" in text:
+        return DamagedZip("the zip is encrypted: upload one without a password")
+    if "compression" in text or isinstance(exc, NotImplementedError):
+        return DamagedZip("the zip uses a compression method this server cannot read: re-create it with the "
+                          "usual one (deflate)")
+    return DamagedZip("the zip is damaged (a file in it is cut short or cannot be unpacked): re-create it")
+
+
+def _member_limit(name: str, head: bytes, what: str) -> int:
+    """The most bytes member `name` may hold, from its kind and (an image) its header: refuses before any of
+    it is written when the header is not an image's or states absurd dimensions."""
+    from .validate import image_header_size
+    ext = Path(name).suffix.lower()
+    if ext in TEXT_EXTS:
+        return MAX_TEXT_BYTES
+    if not head:
+        raise DataError(f"{what} is empty: remove it from the zip or replace it with the image")
+    w, h = image_header_size(head, what)  # DataError: not an image, or over the pixel / side limits
+    return encoded_limit(w, h)
+
+
+def encoded_limit(width: int, height: int) -> int:
+    """The most bytes an image file of width x height pixels may hold: no encoding needs more than 8 bytes a
+    pixel (16-bit RGBA, uncompressed) and a MiB of headers and metadata."""
+    return min(MAX_MEMBER_BYTES, width * height * 8 + HEAD_BYTES)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _kept(name: str) -> bool:
+    """Members worth extracting: images and the small text files a dataset carries (not __MACOSX/, ._a.png)."""
+    parts = name.replace("\\", "/").split("/")
+    if "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] in (".DS_Store", "Thumbs.db"):
+        return False
+    return Path(name).suffix.lower() in IMAGE_EXTS + TEXT_EXTS
+
+
 def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int = 500 * 2**20,
                      max_files: int = 20_000) -> Path:
-    """Extract a user's zip safely: no absolute paths, no '..', no links, bounded size and count."""
+    """Extract a user's zip safely: no absolute paths, no '..', no links, bounded size and count; each member is
+    streamed, an image's header is read (type and pixel size) before a byte of it is written, and the bytes
+    actually unpacked are counted per member and in all (a zip's declared sizes may lie). Members that are
+    neither images nor small text files (CSV, JSON) are left out. DataError, worded for the user, for every
+    refusal (DamagedZip for a broken zip); `dest` may hold a part of the upload then: extract into a
+    temporary folder and delete it on failure (pipeline.browse.open_upload does)."""
     dest = Path(dest).resolve()
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError):
-        raise DataError("the upload is not a valid zip file") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise DamagedZip("the upload is not a valid zip file: re-create it (a .zip of the dataset folder)") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > max_files:
-            raise DataError(f"the zip has {len(infos)} entries (limit {max_files})")
+            raise DataError(f"the zip has {len(infos)} entries (limit {max_files}): split the dataset")
         total = sum(i.file_size for i in infos)
         if total > max_bytes:
-            raise DataError(f"the zip unpacks to {total / 2**20:.0f} MiB (limit {max_bytes / 2**20:.0f} MiB)")
+            raise DataError(f"the zip unpacks to {total / 2**20:.0f} MiB (limit {max_bytes / 2**20:.0f} MiB): "
+                            f"upload a smaller part of the dataset")
         for info in infos:
             name = info.filename
             if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in Path(name).parts \
                     or ".." in name.replace("\\", "/").split("/"):
-                raise DataError(f"unsafe path in zip: {name!r}")
+                raise DataError(f"unsafe path in zip: {name!r} (absolute or with '..'): re-create the zip from "
+                                f"inside the dataset folder")
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
-                raise DataError(f"links are not allowed in the zip: {name!r}")
+                raise DataError(f"links are not allowed in the zip: {name!r}: put the file itself in the zip")
             target = (dest / name).resolve()
             if dest not in target.parents and target != dest:
-                raise DataError(f"unsafe path in zip: {name!r}")
+                raise DataError(f"unsafe path in zip: {name!r}: re-create the zip from inside the dataset folder")
         dest.mkdir(parents=True, exist_ok=True)
         written = 0
-        for info in infos:
-            target = (dest / info.filename).resolve()
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > max_bytes:  # the header may lie about sizes
-                        raise DataError(f"the zip unpacks to more than {max_bytes / 2**20:.0f} MiB")
-                    out.write(chunk)
+        try:
+            for info in infos:
+                target = (dest / info.filename).resolve()
+                if info.is_dir() or not _kept(info.filename):
+                    continue
+                what = info.filename
+                with zf.open(info) as src:
+                    head = b""
+                    while len(head) < HEAD_BYTES and (chunk := src.read(HEAD_BYTES - len(head))):
+                        head += chunk
+                    # a TIFF larger than a MiB may keep its header at its end: written (bounded) into the
+                    # temporary folder first, checked there, and removed with it when refused
+                    late = Path(what).suffix.lower() in TIFF_EXTS and len(head) == HEAD_BYTES
+                    limit = MAX_MEMBER_BYTES if late else _member_limit(info.filename, head, what)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    size = 0
+                    with open(target, "wb") as out:
+                        chunk = head
+                        while chunk:
+                            size += len(chunk)
+                            written += len(chunk)
+                            if size > limit:  # read, not declared: the header may lie about sizes
+                                raise DataError(f"{what} unpacks to more than {_mib(limit)}, more than its kind "
+                                                f"and pixel size need: re-save it or leave it out of the zip")
+                            if written > max_bytes:
+                                raise DataError(f"the zip unpacks to more than {max_bytes / 2**20:.0f} MiB: "
+                                                f"upload a smaller part of the dataset")
+                            out.write(chunk)
+                            chunk = src.read(1 << 20)
+                    if late:
+                        from .validate import image_header_size
+                        w, h = image_header_size(target, what)
+                        if size > encoded_limit(w, h):
+                            raise DataError(f"{what} unpacks to {_mib(size)}, more than a {w}x{h} image needs "
+                                            f"({_mib(encoded_limit(w, h))}): re-save it or leave it out of the zip")
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            raise _damaged(exc) from None
     return dest
 
 
@@ -497,7 +598,8 @@ def dataset_root_in(folder: Path) -> tuple[str, Path]:
             return "folder", c
         if (c / HC18Source.CSV).is_file() or ((c / "training_set").is_dir()):
             return "hc18", c
-    raise DataError("the zip holds neither an images/ + masks/ folder nor the HC18 layout")
+    raise DataError("the zip holds neither an images/ + masks/ folder nor the HC18 layout: put the images in "
+                    "images/ and their masks in masks/ (or upload HC18's training_set/ with its CSV)")
 
 
 # ----------------------------------------------------------------------------- selections and splits

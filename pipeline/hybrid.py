@@ -31,8 +31,8 @@ def hybrid_items(cfg, allowed_roots=None) -> tuple[list[Item], list[Item], list[
     warnings = list(src.warnings)
     parts = split_indices(src.metas, cfg.split, cfg.split_seed)
     if len(parts["train"]) < cfg.n_real:
-        raise DataError(f"asked for {cfg.n_real} real pairs but the train part of {cfg.data} holds "
-                        f"only {len(parts['train'])}")
+        raise DataError(f"n_real: asked for {cfg.n_real} real pairs but the train part of {cfg.data} holds "
+                        f"only {len(parts['train'])}: ask for at most {len(parts['train'])} or use a larger source")
     real = nested_subsets(parts["train"], [cfg.n_real], cfg.seed)[cfg.n_real] if cfg.n_real else []
     # never the test part, even when the val part is empty: choosing a checkpoint on test images would
     # leak them into every result measured on that test part
@@ -40,9 +40,12 @@ def hybrid_items(cfg, allowed_roots=None) -> tuple[list[Item], list[Item], list[
     if not val_pool:
         raise DataError(f"{cfg.data} is too small to hold out a validation part ({len(src)} images, split "
                         f"{'/'.join(f'{f:g}' for f in cfg.split)}): use a larger source")
-    if cfg.n_val > len(val_pool) and cfg.n_val != _D.n_val:  # the default validates on what there is
-        raise DataError(f"n_val {cfg.n_val}: the validation part of {cfg.data} holds only {len(val_pool)} "
-                        f"pairs: ask for at most {len(val_pool)}")
+    if cfg.n_val > len(val_pool):
+        if cfg.n_val != _D.n_val:  # asked for: refused by name; the default validates on what there is, said so
+            raise DataError(f"n_val: asked for {cfg.n_val} validation pairs but the validation part of {cfg.data} "
+                            f"holds only {len(val_pool)}: ask for at most {len(val_pool)} or use a larger source")
+        warnings.append(f"n_val: the validation part of {cfg.data} holds {len(val_pool)} pairs, fewer than the "
+                        f"default {cfg.n_val}: all {len(val_pool)} validate")
     val = nested_subsets(val_pool, [min(cfg.n_val, len(val_pool))], cfg.split_seed)[min(cfg.n_val, len(val_pool))]
     train = [Item(src.metas[i].name, "real", (lambda i=i: src[i])) for i in real]
     if cfg.synthetic:

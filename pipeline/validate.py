@@ -20,6 +20,8 @@ SEED_MAX = 2**31 - 1
 # 40 Mpx is ~6300x6300, far above ultrasound frames (HC18: 800x540), far below a decompression bomb
 # (a 415 KB PNG of 20000x20000 took 42 s and 11.7 GiB when decoded with OpenCV, which has no limit)
 MAX_IMAGE_PIXELS = int(os.environ.get("SONOSYNTH_MAX_IMAGE_PIXELS", 40_000_000))
+# and per side: a 100000 x 100 strip is under the pixel limit but no ultrasound frame (issue 35)
+MAX_IMAGE_SIDE = int(os.environ.get("SONOSYNTH_MAX_IMAGE_SIDE", 8192))
 
 
 def _limit_pil() -> None:
@@ -35,14 +37,14 @@ def _limit_pil() -> None:
 _limit_pil()
 
 
-def check_name(name, field: str, default: str | None = None) -> str:
+def check_name(name, field: str, example: str = "ux-second") -> str:
     """A user-chosen name (run, LoRA, dataset, sweep): letters, digits, '-', '_', '.', not starting with
-    '.', at most MAX_NAME_LEN characters. Refused, never cut: a cut name may match another run."""
+    '.', at most MAX_NAME_LEN characters. Refused, never cut: a cut name may match another run. A blank
+    one is refused too, never replaced by a default: a default name is an existing run's, whose result
+    came back as if it were new (issue 35)."""
     text = "" if name is None else str(name).strip()
     if not text:
-        if default is not None:
-            return default
-        raise DataError(f"{field} is blank: give a name (letters, digits, '-', '_' or '.')")
+        raise DataError(f"{field} is empty: type a name such as {example} (letters, digits, '-', '_' or '.')")
     if len(text) > MAX_NAME_LEN:
         raise DataError(f"{field} is {len(text)} characters long; at most {MAX_NAME_LEN} are allowed")
     if not _NAME_RE.fullmatch(text) or text.startswith("."):
@@ -109,11 +111,15 @@ def check_image_size(width: int, height: int, what: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise DataError(f"{what}: the image is {width}x{height}, it has {width * height / 1e6:.0f} Mpx; at most "
                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx are accepted")
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise DataError(f"{what}: the image is {width}x{height} px; at most {MAX_IMAGE_SIDE} px per side are "
+                        f"accepted: downscale it")
 
 
-def image_header_size(data: bytes, what: str) -> tuple[int, int]:
-    """(width, height) from an encoded image's header, read by PIL without decoding the pixels (OpenCV
-    cannot do that); DataError when the bytes are not an image or its size is over the limit."""
+def image_header_size(data, what: str) -> tuple[int, int]:
+    """(width, height) from an encoded image's header (bytes, or a file path: read as far as the header),
+    read by PIL without decoding the pixels (OpenCV cannot do that); DataError when the bytes are not an
+    image or its size is over the limit."""
     import io
     import warnings
 
@@ -121,7 +127,8 @@ def image_header_size(data: bytes, what: str) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
+            src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+            with Image.open(src) as im:  # lazy: reads the header only
                 w, h = im.size
     except Image.DecompressionBombError as exc:  # PIL refuses at twice its limit, before we see the size
         m = re.search(r"\((\d+) pixels\)", str(exc))
@@ -129,7 +136,8 @@ def image_header_size(data: bytes, what: str) -> tuple[int, int]:
         raise DataError(f"{what}: the image has {size}; at most {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx are "
                         f"accepted") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise DataError(f"cannot read {what}: the file is corrupt or not an image") from None
+        raise DataError(f"cannot read {what}: the file is corrupt or not an image (use a PNG, JPEG, BMP or TIFF "
+                        f"file)") from None
     check_image_size(w, h, what)
     return w, h
 

@@ -162,12 +162,15 @@ def test_heavy_jobs_queue_with_a_visible_position(app_url, hc18_root):
     assert ja.result(timeout=120)["n"] == 799
 
 
-def test_corrupt_image_in_an_upload_is_reported_not_fatal(client, tmp_path):
+def test_corrupt_image_in_an_upload_is_refused_by_name_and_nothing_kept(client, tmp_path, app_work_dir):
+    """Since issue 35 every member is checked as an image before it is written: a zip holding one that is
+    not is refused, naming the file and the fix, and keeps nothing (it was extracted and shown unreadable)."""
+    uploads = app_work_dir / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
     z = _phantom_zip(tmp_path / "broken.zip", n=2, extra={"mydata/images/a_broken.png": b"garbage"})
-    r = load(client, upload=z)
-    assert r["summary"]["n"] == 3 and len(r["gallery"]) == 3
-    assert "cannot read images/a_broken.png" in r["status"]
-    assert r["gallery"][0]["caption"] == "#1 · unreadable"
-    assert r["headline"].startswith("⚠️") and r["info"] is None
-    _, _, info = client.predict(2, 0.4, api_name="/sample_detail")  # the readable ones still open
-    assert info["name"] == "u0.png"
+    with pytest.raises(AppError, match=r"cannot read mydata/images/a_broken\.png: the file is corrupt or not an "
+                                       r"image \(use a PNG, JPEG, BMP or TIFF file\)"):
+        load(client, upload=z)
+    assert (set(uploads.iterdir()) if uploads.exists() else set()) == before
+    r = load(client, upload=_phantom_zip(tmp_path / "fixed.zip", n=2))  # the same without it loads
+    assert r["summary"]["n"] == 2

@@ -234,8 +234,8 @@ def test_nested_subsets_and_per_trimester_selection():
 # ----------------------------------------------------------------------------- zip uploads
 def test_safe_extract_zip(tmp_path):
     good = tmp_path / "good.zip"
-    with zipfile.ZipFile(good, "w") as z:
-        z.writestr("ds/images/a.png", b"x")
+    with zipfile.ZipFile(good, "w") as z:  # a real image: members are checked as images since issue 35
+        z.writestr("ds/images/a.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
     assert (safe_extract_zip(good, tmp_path / "out") / "ds/images/a.png").is_file()
     for bad_name in ("../evil.txt", "/abs/evil.txt", "ds/../../evil.txt"):
         bad = tmp_path / "bad.zip"

@@ -37,7 +37,8 @@ def test_a_job_gets_its_own_flag_stop_sets_it_and_it_is_dropped_when_the_job_end
 
 
 def test_safe_name_refuses_instead_of_cutting():
-    assert safe_name("", "LoRA name", default="lora") == "lora"
+    with pytest.raises(DataError, match="LoRA name is empty"):  # never defaulted onto a run (issue 35)
+        safe_name("", "LoRA name")
     with pytest.raises((DataError, ValueError), match="sweep name"):
         safe_name("../x", "sweep name")
 

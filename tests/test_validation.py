@@ -140,9 +140,9 @@ def test_pixel_limit_in_folder_datasets_and_zips(tmp_path):
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("d/images/a.png", png_claiming(20000, 20000))
         zf.writestr("d/masks/a.png", png_claiming(20000, 20000))
-    dest = safe_extract_zip(z, tmp_path / "up")
-    with pytest.raises(DataError, match="Mpx"):
-        open_source(f"folder:{dest / 'd'}")[0]
+    with pytest.raises(DataError, match="d/images/a.png: the image has 400 Mpx"):  # from its header, before
+        safe_extract_zip(z, tmp_path / "up")  # it is written (issue 35); it was refused at its first load
+    assert not (tmp_path / "up" / "d" / "images" / "a.png").exists()
 
 
 # ----------------------------------------------------------------------------- data files
@@ -312,9 +312,9 @@ def test_blank_lora_and_run_names_are_refused_by_name(blank):
     """A blank name once became `lora` / `sam-run` and returned that existing run as done."""
     from pages.finetune import _run_name
     from pages.lora import _safe_name
-    with pytest.raises(DataError, match="LoRA name is blank: give a name"):
+    with pytest.raises(DataError, match="LoRA name is empty: type a name"):
         _safe_name(blank)
-    with pytest.raises(DataError, match="run name is blank: give a name"):
+    with pytest.raises(DataError, match="run name is empty: type a name"):
         _run_name(blank)
 
 
@@ -322,11 +322,13 @@ def test_n_val_has_a_checked_range_and_is_never_recorded_unused(tmp_path):
     from pipeline.sam.finetune import FinetuneConfig, finetune, hybrid_items
     with pytest.raises(DataError, match="n_val"):
         FinetuneConfig(data="phantom:24", n_val=5000).validate()
-    with pytest.raises(DataError, match=r"n_val 30: the validation part of phantom:24 holds only \d+ pairs"):
+    with pytest.raises(DataError, match=r"n_val: asked for 30 validation pairs but the validation part of phantom:24 holds only \d+: ask for at most"):
         hybrid_items(FinetuneConfig(data="phantom:24", n_real=2, n_val=30))
     out = tmp_path / "runs" / "r"
     with pytest.raises(DataError, match="n_val"):
         next(finetune(FinetuneConfig(data="phantom:24", n_real=2, n_val=30, cache_dir=str(tmp_path / "c")), out))
     assert not out.exists()
-    train, val, _ = hybrid_items(FinetuneConfig(data="phantom:24", n_real=2))  # the default validates on what there is
-    assert val
+    # the default validates on what there is, and says so (issue 35)
+    train, val, warnings = hybrid_items(FinetuneConfig(data="phantom:24", n_real=2))
+    assert val and f"n_val: the validation part of phantom:24 holds {len(val)} pairs, fewer than the default 40: " \
+        f"all {len(val)} validate" in warnings

@@ -113,6 +113,7 @@ class LoraTrainConfig:
         self.split_seed = check_seed(self.split_seed, "split_seed")
         self.save_every = check_int(self.save_every, "save_every", 1, 1_000_000)
         self.preview_every = check_int(self.preview_every, "preview_every (0 = none)", 0, 1_000_000)
+        self.preview_scale = check_float(self.preview_scale, "preview LoRA scale (preview_scale)", 0, 4)  # as generation's
         self.empty_prompt_prob = check_float(self.empty_prompt_prob, "empty-prompt share (empty_prompt_prob)",
                                              0, 0.95)
         self.resolution = check_int(self.resolution, "resolution (0 = the base's own)", 0, 2048)
