@@ -55,7 +55,7 @@ def _png(seed: int = 0) -> bytes:
     return cv2.imencode(".png", make_phantom(seed).image)[1].tobytes()
 
 
-def _zeros_zip(path: Path, head: bytes = b"", mib: int = ZEROS_MIB) -> Path:
+def zeros_zip(path: Path, head: bytes = b"", mib: int = ZEROS_MIB) -> Path:
     """images/a.png = head + `mib` MiB of zeros, written as a stream (the bench itself stays small)."""
     block = b"\0" * 2**20
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -90,8 +90,8 @@ def run_bench(args=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="sonosynth-upload-bench-") as tmp:
         tmp = Path(tmp)
         uploads = tmp / "work" / "uploads"
-        cases = {"zeros": _zeros_zip(tmp / "zeros.zip"),
-                 "png_then_zeros": _zeros_zip(tmp / "png_then_zeros.zip", head=_png()),
+        cases = {"zeros": zeros_zip(tmp / "zeros.zip"),
+                 "png_then_zeros": zeros_zip(tmp / "png_then_zeros.zip", head=_png()),
                  "good": _good_zip(tmp / "good.zip")}
         out["peak_reset"] = _reset_peak()
         for name, z in [*cases.items(), ("good_again", cases["good"])]:

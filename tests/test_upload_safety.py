@@ -57,14 +57,9 @@ def _dataset_zip(path: Path, seed: int = 0, n: int = 2) -> Path:
 
 
 def zeros_zip(path: Path, mib: int, head: bytes = b"") -> Path:
-    """images/a.png = head + mib MiB of zeros, streamed (a 400 MiB member is a ~400 KB zip)."""
-    block = b"\0" * 2**20
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("images/a.png", "w", force_zip64=True) as f:
-            f.write(head)
-            for _ in range(mib):
-                f.write(block)
-    return path
+    """images/a.png = head + mib MiB of zeros, streamed (a 400 MiB member is a ~400 KB zip): the bench's zip."""
+    from pipeline.upload_bench import zeros_zip as make
+    return make(path, head=head, mib=mib)
 
 
 def damaged_zip(path: Path) -> Path:
