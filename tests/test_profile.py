@@ -146,3 +146,26 @@ def test_a_config_file_naming_another_backend_gets_no_paper_weights():
     assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == ("litemedsam", None, paper.diffusion_base)
     tiny = SweepConfig.for_profile(get_profile("tiny"), train="phantom:12")
     assert (tiny.backend, tiny.base_weights) == ("litemedsam", None)  # what a tiny sweep always ran
+
+
+def test_one_home_for_the_profile_to_models_rule():
+    """Profile.sam_model / Profile.diffusion resolve back-end, weights and base for every caller (issue 34: the
+    rule was written five ways, in generate.py, sweep/config.py, sam/cli.py, pages/finetune.py and
+    pages/playground.py, and predictor.py a sixth)."""
+    from pathlib import Path
+    paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
+    assert paper.sam_model() == ("vit_b", "/m/sam.pth")
+    assert paper.sam_model("litemedsam") == ("litemedsam", None)  # another back-end: its own default weights
+    assert get_profile("tiny").sam_model() == ("litemedsam", None)
+    assert paper.diffusion() == "/m/sd" and paper.diffusion("/other") == "/other"
+    root = Path(__file__).resolve().parents[1]
+    written = [str(p.relative_to(root)) for p in [*root.glob("pipeline/**/*.py"), *root.glob("pages/*.py"), root / "app.py"]
+               if p.name != "config.py" and ("sam_checkpoint if" in p.read_text() or ".sam_checkpoint" in p.read_text())]
+    assert written == []
+    from pipeline.diffusion.generate import GenerateConfig
+    from pipeline.sweep.config import SweepConfig
+    g = GenerateConfig.for_profile(paper)
+    assert (g.base, g.sam, g.sam_weights) == ("/m/sd", "vit_b", "/m/sam.pth")
+    assert GenerateConfig.for_profile(paper, sam="litemedsam").sam_weights is None
+    s = SweepConfig.for_profile(paper, train="phantom:8")
+    assert (s.backend, s.base_weights, s.diffusion_base) == ("vit_b", "/m/sam.pth", "/m/sd")

@@ -573,7 +573,7 @@ def run_cli(args) -> int:
     from tqdm import tqdm
     cfg = LoraTrainConfig(data=args.data, trimester=args.trimester, n=args.n, steps=args.steps, rank=args.rank,
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
-                          base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
+                          base=resolve_profile(args.profile).diffusion(args.base), seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob,
                           resolution=args.resolution, mask_loss_weight=args.mask_loss_weight,
