@@ -87,6 +87,17 @@ class FinetuneConfig:
         d["split"] = list(self.split)
         return d
 
+    @staticmethod
+    def check_training(cfg) -> None:
+        """The checked ranges of the training settings a fine-tuning run and a sweep (SweepConfig, whose
+        cells are fine-tuning runs) share, refused with the field's name (never clamped): their one home."""
+        from ..validate import check_float, check_int
+        cfg.epochs = check_int(cfg.epochs, "epochs", 1, 10_000)
+        cfg.batch_size = check_int(cfg.batch_size, "batch_size", 1, 1024)
+        cfg.aug_views = check_int(cfg.aug_views, "aug_views", 1, 64)
+        cfg.n_val = check_int(cfg.n_val, "n_val", 1, _D.MAX_N_VAL)
+        cfg.lr = check_float(cfg.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+
     def validate(self) -> None:
         from ..validate import check_float, check_int, check_seed
         if self.aug not in AUGMENTATIONS:
@@ -95,11 +106,7 @@ class FinetuneConfig:
         self.n_real = check_int(self.n_real, "n_real", 0, 100_000)
         if self.n_synthetic is not None:
             self.n_synthetic = check_int(self.n_synthetic, "n_synthetic", 0, 1_000_000)
-        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
-        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
-        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
-        self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
-        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.check_training(self)
         self.weight_decay = check_float(self.weight_decay, "weight_decay", 0, 1)
         # the paper jitters each side by 0-20 px; beyond a few hundred px the box is no longer a prompt
         self.box_jitter_px = check_int(self.box_jitter_px, "box jitter (box_jitter_px)", 0, 256)
