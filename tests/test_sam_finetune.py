@@ -79,3 +79,28 @@ def test_kill_and_resume_continues_from_the_checkpoint(tmp_path):
     assert m.decoder_source.endswith("best.safetensors")
     with pytest.raises(DataError, match="already exists with other settings"):
         next(finetune(_cfg(cache, aug="weak"), out))
+
+
+def test_the_sam_bench_times_finetunes_own_step(monkeypatch):
+    """sam/bench.py once re-coded the decoder step it times (issue 34): it calls finetune.decoder_loss, the
+    forward half finetune() runs, with finetune's crop of the targets (the loss never sees the padding)."""
+    import argparse
+
+    import pipeline.sam.finetune as F
+    from pipeline.sam.bench import run_bench
+
+    class Timed(Exception):
+        pass
+    seen = []
+
+    def spy(model, emb, boxes, target, crop, loss_fn, bf16, decoder=None):
+        logits, loss = real(model, emb, boxes, target, crop, loss_fn, bf16, decoder)
+        seen.append((tuple(emb.shape), tuple(target.shape), tuple(logits.shape), crop))
+        raise Timed
+    real = F.decoder_loss
+    monkeypatch.setattr(F, "decoder_loss", spy)
+    with pytest.raises(Timed):
+        run_bench(argparse.Namespace(repeats=1))
+    ((emb, target, logits, crop),) = seen
+    assert emb[0] == target[0] == logits[0] == 5 and logits[1:] == (1, crop[0] * 4, crop[1] * 4)
+    assert target[1:] == (256, 256)  # the full low-res frame: decoder_loss cuts it as finetune() does

@@ -231,6 +231,19 @@ def _step_batch(cfg: FinetuneConfig, model, train: list[Item], idx: list[int], v
     return views, emb, torch.from_numpy(np.stack(tg)).float()
 
 
+def decoder_loss(model, emb: torch.Tensor, boxes, target: torch.Tensor, crop, loss_fn, bf16: bool,
+                 decoder=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward half of one fine-tuning step, as finetune() runs it and the benches measure it: decode the
+    embeddings (B, 256, 64, 64) with their box inputs (bf16 autocast when `bf16`), cut the low-res targets
+    (B, 256, 256) to the logits that cover the image (`crop`, from model.crop_cells: the loss never sees the
+    padding, see fast_decoder.py) and take the loss. -> (logits, loss); backward and the optimizer step are
+    the caller's (accelerate's in finetune())."""
+    with torch.autocast(emb.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
+    target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
+    return logits, loss_fn(logits.float(), target.to(logits.device))
+
+
 def _resume_or_start(run: RunDir, state: dict | None, acc, decoder, opt, validate, val_scores):
     """Step 2, resume: put the saved decoder, optimizer and position back (dropping metric rows logged after
     it), or start: score the zero-shot decoder as epoch 0 and keep it as the first best. Yields the
@@ -366,10 +379,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                 clean = False
                 # the loss covers the image, not the padding below/right of it (see fast_decoder.py)
                 crop = model.crop_cells([v.hw for v in views])
-                with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
-                target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
-                loss = loss_fn(logits.float(), target.to(acc.device))
+                _, loss = decoder_loss(model, emb, boxes, target, crop, loss_fn, bf16, decoder=decoder)
                 if not torch.isfinite(loss):  # stop: a diverged decoder must never be saved or reported done
                     raise TrainingDiverged(
                         f"training stopped at epoch {epoch + 1}, step {gstep + 1}: the loss is "
