@@ -71,7 +71,7 @@ Experiments tab's "detail LoRAs at" and "width / height" fields) SYN beat None o
 Dice, at several times the generation time. A base pretrained at a larger size too (`pretrain-base
 --extra-resolutions 256`, recorded as `"sizes"` in its `sonosynth_sampling.json`) lets a LoRA trained at that
 size draw there directly; the one built on 2026-11-27 draws one head at 256×256 but not yet an elliptic one,
-so it is not shipped (docs/pretraining.md, stage 9).
+so it is not shipped (docs/lab/2026-11-pretraining.md, stage 9).
 
 **Profile in use: `{profile}`** — {profile_help}
 

@@ -132,7 +132,7 @@ class LoraTrainConfig:
 def mask_loss_weights(x, latent_hw: tuple[int, int], weight: float):
     """Per-image loss weights at the latent grid, (N, 1, h, w): 1 + weight × the share of each latent cell
     covered by the head mask (the B channel of the in-channel images x, (N, 3, H, W) in [-1, 1]) dilated by
-    2 px, so the skull echo just outside the mask counts with it. Why (2026-11-27, docs/pretraining.md): the
+    2 px, so the skull echo just outside the mask counts with it. Why (2026-11-27, docs/lab/2026-11-pretraining.md): the
     tiny base's first-trimester LoRAs draw samples whose head the UNet erases part-way; weighing the head's
     error more is meant to teach the LoRA the head more firmly."""
     import torch
