@@ -169,3 +169,19 @@ def test_one_home_for_the_profile_to_models_rule():
     assert GenerateConfig.for_profile(paper, sam="litemedsam").sam_weights is None
     s = SweepConfig.for_profile(paper, train="phantom:8")
     assert (s.backend, s.base_weights, s.diffusion_base) == ("vit_b", "/m/sam.pth", "/m/sd")
+
+
+def test_a_missing_base_or_lora_is_refused_by_name_never_replaced(tmp_path):
+    """A named diffusion base or LoRA that is not there stops the job with a message naming what was looked
+    for; nothing falls back to the tiny base (issue 34)."""
+    from pipeline.diffusion.base import resolve_base
+    from pipeline.diffusion.generate import GenerateConfig, generate
+    missing = tmp_path / "no-such-base"
+    with pytest.raises(FileNotFoundError, match=f"diffusion base not found: {missing}"):
+        resolve_base(missing)
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        next(generate(GenerateConfig(base=str(missing), trimester="second", n=1, qc=False)))
+    lora = tmp_path / "no-such-lora"
+    with pytest.raises(FileNotFoundError, match=f"no LoRA weights at {lora}"):
+        next(generate(GenerateConfig(lora=str(lora), trimester="second", n=1, qc=False)))
+    assert resolve_base(get_profile("paper").diffusion("a/b")) == "a/b"  # a hub id is passed on as named
