@@ -15,8 +15,8 @@ from pipeline import browse
 import gradio as gr
 
 from pages import PAGES
-from pages.common import AppContext
-from pipeline.config import ROOT, resolve_profile
+from pages.common import AppContext, name_the_fields
+from pipeline.config import PROFILES, ROOT, resolve_profile
 
 DEFAULT_DATA_ROOTS = [ROOT.parent / "shared" / "data", ROOT / "data"]
 # Gallery captions wrap instead of being cut: the verdict and QC of a generated sample and the pair names
@@ -40,6 +40,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 with gr.Tab(page.TITLE, id=name) as tab:
                     ctx.tab = tab  # a page may refresh its lists when its tab is opened (tab.select)
                     page.build(ctx)
+    name_the_fields(demo)  # a refused field value names its field (pages.common)
     # every event goes through the queue: heavy ones share one worker (pages.common.HEAVY), so a second
     # user waits and sees their queue position; light ones run at most two at a time
     demo.queue(default_concurrency_limit=2, max_size=64)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    p.add_argument("--profile", choices=["tiny", "paper"], default=None,
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="tiny (offline CPU default) or paper (SAM ViT-B + SD v1.5, GPU)")
     p.add_argument("--data-root", action="append", default=None,
                    help="a folder whose data may be opened by typed path (repeatable); "

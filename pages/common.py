@@ -124,13 +124,34 @@ def _name_the_field(preprocess):
             msg = f"{self.label or 'a number field'}: expected a number, got {str(payload)[:40]!r}"
         logging.getLogger(__name__).warning("refused input: %s", msg)
         raise gr.Error(msg, print_exception=False) from None
-    checked._names_field = True  # type: ignore[attr-defined]
     return checked
 
 
-for _cls in (gr.Number, gr.Slider, gr.Dropdown, gr.Radio, gr.CheckboxGroup):  # ranges and choices
-    if not getattr(_cls.preprocess, "_names_field", False):
-        _cls.preprocess = _name_the_field(_cls.preprocess)
+def _checked_class(cls):
+    """A subclass of a Gradio field class whose preprocess names the field; same class name, so Gradio's
+    front end and API describe it as the original (get_block_name is the lower-case class name). Made with
+    ABCMeta.__new__, not Gradio's ComponentMeta.__new__: for a subclass without __init__ or EVENTS the latter
+    only adds writing a .pyi stub beside the defining module's source."""
+    from abc import ABCMeta
+    ns = {"preprocess": _name_the_field(cls.preprocess), "__module__": __name__, "__doc__": cls.__doc__,
+          "__qualname__": cls.__name__}
+    return ABCMeta.__new__(type(cls), cls.__name__, (cls,), ns)
+
+
+# ranges and choices; Gradio's own classes are left as they are (they were once patched at import)
+CHECKED_FIELDS = {cls: _checked_class(cls) for cls in (gr.Number, gr.Slider, gr.Dropdown, gr.Radio, gr.CheckboxGroup)}
+
+
+def name_the_fields(demo: gr.Blocks) -> gr.Blocks:
+    """Make every Number, Slider, Dropdown, Radio and CheckboxGroup of a built app refuse a bad value with the
+    field's name (_name_the_field). Called once by app.build_app after the pages are built: each field becomes
+    an instance of its CHECKED_FIELDS subclass, which Gradio also uses when it re-creates a field for a
+    session's update (block.__class__(**kwargs)), so the check survives updates."""
+    for block in demo.blocks.values():
+        checked = CHECKED_FIELDS.get(type(block))
+        if checked is not None:
+            block.__class__ = checked
+    return demo
 
 
 def _label(block) -> str:

@@ -71,8 +71,7 @@ def finetune_sam(ctx, spec, n_real, synthetic, n_synthetic, aug, epochs, batch_s
                          n_synthetic=_n_synthetic(n_synthetic) if syn else None, aug=aug,
                          aug_views=aug_views, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, box_jitter_px=jitter, seed=seed,
-                         n_val=n_val, backend=ctx.profile.sam_backend,
-                         base_weights=ctx.profile.sam_checkpoint if ctx.profile.sam_backend == "vit_b" else None,
+                         n_val=n_val, backend=ctx.profile.sam_model()[0], base_weights=ctx.profile.sam_model()[1],
                          cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
     cfg.validate()  # raw values above: each one's range is checked here, the message names the field
     stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends

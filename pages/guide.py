@@ -60,7 +60,18 @@ Use the **Data** tab first to pick your own data (an HC18 folder, or `images/` +
 | **heldout** | the test part of the training source's seeded split: never trained on, never used to choose a checkpoint. |
 | **None / WA / SA / SYN** | no augmentation / weak classic augmentation (flips, ±15° rotation, brightness/contrast, blur, noise) / strong (±45° rotation, elastic warps, colour shifts, cut-out holes) / synthetic pairs from the diffusion model added to the real ones (the paper's method). |
 | **epoch** | one pass over all training pairs. |
-| **working size** | the square size the diffusion model draws at (128×128 on the tiny base, 512×512 for Stable Diffusion v1.5). It limits what synthetic pairs can do for SAM: on HC18, even real annotated pairs squashed to 128×128 in SYN's place left LiteMedSAM at its zero-shot Dice, while at 256×256 they matched no augmentation and at full size beat it by a point (docs/results.md). On the tiny profile at 128×128, expect SYN to keep the zero-shot decoder rather than beat None; with the **detail pass** (a second LoRA per trimester trained at 256×256 re-draws each sample at that size, and pairs written at the scans' width/height: Generation tab, or the Experiments tab's "detail LoRAs at" and "width / height" fields) SYN beat None on HC18, 96.49 vs 96.32 % Dice, at several times the generation time. A base pretrained at a larger size too (`pretrain-base --extra-resolutions 256`, recorded as `"sizes"` in its `sonosynth_sampling.json`) lets a LoRA trained at that size draw there directly; the one built on 2026-11-27 draws one head at 256×256 but not yet an elliptic one, so it is not shipped (docs/pretraining.md, stage 9). |
+| **working size** | the square size the diffusion model draws at (128×128 on the tiny base, 512×512 for Stable Diffusion v1.5); it limits what synthetic pairs can do for SAM (below the table). |
+
+**What the working size means for SYN.** On HC18, even real annotated pairs squashed to 128×128 in SYN's
+place left LiteMedSAM at its zero-shot Dice, while at 256×256 they matched no augmentation and at full size
+beat it by a point (docs/results.md). On the tiny profile at 128×128, expect SYN to keep the zero-shot
+decoder rather than beat None. With the **detail pass** (a second LoRA per trimester trained at 256×256
+re-draws each sample at that size, and pairs written at the scans' width/height: Generation tab, or the
+Experiments tab's "detail LoRAs at" and "width / height" fields) SYN beat None on HC18, 96.49 vs 96.32 %
+Dice, at several times the generation time. A base pretrained at a larger size too (`pretrain-base
+--extra-resolutions 256`, recorded as `"sizes"` in its `sonosynth_sampling.json`) lets a LoRA trained at that
+size draw there directly; the one built on 2026-11-27 draws one head at 256×256 but not yet an elliptic one,
+so it is not shipped (docs/lab/2026-11-pretraining.md, stage 9).
 
 **Profile in use: `{profile}`** — {profile_help}
 

@@ -71,7 +71,8 @@ def _predictor(ctx, session: str, model_name: str):
     checkpoint = None
     if model_name and model_name != BASE:  # a run NAME inside runs/, never a path
         checkpoint = resolve_run(ctx.work_dir / "runs", model_name)
-    model = load_model(ctx.profile.sam_backend, checkpoint if checkpoint is not None else ctx.profile.sam_checkpoint)
+    backend, weights = ctx.profile.sam_model()
+    model = load_model(backend, checkpoint if checkpoint is not None else weights)
     with _LOCK:
         preds = model.__dict__.setdefault("_playground_predictors", OrderedDict())  # session -> SamPredictor
         pred = preds.get(session)

@@ -68,6 +68,20 @@ class Profile:
     # (LoraDefaults / LoraTrainConfig, GenerationDefaults / GenerateConfig, SamFinetuneDefaults /
     # FinetuneConfig), which the CLI, the tabs and the sweep read
 
+    def sam_model(self, backend: str | None = None) -> tuple[str, str | None]:
+        """(back-end, base weights) of the SAM a job under this profile runs: the profile's own, or the
+        back-end a caller names with its own default weights (the profile's checkpoint belongs to the
+        profile's back-end only). The one home of this rule: generation's QC, fine-tuning, the sweep, the
+        CLI, the predictor and the tabs all ask here."""
+        backend = backend or self.sam_backend
+        return backend, (self.sam_checkpoint if backend == self.sam_backend else None)
+
+    def diffusion(self, asked: str | None = None) -> str:
+        """The diffusion base a job under this profile trains and samples on: `asked` (a folder or hub id a
+        caller names) or the profile's own. A named base that is missing is refused where it is loaded
+        (diffusion.base.resolve_base names it), never replaced by another."""
+        return str(asked) if asked else self.diffusion_base
+
 
 PROFILES = {
     "tiny": Profile("tiny", "litemedsam", None, str(ASSETS / "tiny-base"), 128),

@@ -313,7 +313,7 @@ def run_paper_bench(size: str = "full", device: str | None = None, lora_batch: i
         # -- SAM ViT-B: one 1024² encoding through the embedding cache, one cached decoder step -----------
         from .augment import jittered_box_for
         from .sam.cache import EmbeddingCache
-        from .sam.finetune import dice_ce_loss, use_bf16
+        from .sam.finetune import decoder_loss, dice_ce_loss, use_bf16
         rec: dict = {}
         with measure(rec, device):
             sam = build_sam_vit_b(size).to(device)
@@ -335,9 +335,8 @@ def run_paper_bench(size: str = "full", device: str | None = None, lora_batch: i
         cached = cache.get(img)  # read back from disk, as a training step gets it
         rng = np.random.default_rng(0)
         boxes = np.concatenate([sam.box_to_input(jittered_box_for(p.mask, rng), p.mask.shape) for _ in range(B_sam)])
-        target = torch.from_numpy(np.stack([sam.mask_to_lowres(p.mask)] * B_sam))[:, None].float().to(device)
+        target = torch.from_numpy(np.stack([sam.mask_to_lowres(p.mask)] * B_sam)).float().to(device)
         crop = sam.crop_cells([p.mask.shape] * B_sam)  # as finetune(): the loss covers the image, not the padding
-        target = target[..., :crop[0] * 4, :crop[1] * 4]
         dec = sam.mask_decoder.train()
         opt = torch.optim.Adam(dec.parameters(), lr=1e-5, weight_decay=0.0)
         loss_fn = dice_ce_loss()
@@ -345,9 +344,7 @@ def run_paper_bench(size: str = "full", device: str | None = None, lora_batch: i
         rec = {}
         with measure(rec, device):
             e = cached.to(device, torch.float32)[None].expand(B_sam, -1, -1, -1)
-            with torch.autocast(device if on_gpu else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = sam.decode(e, boxes, crop=crop)
-            loss = loss_fn(logits.float(), target)
+            logits, loss = decoder_loss(sam, e, boxes, target, crop, loss_fn, bf16)  # finetune()'s step
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

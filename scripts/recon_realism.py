@@ -7,7 +7,7 @@ and B; reports KID x1000 (the realism report's definition: LiteMedSAM features, 
 of B against A itself (the floor), of A blurred to 32² (a texture-free control) and of each base's
 reconstruction of A (encode -> posterior mean -> decode), with the mean |vertical gradient| ("detail") and
 image L1 (0-255). A sample can hardly be more real than its decoder's reconstructions: when these score like
-the samples, the decoder is the limit, not the UNet (measured 2026-11-26: docs/pretraining.md).
+the samples, the decoder is the limit, not the UNet (measured 2026-11-26: docs/lab/2026-11-pretraining.md).
 """
 from __future__ import annotations
 

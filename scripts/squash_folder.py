@@ -2,7 +2,7 @@
 
     python scripts/squash_folder.py ../shared/data/hc18/test_set /tmp/test_set_256 256
 
-Stage 9 of the tiny base (docs/pretraining.md) pretrained on the HC18 test set squashed so: 9.6 MiB instead of
+Stage 9 of the tiny base (docs/lab/2026-11-pretraining.md) pretrained on the HC18 test set squashed so: 9.6 MiB instead of
 43, so the images fit, with the repository, into the 64 MiB a GPU machine is sent. View 0 at 256² and 128²
 is then what the full-size image gives; the seeded zoom/rotation views are drawn on the squashed image.
 """

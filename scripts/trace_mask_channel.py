@@ -1,6 +1,6 @@
 """Trace the in-channel mask while sampling: after every step, how many pixels of the B channel of the sampler's
 decoded clean estimate are above half (the model's current head), per seed. Shows where a headless sample
-loses its head (docs/pretraining.md, 2026-11-27 late night: without classifier-free guidance every traced
+loses its head (docs/lab/2026-11-pretraining.md, 2026-11-27 late night: without classifier-free guidance every traced
 first-trimester seed loses it, at guidance 3 none does).
 
     python scripts/trace_mask_channel.py --lora outputs/eval/run4C/lora-first --seeds 1015,2000,1001 \

@@ -1,6 +1,6 @@
 """Ellipse guidance (pipeline/diffusion/ellipse_guidance.py, not in the paper): the mask channel's ellipse fit
 part-way through sampling, the shift of UniPC's state that carries it, the settings and where they come from.
-What it does to valid rates, QC and realism is measured in docs/pretraining.md (stage 10)."""
+What it does to valid rates, QC and realism is measured in docs/lab/2026-11-pretraining.md (stage 10)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Classifier-free guidance for the first part of the schedule only (pipeline/diffusion/guidance_interval.py, not
 in the paper): where it stops, that the unconditional pass really stops there, the settings and where they come
-from. What it does to valid rates, QC, realism and speed is measured in docs/pretraining.md (stage 11)."""
+from. What it does to valid rates, QC, realism and speed is measured in docs/lab/2026-11-pretraining.md (stage 11)."""
 from __future__ import annotations
 
 import json

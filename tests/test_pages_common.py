@@ -270,3 +270,28 @@ def test_picture_folders_older_than_yesterday_are_removed(tmp_path, monkeypatch)
     assert (root / days[3]).is_dir()
     assert prune_pictures(root, today) == 1 and not (root / days[3]).exists()
     assert prune_pictures(tmp_path / "absent", today) == 0
+
+
+def test_gradio_is_not_patched_at_import_and_the_built_app_names_a_refused_field(tmp_path):
+    """pages.common once patched the preprocess of five Gradio classes at import (issue 34); now the built app's
+    fields are instances of subclasses that name the field, and Gradio's classes are untouched."""
+    import gradio as gr
+
+    import app
+    import pages.common as C
+    for cls, checked in C.CHECKED_FIELDS.items():
+        assert "checked" not in cls.preprocess.__qualname__ and checked.preprocess is not cls.preprocess
+        assert checked.__name__ == cls.__name__ and issubclass(checked, cls)
+    demo = app.build_app(app.make_context("tiny", [str(tmp_path / "data")], str(tmp_path / "work")))
+    fields = [b for b in demo.blocks.values() if isinstance(b, tuple(C.CHECKED_FIELDS))]
+    assert fields and all(type(b) in C.CHECKED_FIELDS.values() for b in fields)
+    num = next(b for b in fields if isinstance(b, gr.Number) and b.minimum is not None and b.label)
+    assert num.get_block_name() == "number"
+    rebuilt = type(num)(**num.constructor_args)  # what Gradio does for a session's update
+    for field in (num, rebuilt):
+        with pytest.raises(gr.Error) as refused:
+            field.preprocess(num.minimum - 1)
+        assert refused.value.message.startswith(f"{num.label}: ") and "minimum" in refused.value.message
+    with pytest.raises(gr.Error) as plain:  # a Number made outside the app keeps Gradio's own message
+        gr.Number(minimum=0, label="plain").preprocess(-1)
+    assert not plain.value.message.startswith("plain:")

@@ -146,3 +146,42 @@ def test_a_config_file_naming_another_backend_gets_no_paper_weights():
     assert (cfg.backend, cfg.base_weights, cfg.diffusion_base) == ("litemedsam", None, paper.diffusion_base)
     tiny = SweepConfig.for_profile(get_profile("tiny"), train="phantom:12")
     assert (tiny.backend, tiny.base_weights) == ("litemedsam", None)  # what a tiny sweep always ran
+
+
+def test_one_home_for_the_profile_to_models_rule():
+    """Profile.sam_model / Profile.diffusion resolve back-end, weights and base for every caller (issue 34: the
+    rule was written five ways, in generate.py, sweep/config.py, sam/cli.py, pages/finetune.py and
+    pages/playground.py, and predictor.py a sixth)."""
+    from pathlib import Path
+    paper = resolve_profile("paper", environ={"SONOSYNTH_SAM_CHECKPOINT": "/m/sam.pth", "SONOSYNTH_SD_BASE": "/m/sd"})
+    assert paper.sam_model() == ("vit_b", "/m/sam.pth")
+    assert paper.sam_model("litemedsam") == ("litemedsam", None)  # another back-end: its own default weights
+    assert get_profile("tiny").sam_model() == ("litemedsam", None)
+    assert paper.diffusion() == "/m/sd" and paper.diffusion("/other") == "/other"
+    root = Path(__file__).resolve().parents[1]
+    written = [str(p.relative_to(root)) for p in [*root.glob("pipeline/**/*.py"), *root.glob("pages/*.py"), root / "app.py"]
+               if p.name != "config.py" and ("sam_checkpoint if" in p.read_text() or ".sam_checkpoint" in p.read_text())]
+    assert written == []
+    from pipeline.diffusion.generate import GenerateConfig
+    from pipeline.sweep.config import SweepConfig
+    g = GenerateConfig.for_profile(paper)
+    assert (g.base, g.sam, g.sam_weights) == ("/m/sd", "vit_b", "/m/sam.pth")
+    assert GenerateConfig.for_profile(paper, sam="litemedsam").sam_weights is None
+    s = SweepConfig.for_profile(paper, train="phantom:8")
+    assert (s.backend, s.base_weights, s.diffusion_base) == ("vit_b", "/m/sam.pth", "/m/sd")
+
+
+def test_a_missing_base_or_lora_is_refused_by_name_never_replaced(tmp_path):
+    """A named diffusion base or LoRA that is not there stops the job with a message naming what was looked
+    for; nothing falls back to the tiny base (issue 34)."""
+    from pipeline.diffusion.base import resolve_base
+    from pipeline.diffusion.generate import GenerateConfig, generate
+    missing = tmp_path / "no-such-base"
+    with pytest.raises(FileNotFoundError, match=f"diffusion base not found: {missing}"):
+        resolve_base(missing)
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        next(generate(GenerateConfig(base=str(missing), trimester="second", n=1, qc=False)))
+    lora = tmp_path / "no-such-lora"
+    with pytest.raises(FileNotFoundError, match=f"no LoRA weights at {lora}"):
+        next(generate(GenerateConfig(lora=str(lora), trimester="second", n=1, qc=False)))
+    assert resolve_base(get_profile("paper").diffusion("a/b")) == "a/b"  # a hub id is passed on as named

@@ -18,14 +18,16 @@ from pipeline.sam.finetune import FinetuneConfig, finetune
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cfg(cache, **kw):
-    return FinetuneConfig(data="phantom:12", n_real=6, n_val=1, epochs=3, batch_size=3, cache_dir=str(cache), **kw)
+def _cfg(cache, epochs=3, **kw):
+    return FinetuneConfig(data="phantom:12", n_real=6, n_val=1, epochs=epochs, batch_size=3, cache_dir=str(cache), **kw)
 
 
 def test_kill_and_resume_continues_from_the_checkpoint(tmp_path):
+    """The killed run is given far more epochs than it can reach, so the kill always lands mid-run (no kill
+    window); the resumes then finish two epochs past the one it was killed after (epochs may change)."""
     out, cache = tmp_path / "runs" / "r", tmp_path / "cache"
     cmd = [sys.executable, "-m", "pipeline", "finetune-sam", "--data", "phantom:12", "--n-real", "6",
-           "--n-val", "1", "--epochs", "3", "--batch-size", "3", "--out", str(out), "--cache-dir", str(cache), "--json"]
+           "--n-val", "1", "--epochs", "5000", "--batch-size", "3", "--out", str(out), "--cache-dir", str(cache), "--json"]
     env = dict(os.environ, SONOSYNTH_PROFILE="tiny", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -41,11 +43,12 @@ def test_kill_and_resume_continues_from_the_checkpoint(tmp_path):
         proc.wait(timeout=30)
     assert RunDir(out).status()["status"] == "running"  # killed: nobody wrote "stopped" or "done"
     saved = torch.load(state_path, weights_only=False)
-    assert 1 <= saved["epoch"] < 3 and saved["step_in_epoch"] == 0
+    assert 1 <= saved["epoch"] < 5000 and saved["step_in_epoch"] == 0
+    E = saved["epoch"] + 2
 
     # resume in-process, then press Stop after one step
     steps = []
-    gen = finetune(_cfg(cache), out, stop=lambda: len(steps) >= 1)
+    gen = finetune(_cfg(cache, epochs=E), out, stop=lambda: len(steps) >= 1)
     events = []
     for ev in gen:
         events.append(ev)
@@ -62,13 +65,13 @@ def test_kill_and_resume_continues_from_the_checkpoint(tmp_path):
     assert mid["global_step"] == saved["global_step"] + 1 and mid["step_in_epoch"] == 1
 
     # resume again to the end
-    events = list(finetune(_cfg(cache), out))
+    events = list(finetune(_cfg(cache, epochs=E), out))
     done = events[-1]
-    assert done["kind"] == "done" and not done["stopped"] and done["global_step"] == 3 * 2
+    assert done["kind"] == "done" and not done["stopped"] and done["global_step"] == E * 2
     rows = RunDir(out).metrics()
     step_rows = [r["step"] for r in rows if r["kind"] == "step"]
-    assert step_rows == list(range(1, 7))  # every step once: nothing lost, nothing twice
-    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1, 2, 3]
+    assert step_rows == list(range(1, 2 * E + 1))  # every step once: nothing lost, nothing twice
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == list(range(E + 1))
     assert RunDir(out).status()["status"] == "done"
     meta = RunDir(out).weights_meta("best")
     assert meta["val_dice"] == pytest.approx(done["best_val_dice"])
@@ -79,3 +82,28 @@ def test_kill_and_resume_continues_from_the_checkpoint(tmp_path):
     assert m.decoder_source.endswith("best.safetensors")
     with pytest.raises(DataError, match="already exists with other settings"):
         next(finetune(_cfg(cache, aug="weak"), out))
+
+
+def test_the_sam_bench_times_finetunes_own_step(monkeypatch):
+    """sam/bench.py once re-coded the decoder step it times (issue 34): it calls finetune.decoder_loss, the
+    forward half finetune() runs, with finetune's crop of the targets (the loss never sees the padding)."""
+    import argparse
+
+    import pipeline.sam.finetune as F
+    from pipeline.sam.bench import run_bench
+
+    class Timed(Exception):
+        pass
+    seen = []
+
+    def spy(model, emb, boxes, target, crop, loss_fn, bf16, decoder=None):
+        logits, loss = real(model, emb, boxes, target, crop, loss_fn, bf16, decoder)
+        seen.append((tuple(emb.shape), tuple(target.shape), tuple(logits.shape), crop))
+        raise Timed
+    real = F.decoder_loss
+    monkeypatch.setattr(F, "decoder_loss", spy)
+    with pytest.raises(Timed):
+        run_bench(argparse.Namespace(repeats=1))
+    ((emb, target, logits, crop),) = seen
+    assert emb[0] == target[0] == logits[0] == 5 and logits[1:] == (1, crop[0] * 4, crop[1] * 4)
+    assert target[1:] == (256, 256)  # the full low-res frame: decoder_loss cuts it as finetune() does

@@ -50,3 +50,43 @@ def test_the_tabs_start_from_the_configs(widgets):
     assert widgets["lora-empty-prompt"] == lora.empty_prompt_prob and widgets["lora-batch"] == lora.batch_size
     assert widgets["lora-mask-loss-weight"] == lora.mask_loss_weight
     assert widgets["ft-nval"] == ft.n_val and widgets["ft-epochs"] == ft.epochs
+
+
+def test_a_request_reads_the_base_sampling_file_once(tmp_path, monkeypatch):
+    """BaseSampling.of parsed the sampling file four times per generation request (issue 34): now once."""
+    import json
+    import pipeline.diffusion.base as B
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / B.SAMPLING_FILE).write_text(json.dumps({"guidance": 2.5, "guidance_until": 0.5,
+                                                        "ellipse_guidance": {"at": [0.5]}}))
+    reads = []
+    real = B.sampling_record
+    monkeypatch.setattr(B, "sampling_record", lambda base=None: reads.append(base) or real(base))
+    s = B.BaseSampling.of(tmp_path)
+    assert (s.guidance, s.guidance_until, s.ellipse.at, s.calibration) == (2.5, 0.5, (0.5,), None)
+    assert reads == [tmp_path]
+    assert B.base_sizes(tmp_path, 128, B.sampling_record(tmp_path)) == [128] and len(reads) == 2
+
+
+def test_no_page_holds_a_paragraph_on_one_line():
+    """pages/guide.py once held a 1,143-character line of prose (issue 34): text a person edits wraps."""
+    from pathlib import Path
+    long = [f"{p.name}:{i}" for p in (Path(__file__).resolve().parents[1] / "pages").glob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 600]
+    assert long == []
+
+
+@pytest.mark.parametrize("name,bad", [("epochs", 0), ("batch_size", 2000), ("lr", 0.0), ("aug_views", 65),
+                                      ("n_val", 0), ("n_val", 10**6)])
+def test_the_sweep_takes_its_training_ranges_from_finetune_config(name, bad):
+    """SweepConfig once restated FinetuneConfig's ranges (issue 34): one home, FinetuneConfig.check_training."""
+    from pipeline.data import DataError
+    from pipeline.sweep.config import SweepConfig
+
+    def refusal(cfg):
+        with pytest.raises(DataError) as e:
+            cfg.validate()
+        return str(e.value)
+    ft = refusal(FinetuneConfig(data="phantom:4", **{name: bad}))
+    sw = refusal(SweepConfig(train="phantom:4", augmentations=["none"], **{name: bad}))
+    assert ft == sw and name.split("_")[0] in ft

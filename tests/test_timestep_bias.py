@@ -41,7 +41,7 @@ def test_no_bias_draws_exactly_as_the_paper_did():
 
 def test_the_shipped_bases_train_uniformly(tmp_path):
     """The tiny base declares no bias: both variants measured for it (later 0.5 ×4 and ×2, 2026-11-27) failed
-    their confirmation (docs/pretraining.md); Stable Diffusion (a hub id) trains as the paper does."""
+    their confirmation (docs/lab/2026-11-pretraining.md); Stable Diffusion (a hub id) trains as the paper does."""
     assert base_timestep_bias(None) == TimestepBias()  # assets/tiny-base
     assert not base_timestep_bias("stable-diffusion-v1-5/stable-diffusion-v1-5").active
     (tmp_path / "model_index.json").write_text("{}")

@@ -107,9 +107,15 @@ def resolve_base(base: str | os.PathLike | None = None) -> str:
                             f"rebuild it with `python -m pipeline pretrain-base --out assets/tiny-base`")
 
 
-# a base's own sampling settings, measured for it (written by hand from a measurement, see its README):
-# {"guidance": 2.0, "measured": "..."}; a base without the file is sampled with GenerationDefaults
+# a base's own sampling settings, measured for it (written by hand from a measurement): settings only, e.g.
+# {"guidance": 2.0}; where each number comes from sits beside it in the base's README.md. A base without the
+# file is sampled with GenerationDefaults
 SAMPLING_FILE = "sonosynth_sampling.json"
+_UNREAD = object()  # `record=` not given: read the base's sampling file (a caller that read it passes its record)
+
+
+def _found(base, record):
+    return sampling_record(base) if record is _UNREAD else record
 
 
 def sampling_record(base: str | os.PathLike | None = None) -> tuple[Path, dict] | None:
@@ -132,7 +138,7 @@ def sampling_record(base: str | os.PathLike | None = None) -> tuple[Path, dict] 
     return f, rec
 
 
-def base_guidance(base: str | os.PathLike | None = None, asked: float | None = None) -> float:
+def base_guidance(base: str | os.PathLike | None = None, asked: float | None = None, record=_UNREAD) -> float:
     """`asked` when given, else the classifier-free guidance a base is sampled with: the value measured for it
     in its folder's SAMPLING_FILE, else GenerationDefaults.guidance (7.5: Stable Diffusion's default; the
     paper names no guidance). A hub id (no local folder) gets the default."""
@@ -141,40 +147,41 @@ def base_guidance(base: str | os.PathLike | None = None, asked: float | None = N
     if asked is not None:
         return float(asked)
     default = GenerationDefaults().guidance
-    found = sampling_record(base)
+    found = _found(base, record)
     if found is None or "guidance" not in found[1]:
         return default
     f, rec = found
     return check_float(rec["guidance"], f"{f}: guidance", 0, 50)  # the same range GenerateConfig accepts
 
 
-def base_guidance_until(base: str | os.PathLike | None = None, asked: float | None = None) -> float:
+def base_guidance_until(base: str | os.PathLike | None = None, asked: float | None = None,
+                        record=_UNREAD) -> float:
     """`asked` when given, else the share of the steps a base is sampled with classifier-free guidance
     (guidance_interval.py): its SAMPLING_FILE's "guidance_until", measured for it, else 1 (every step: the
     paper's and Stable Diffusion's sampling)."""
     from .guidance_interval import check_guidance_until
     if asked is not None:
         return check_guidance_until(asked)
-    found = sampling_record(base)
+    found = _found(base, record)
     if found is None or found[1].get("guidance_until") is None:
         return 1.0
     f, rec = found
     return check_guidance_until(rec["guidance_until"], f"{f}: guidance_until")
 
 
-def base_latent_calibration(base: str | os.PathLike | None = None):
+def base_latent_calibration(base: str | os.PathLike | None = None, record=_UNREAD):
     """The calibration (calibration.LatentCalibration) recorded in a base folder's sampling file, or None (a
     hub id, no file, no entry). Here beside the other readers of the sampling file, so calibration.py needs
     nothing from this module."""
     from .calibration import KEY, LatentCalibration
-    found = sampling_record(base)
+    found = _found(base, record)
     if found is None or found[1].get(KEY) is None:
         return None
     f, rec = found
     return LatentCalibration.from_dict(rec[KEY], f"{f}: {KEY}")
 
 
-def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | None = None):
+def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | None = None, record=_UNREAD):
     """The ellipse guidance (ellipse_guidance.EllipseGuidance) a sample is drawn with, or None (off): `asked`
     when given ("off", or fractions of the schedule such as "0.2, 0.4, 0.6"), else the base's own, measured for
     it and kept in its SAMPLING_FILE under "ellipse_guidance" ({"at": [...]}); a base without the entry (Stable
@@ -182,7 +189,7 @@ def base_ellipse_guidance(base: str | os.PathLike | None = None, asked: str | No
     from .ellipse_guidance import EllipseGuidance, parse_ellipse_guidance
     if asked is not None and str(asked).strip():
         return parse_ellipse_guidance(asked)
-    found = sampling_record(base)
+    found = _found(base, record)
     if found is None or found[1].get("ellipse_guidance") is None:
         return None
     f, rec = found
@@ -209,11 +216,13 @@ class BaseSampling:
     @classmethod
     def of(cls, base: str | os.PathLike | None = None, guidance: float | None = None,
            guidance_until: float | None = None, ellipse_guidance: str | None = None,
-           calibrate: bool = True) -> "BaseSampling":
-        """The base's own sampling; a part given here wins over the base's (each validated where it is read)."""
-        return cls(base_guidance(base, guidance), base_guidance_until(base, guidance_until),
-                   base_ellipse_guidance(base, ellipse_guidance),
-                   base_latent_calibration(base) if calibrate else None)
+           calibrate: bool = True, record=_UNREAD) -> "BaseSampling":
+        """The base's own sampling; a part given here wins over the base's (each validated where it is read).
+        The sampling file is read once here (`record`: a sampling_record a caller already read)."""
+        rec = _found(base, record)
+        return cls(base_guidance(base, guidance, rec), base_guidance_until(base, guidance_until, rec),
+                   base_ellipse_guidance(base, ellipse_guidance, rec),
+                   base_latent_calibration(base, rec) if calibrate else None)
 
     def record(self) -> dict:
         """What a sample's params record about how it was drawn."""
@@ -282,12 +291,12 @@ def base_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
 
 
-def base_sizes(base: str | os.PathLike | None, own: int) -> list[int]:
+def base_sizes(base: str | os.PathLike | None, own: int, record=_UNREAD) -> list[int]:
     """The square sizes a base's UNet was trained to draw at: its own, plus the `sizes` its SAMPLING_FILE
     lists (a base pretrained with --extra-resolutions, measured to draw one head there). A LoRA trained at
     one of them samples there directly; at any other size the UNet tiles heads (a 128²-only base sampled at
     256²: 1 of 32 valid, 2026-11-26)."""
-    rec = sampling_record(base)
+    rec = _found(base, record)
     extra = rec[1].get("sizes", []) if rec else []
     if not isinstance(extra, list) or not all(isinstance(v, int) and v > 0 for v in extra):
         raise ValueError(f"{rec[0]}: 'sizes' must be a list of positive whole numbers, not {extra!r}")

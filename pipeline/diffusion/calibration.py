@@ -2,7 +2,7 @@
 
 Why: the UNet's final latents (UniPC, 20 steps) vary less than the VAE encoder's latents of real images -- per
 channel about 5-15 % less standard deviation and 15-20 % less high-frequency energy (measured 2026-11-26 on
-the tiny base with the default LoRAs: docs/pretraining.md, stage 8). The decoder learnt on encoder latents, so
+the tiny base with the default LoRAs: docs/lab/2026-11-pretraining.md, stage 8). The decoder learnt on encoder latents, so
 it draws such latents smoother than real ultrasound. A fixed per-channel map, measured once per base,
 restores the spread:
 
@@ -12,7 +12,7 @@ It is applied to the last step's latents only (diffusers' `callback_on_step_end`
 untouched and a seed gives the same image whatever batch it is in (the map is fixed, not a batch statistic).
 A base without a calibration in its sampling file (Stable Diffusion v1.5, the paper profile) is sampled as
 is. The numbers live in the base's `sonosynth_sampling.json` under "latent_calibration"; measure them with
-`python scripts/latent_calibration.py` (docs/pretraining.md, stage 8).
+`python scripts/latent_calibration.py` (docs/lab/2026-11-pretraining.md, stage 8).
 """
 from __future__ import annotations
 

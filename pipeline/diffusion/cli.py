@@ -157,7 +157,7 @@ def _generate(args) -> int:
     from .generate import GenerateConfig, summarize
     profile = resolve_profile(args.profile)
     cfg = GenerateConfig.for_profile(profile, trimester=args.trimester, n=args.n, lora=args.lora,
-                         base=args.base or profile.diffusion_base, seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
+                         base=profile.diffusion(args.base), seed=None if args.seed is not None and args.seed < 0 else args.seed, steps=args.steps,
                          lora_scale=args.scale, guidance=args.guidance, batch_size=args.batch_size,
                          threshold=args.threshold, qc=not args.no_qc, precision=args.precision,
                          calibrate=not args.no_calibration, detail_lora=args.detail_lora,

@@ -2,7 +2,7 @@
 
 Not in the paper. Why: the tiny base's samples often show an elliptic skull in the image while the B channel
 (the in-channel mask) is bean-shaped, has a second small blob or is faint; the Ellipse Extractor then refuses
-the pair (first trimester, default LoRAs: 10 of 32 refused, docs/pretraining.md). The paper fits an ellipse
+the pair (first trimester, default LoRAs: 10 of 32 refused, docs/lab/2026-11-pretraining.md). The paper fits an ellipse
 after sampling and keeps whatever it gets; here the fit happens WHILE sampling, so the remaining steps draw
 the image and the mask around one ellipse together. The Ellipse Extractor still judges the final B channel
 with all its rules; nothing is accepted by construction.

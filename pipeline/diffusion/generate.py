@@ -179,9 +179,8 @@ class GenerateConfig:
     def for_profile(cls, profile, **settings) -> "GenerateConfig":
         """A config that generates with the profile's diffusion base and scores QC with its SAM (back-end and
         base weights): the one way the dashboard and the CLI make one, so QC never runs another profile's SAM."""
-        sam = settings.get("sam", profile.sam_backend)
-        return cls(**{"base": profile.diffusion_base, "sam": sam,
-                      "sam_weights": profile.sam_checkpoint if sam == profile.sam_backend else None, **settings})
+        sam, weights = profile.sam_model(settings.get("sam"))
+        return cls(**{"base": profile.diffusion(), "sam": sam, "sam_weights": weights, **settings})
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -391,9 +390,11 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
              predictor=None) -> Iterator[dict]:
     """Generator: {"kind": "start", seeds}, one {"kind": "sample", sample, index, total} per image as its
     batch finishes, then {"kind": "done"} (or "stopped")."""
-    from .base import BaseSampling, base_resolution, base_sizes, prompt_for, resolve_base
+    from .base import BaseSampling, base_resolution, base_sizes, prompt_for, resolve_base, sampling_record
     cfg.validate()
-    sampling = BaseSampling.of(cfg.base, cfg.guidance, cfg.guidance_until, cfg.ellipse_guidance, cfg.calibrate)
+    record = sampling_record(cfg.base)  # the base's sampling file, read once for this request
+    sampling = BaseSampling.of(cfg.base, cfg.guidance, cfg.guidance_until, cfg.ellipse_guidance, cfg.calibrate,
+                               record=record)
     first = int(cfg.seed) if cfg.seed is not None else secrets.randbelow(2 ** 31)
     seeds = [(first + i) % 2 ** 32 for i in range(int(cfg.n))]
     pipe_given = pipe
@@ -404,7 +405,7 @@ def generate(cfg: GenerateConfig, stop: Callable[[], bool] | None = None, pipe=N
     main_size = detail_size = None
     if cfg.detail_lora or lora_working_size(cfg.lora) is not None:
         own = base_resolution(pipe)
-        main_size, detail_size = check_sizes(cfg, own, base_sizes(cfg.base, own))
+        main_size, detail_size = check_sizes(cfg, own, base_sizes(cfg.base, own, record))
     if cfg.qc and predictor is None:
         predictor = qc_predictor(cfg.sam, cfg.sam_weights)
     prompt = prompt_for(cfg.trimester)

@@ -169,7 +169,7 @@ def run(args) -> int:
     profile = resolve_profile(args.profile)
     cfg = GridConfig(lora=args.lora, trimester=args.trimester, scales=parse_numbers(args.scales, "--scales"),
                      seeds=[int(s) if float(s).is_integer() else s for s in parse_numbers(args.seeds, "--seeds")],
-                     steps=args.steps, guidance=args.guidance, base=args.base or profile.diffusion_base)
+                     steps=args.steps, guidance=args.guidance, base=profile.diffusion(args.base))
     cfg.validate()  # every setting checked before the model loads
     t0 = time.time()
     picture, cells = lora_grid(cfg, progress=lambda k, n: print(f"strength {k}/{n}", flush=True))

@@ -133,7 +133,7 @@ class LoraTrainConfig:
 def mask_loss_weights(x, latent_hw: tuple[int, int], weight: float):
     """Per-image loss weights at the latent grid, (N, 1, h, w): 1 + weight × the share of each latent cell
     covered by the head mask (the B channel of the in-channel images x, (N, 3, H, W) in [-1, 1]) dilated by
-    2 px, so the skull echo just outside the mask counts with it. Why (2026-11-27, docs/pretraining.md): the
+    2 px, so the skull echo just outside the mask counts with it. Why (2026-11-27, docs/lab/2026-11-pretraining.md): the
     tiny base's first-trimester LoRAs draw samples whose head the UNet erases part-way; weighing the head's
     error more is meant to teach the LoRA the head more firmly."""
     import torch
@@ -574,7 +574,7 @@ def run_cli(args) -> int:
     from tqdm import tqdm
     cfg = LoraTrainConfig(data=args.data, trimester=args.trimester, n=args.n, steps=args.steps, rank=args.rank,
                           alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, grad_clip=args.grad_clip,
-                          base=args.base or resolve_profile(args.profile).diffusion_base, seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
+                          base=resolve_profile(args.profile).diffusion(args.base), seed=args.seed, selection_seed=args.selection_seed, pool=args.pool,
                           save_every=args.save_every, preview_every=args.preview_every,
                           mixed_precision=args.mixed_precision, empty_prompt_prob=args.empty_prompt_prob,
                           resolution=args.resolution, mask_loss_weight=args.mask_loss_weight,

@@ -9,7 +9,9 @@ learn what ultrasound looks like from them (the HC18 test set: 335 images whose 
 published). No image with an annotation, and no image any evaluation uses, goes into pretraining:
 `--exclude` data sources are checked pixel by pixel against the unlabelled folder and a match is refused.
 
-Three stages, each resumable from its checkpoint in the work folder:
+Three stages, each resumable from its checkpoint in the work folder, each one function in a module named for
+it: data here (make_dataset, make_unlabelled), vae in pretrain_vae.py (train_vae), unet in pretrain_unet.py
+(encode_latents, train_unet); what they share (the run, its random streams, checkpoints) in pretrain_run.py.
 1. data  — N phantoms from pipeline/phantom.py drawn at HC18's aspect ratio, resized to 128² like real
            images are, as in-channel images (R = G = image, B = filled mask); cached as one .npy;
            unlabelled real images as `real_views` seeded views each (zoom, small rotation, gain), 128²;
@@ -46,6 +48,12 @@ import numpy as np
 
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text
 from ..masks import TRIMESTERS, trimester_from_hc
+# the stages of the recipe, one module each (names re-exported: scripts and tests import them from here)
+from .pretrain_run import StageRun, _save_ckpt, ema_update  # noqa: F401
+from .pretrain_unet import (UNLABELLED_PROMPT, UnetLatents, encode_all, encode_latents, latent_scaling,  # noqa: F401
+                            prompt_ids, train_unet)
+from .pretrain_vae import (adaptive_weight, build_discriminator, image_channel, image_detail, judge_vae,  # noqa: F401
+                           judge_vae_pairs, random_ellipse_mask, train_vae, vae_recon_loss, vae_trainable)
 
 
 @dataclass
@@ -184,25 +192,25 @@ class PretrainConfig:
         return bool(self.bf16)
 
 
-UNLABELLED_PROMPT = "An ultrasound image of a fetal head"
 # settings that may change when a run is resumed: more steps, checkpoint cadence, threads, the report set
 RESUMABLE_CHANGES = ("vae_steps", "unet_steps", "ckpt_every", "threads", "judge", "judge_n", "extra", "device",
                      "workers")
 
 
 def check_resume(cfg: "PretrainConfig", work: Path) -> None:
-    """Refuse to resume a work folder with different settings (naming them), never mix two recipes."""
+    """Refuse to resume a work folder with different settings (naming them), never mix two recipes: runs.py's
+    resume rule (changed_settings), with pretraining's own list of settings that may change."""
+    from ..runs import changed_settings
     path = work / "config.json"
     if not path.is_file():
         return
-    # a setting added after the run was started is read as its default (what that run used)
-    old = {**json.loads(json.dumps(asdict(PretrainConfig()))), **json.loads(path.read_text())}
     new = json.loads(json.dumps(asdict(cfg)))
-    changed = [k for k in new if k not in RESUMABLE_CHANGES and old[k] != new[k]]
+    # a setting added after the run was started is read as its default (what that run used)
+    changed = changed_settings(json.loads(path.read_text()), new, may_change=RESUMABLE_CHANGES, only=list(new),
+                               defaults=json.loads(json.dumps(asdict(PretrainConfig()))))
     if changed:
-        raise ValueError("the work folder " + str(work) + " holds a run with other settings: "
-                         + ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed)
-                         + "; use another --work folder or the same settings")
+        raise ValueError(f"the work folder {work} holds a run with other settings: {', '.join(changed)}; use "
+                         f"another --work folder or the same settings")
 
 
 def _phantom_rgb(cfg: PretrainConfig, i: int, sizes: tuple[int, ...] | None = None):
@@ -332,94 +340,6 @@ def make_unlabelled(cfg: PretrainConfig, work: Path, sizes: tuple[int, ...] | No
     return xs[want[0]] if sizes is None else xs
 
 
-def random_ellipse_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A filled ellipse anywhere in (partly outside) the frame: the VAE learns to carry any head mask."""
-    from ..masks import Ellipse
-    e = Ellipse(rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size, rng.uniform(0.25, 0.9) * size,
-                rng.uniform(0.25, 0.9) * size, rng.uniform(0, 180))
-    return e.fill((size, size))
-
-
-def judge_vae(vae, spec: str | None, n: int, size: int) -> dict | None:
-    """Reconstruction of REAL image+mask pairs (never trained on): image L1 (0-255 scale) and mask IoU."""
-    import torch
-    from ..data import open_source
-    from .base import rgb_to_tensor, tensor_to_rgb, to_model_size
-    if not spec:
-        return None
-    src = open_source(spec)
-    idx = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int)
-    return judge_vae_pairs(vae, np.stack([to_model_size(src[int(i)].image, src[int(i)].mask, size) for i in idx]))
-
-
-def judge_vae_pairs(vae, x: np.ndarray) -> dict:
-    """judge_vae on (N, R, R, 3) uint8 in-channel pairs; 'detail' = mean |vertical gradient| of the image,
-    which speckle dominates (a blurred reconstruction has less than the real image)."""
-    import torch
-    from .base import rgb_to_tensor, tensor_to_rgb
-    dev = next(vae.parameters()).device
-    with torch.no_grad():
-        rec = tensor_to_rgb(vae.decode(vae.encode(rgb_to_tensor(x).to(dev)).latent_dist.mean).sample)
-    l1 = float(np.abs(rec[..., :2].astype(np.float32) - x[..., :2]).mean())
-    a, b = rec[..., 2] > 127, x[..., 2] > 127
-    iou = float((a & b).sum() / max(1, (a | b).sum()))
-    return {"image_l1": round(l1, 2), "mask_iou": round(iou, 4), "n": len(x),
-            "detail_real": round(image_detail(x), 2), "detail_rec": round(image_detail(rec), 2)}
-
-
-def image_detail(x: np.ndarray) -> float:
-    """Mean |vertical gradient| of the image channel of (N, R, R, 3) uint8 in-channel pairs: speckle dominates
-    it, so a blurred image has less than the real one."""
-    return float(np.mean([np.abs(np.diff(im.astype(np.float32), axis=0)).mean() for im in x[..., 0]]))
-
-
-# ----------------------------------------------------------------------------- losses
-def vae_recon_loss(rec, x, echo_weight: float = 0.0):
-    """L1 + Fourier amplitude (log) L1 + local-contrast L1: keeps speckle energy that plain L1 blurs.
-    echo_weight k > 0 weighs each pixel's L1 by 1 + k * its brightness in the target image (0..1), so the bright
-    skull echo costs more to lose than the dark background."""
-    import torch
-    import torch.nn.functional as F
-    err = (rec - x).abs()
-    if echo_weight > 0:
-        err = err * (1 + echo_weight * (image_channel(x) + 1) / 2)
-    l1 = err.mean()
-    fa = torch.log1p(torch.fft.rfft2(rec.float(), norm="ortho").abs())
-    fb = torch.log1p(torch.fft.rfft2(x.float(), norm="ortho").abs())
-    freq = (fa - fb).abs().mean()
-
-    def local_std(z):
-        mu = F.avg_pool2d(z, 5, 1, 2)
-        return (F.avg_pool2d(z * z, 5, 1, 2) - mu * mu).clamp_min(1e-6).sqrt()
-    contrast = (local_std(rec.float()) - local_std(x.float())).abs().mean()
-    return l1 + 0.3 * freq + 0.5 * contrast
-
-
-def build_discriminator(seed: int):
-    """MONAI's PatchDiscriminator (pix2pix / taming-transformers' NLayerDiscriminator) on ONE channel, the
-    image (R = G): it judges texture patch by patch (receptive field 70 px); the mask channel is the pixel
-    losses' job."""
-    import torch
-    from monai.networks.nets import PatchDiscriminator
-    torch.manual_seed(seed + 101)
-    return PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=32, in_channels=1, out_channels=1)
-
-
-def image_channel(x):
-    """(N, 3, H, W) in-channel tensor -> (N, 1, H, W): the image, the mean of R and G."""
-    return x[:, :2].mean(dim=1, keepdim=True)
-
-
-def adaptive_weight(rec_loss, adv_loss, last_weight) -> float:
-    """latent-diffusion's LPIPSWithDiscriminator.calculate_adaptive_weight (deliberate copy, 2026-11-26): the
-    ratio of the two losses' gradient norms at the decoder's last layer, so the adversarial pull stays in
-    proportion to the reconstruction's whatever their scales (no per-dataset tuning of the weight)."""
-    import torch
-    g_rec = torch.autograd.grad(rec_loss, last_weight, retain_graph=True)[0]
-    g_adv = torch.autograd.grad(adv_loss, last_weight, retain_graph=True)[0]
-    return float((g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4))
-
-
 def init_components(cfg: PretrainConfig) -> dict:
     """Fresh tiny components, or (init_base) the VAE / UNet / text encoder of an existing base, in fp32."""
     import torch
@@ -440,100 +360,13 @@ def init_components(cfg: PretrainConfig) -> dict:
     return comps
 
 
-def prompt_ids(tok, dev):
-    """Token ids of the prompts pretraining conditions on: 0..2 the trimester prompts, 3 empty, 4 unlabelled."""
-    from .base import prompt_for
-    return tok([prompt_for(t) for t in TRIMESTERS] + ["", UNLABELLED_PROMPT], padding="max_length",
-               max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
-
-
-class UnetLatents:
-    """Swaps a share of a decoder batch's latents for the (frozen) UNet's one-step clean estimate of them, noised
-    to a random level: z_t = sqrt(a_t) z + sqrt(1 - a_t) e, z0 = (z_t - sqrt(1 - a_t) e_hat) / sqrt(a_t), with the
-    trimester prompt for phantoms and the unlabelled caption for real views (the conditions the UNet learnt)."""
-
-    def __init__(self, cfg: "PretrainConfig", unet, te, tok, sched, dev):
-        import torch
-        if sched.config.prediction_type != "epsilon":
-            raise ValueError(f"vae_unet_latent_frac needs an epsilon-predicting scheduler, not "
-                             f"{sched.config.prediction_type!r}")
-        self.frac, self.t_max, self.unet = float(cfg.vae_unet_latent_frac), int(cfg.vae_unet_t_max), unet.eval()
-        with torch.no_grad():
-            self.text = te.eval()(prompt_ids(tok, dev))[0]
-        self.alphas = sched.alphas_cumprod.to(dev)
-
-    def __call__(self, z, prompt_idx: np.ndarray, g=None, sf: float = 1.0):
-        import torch
-        n = z.shape[0]
-        pick = (torch.rand(n, generator=g) < self.frac).to(z.device)
-        t = torch.randint(1, self.t_max + 1, (n,), generator=g).to(z.device)
-        noise = torch.randn(z.shape, generator=g).to(z.device, z.dtype)
-        rows = pick.nonzero().flatten()  # the UNet runs on the picked rows only (all draws made above, as before)
-        if len(rows) == 0:
-            return z
-        a = self.alphas[t[rows]].view(-1, 1, 1, 1).to(z.dtype)
-        prompts = self.text[torch.as_tensor(prompt_idx, device=z.device)[rows]]
-        with torch.no_grad():
-            zt = a.sqrt() * z.detach()[rows] * sf + (1 - a).sqrt() * noise[rows]
-            eps = self.unet(zt, t[rows], encoder_hidden_states=prompts).sample.to(z.dtype)
-            z0 = (zt - (1 - a).sqrt() * eps) / a.sqrt() / sf
-        return z.index_put((rows,), z0)
-
-
-def vae_trainable(vae, which: str) -> list:
-    """The VAE parameters that train: all, or the decoder side only (encoder frozen = latent space kept)."""
-    if which == "all":
-        return list(vae.parameters())
-    vae.encoder.requires_grad_(False)
-    vae.quant_conv.requires_grad_(False)
-    return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-
-
-def _param_names(model, params) -> list[str]:
-    """The names of `params` in `model`, in the order of `params` (EMA checkpoints key by name)."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for p in params]
-
-
-def ema_update(ema: list, params: list, decay: float, step: int) -> None:
-    """ema <- lerp towards params; the decay warms up as (1 + step) / (10 + step) so early weights fade fast."""
-    import torch
-    d = min(decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
-
-
-def encode_all(vae, rgb: np.ndarray, chunk: int = 64) -> dict:
-    """Posterior mean and std of every image, on the CPU (the cache is device-independent)."""
-    import torch
-    from .base import rgb_to_tensor
-    means, stds = [], []
-    dev = next(vae.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(rgb), chunk):
-            d = vae.encode(rgb_to_tensor(rgb[i:i + chunk]).to(dev)).latent_dist
-            means.append(d.mean.float().cpu()); stds.append(d.std.float().cpu())
-    return {"mean": torch.cat(means), "std": torch.cat(stds)}
-
-
-def latent_scaling(cfg: PretrainConfig, vae, lat: dict) -> float:
-    """SD's convention: latents * scaling_factor have unit variance. A kept encoder keeps its factor (the
-    init base's UNet was trained at that scale)."""
-    if cfg.vae_train == "decoder":
-        return float(vae.config.scaling_factor)
-    return float(1.0 / lat["mean"].std())
-
-
-def _save_ckpt(path: Path, obj: dict) -> None:
-    import torch
-    atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix=".pt")
-
-
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | None = None,
              stop=None) -> Iterator[dict]:
-    """Generator: yields {"kind": "stage"|"step"|"done", ...}; resumes from work_dir checkpoints."""
+    """Generator: yields {"kind": "stage"|"step"|"done", ...}; resumes from work_dir checkpoints. The recipe's
+    stages in order, each one function: the data (make_dataset, make_unlabelled), the VAE
+    (pretrain_vae.train_vae), the latents and the UNet + text encoder (pretrain_unet.encode_latents,
+    train_unet), then the base in the diffusers layout (_save_base)."""
     import torch
-    from .base import rgb_to_tensor
 
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir else out_dir.parent / f".{out_dir.name}-work"
@@ -546,235 +379,29 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, work_dir: str | Path | No
     atomic_write_json(work / "config.json", asdict(cfg))
     torch.set_num_threads(cfg.threads)
     dev = cfg.torch_device()
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.use_bf16())
     t_start = time.time()
     spent = _spent(work)["seconds"]  # seconds earlier invocations of this run took (the README gives the total)
-
-    def clock():
-        _save_spent(work, spent + time.time() - t_start, dev)
 
     yield {"kind": "stage", "stage": "data", "n": cfg.n_phantoms, "unlabelled": cfg.unlabelled}
     sizes = tuple(s for s, _ in cfg.unet_sizes())
     data_at, tri = make_dataset(cfg, work, sizes)
     real_at = make_unlabelled(cfg, work, sizes) if cfg.unlabelled else None
-    data = data_at[sizes[0]]
     real = real_at[sizes[0]] if real_at is not None else None
-    real_frac = cfg.real_frac if real is not None else 0.0
     comps = init_components(cfg)
-    vae, unet, te, tok, sched = (comps[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
-    vae.to(dev); unet.to(dev); te.to(dev)
-    g = torch.Generator().manual_seed(cfg.seed)
-    rng_np = np.random.default_rng(cfg.seed + 11)
-
-    # ---- stage 2: VAE
-    vae_ck = work / "vae.pt"
-    vae_params = vae_trainable(vae, cfg.vae_train)
-    opt = torch.optim.AdamW(vae_params, lr=cfg.vae_lr, weight_decay=0.0)
-    disc = d_opt = adv = None
-    if cfg.vae_adv_weight > 0 and cfg.vae_steps > 0:
-        from monai.losses import PatchAdversarialLoss
-        disc = build_discriminator(cfg.seed).to(dev).train()
-        d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
-        adv = PatchAdversarialLoss(criterion="least_squares")
-    step = 0
-    vae_ema = [p.detach().clone() for p in vae_params] if cfg.vae_ema_decay > 0 else None
-    ema_names = _param_names(vae, vae_params)
-
-    def save_vae():
-        state = {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
-                 "rng_np": rng_np.bit_generator.state}
-        if vae_ema is not None:  # the averaged weights, by parameter name (what the saved VAE will be)
-            state["ema"] = dict(zip(ema_names, vae_ema))
-        if disc is not None:
-            state.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
-        _save_ckpt(vae_ck, state)
-        clock()
-    if vae_ck.is_file():
-        ck = torch.load(vae_ck, weights_only=False, map_location=dev)
-        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
-        g.set_state(ck["rng"].cpu())
-        if "rng_np" in ck:
-            rng_np.bit_generator.state = ck["rng_np"]
-        if disc is not None and "disc" in ck:
-            disc.load_state_dict(ck["disc"]); d_opt.load_state_dict(ck["d_opt"])
-        if vae_ema is not None and "ema" in ck:
-            vae_ema = [ck["ema"][n].to(dev) for n in ema_names]
-    yield {"kind": "stage", "stage": "vae", "step": step, "total": cfg.vae_steps, "train": cfg.vae_train,
-           "judge_before": judge_vae(vae.eval(), cfg.judge, cfg.judge_n, cfg.resolution) if step == 0 else None}
-    vae.train()
-    if cfg.vae_train == "decoder":
-        vae.encoder.eval(); vae.quant_conv.eval()
-    n_real = int(round(cfg.vae_batch * real_frac))
-    unet_latents = (UnetLatents(cfg, unet, te, tok, sched, dev)
-                    if cfg.vae_unet_latent_frac > 0 and step < cfg.vae_steps else None)
-    while step < cfg.vae_steps:
-        if stop is not None and stop():
-            save_vae()
-            yield {"kind": "stopped", "stage": "vae", "step": step}
-            return
-        c = cfg.vae_crop
-        oy, ox = (int(v) for v in torch.randint(cfg.resolution - c + 1, (2,), generator=g))
-        idx = torch.randint(len(data), (cfg.vae_batch - n_real,), generator=g)
-        crops = [data[idx.numpy(), oy:oy + c, ox:ox + c]]
-        if n_real:
-            ridx = torch.randint(len(real), (n_real,), generator=g).numpy()
-            rgb = np.repeat(real[ridx][..., None], 3, axis=3)
-            for j in range(n_real):
-                rgb[j, ..., 2] = random_ellipse_mask(rng_np, cfg.resolution) * 255 \
-                    if rng_np.random() < cfg.vae_real_ellipse_prob else 0
-            crops.append(rgb[:, oy:oy + c, ox:ox + c])
-        x = rgb_to_tensor(np.concatenate(crops)).to(dev)
-        if torch.rand((), generator=g) < 0.5:
-            x = x.flip(3)
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 50)
-        for pg in opt.param_groups:
-            pg["lr"] = lr
-        with torch.autocast(**amp):
-            post = vae.encode(x).latent_dist
-            z = post.sample(generator=g)
-            if unet_latents is not None:
-                z = unet_latents(z, np.concatenate([tri[idx.numpy()], np.full(n_real, 4)]), g,
-                                 float(vae.config.scaling_factor))
-            rec = vae.decode(z).sample
-        rec = rec.float()
-        rl = vae_recon_loss(rec, x, cfg.vae_echo_weight)
-        kl = post.kl().float().mean() / x[0].numel()
-        loss = rl + 1e-4 * kl
-        extra = {}
-        if disc is not None and step >= cfg.vae_adv_start:
-            with torch.autocast(**amp):
-                g_adv = adv(disc(image_channel(rec))[-1].float(), target_is_real=True, for_discriminator=False)
-            w = cfg.vae_adv_weight * adaptive_weight(rl, g_adv, vae.decoder.conv_out.weight)
-            loss = loss + w * g_adv
-            extra.update(g_adv=float(g_adv.detach()), adv_w=w)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae_params, 1.0)
-        opt.step()
-        if disc is not None:  # the discriminator: real crops vs their reconstructions
-            with torch.autocast(**amp):
-                d_loss = 0.5 * (adv(disc(image_channel(rec.detach()))[-1].float(), target_is_real=False,
-                                    for_discriminator=True)
-                                + adv(disc(image_channel(x))[-1].float(), target_is_real=True, for_discriminator=True))
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            extra["d_loss"] = float(d_loss.detach())
-        step += 1
-        if vae_ema is not None:
-            ema_update(vae_ema, vae_params, cfg.vae_ema_decay, step)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"VAE loss is not finite at step {step}: the run is stopped, its last "
-                                     f"checkpoint ({vae_ck}) is kept; lower --vae-lr")
-        yield {"kind": "step", "stage": "vae", "step": step, "total": cfg.vae_steps, "loss": float(loss.detach()),
-               "l1": float((rec - x).detach().abs().mean()), **extra}
-        if step % cfg.ckpt_every == 0 or step == cfg.vae_steps:
-            save_vae()
-    if vae_ema is not None:  # the saved VAE (and what the UNet's latents come from) is the average
-        with torch.no_grad():
-            for p, e in zip(vae_params, vae_ema):
-                p.copy_(e)
-    vae.eval().requires_grad_(False)
-    judged = judge_vae(vae, cfg.judge, cfg.judge_n, cfg.resolution)
-    if judged:
-        yield {"kind": "judge", "stage": "vae", **judged}
-
-    # ---- latents once (the VAE is frozen from here): posterior mean and std of every phantom, at every size
-    lat_at = {}
-    for s in sizes:
-        lat_path = work / ("latents.pt" if s == sizes[0] else f"latents_{s}.pt")
-        if lat_path.is_file():
-            lat = torch.load(lat_path, map_location="cpu")
-        else:
-            lat = encode_all(vae, data_at[s])
-            if real_at is not None:  # unlabelled: R = G = image, B = 0 (no mask)
-                rs = real_at[s]
-                rl = encode_all(vae, np.concatenate([np.repeat(rs[..., None], 2, axis=3),
-                                                     np.zeros_like(rs)[..., None]], axis=3))
-                lat.update(real_mean=rl["mean"], real_std=rl["std"])
-            _save_ckpt(lat_path, lat)
-        lat_at[s] = lat
-    sf = latent_scaling(cfg, vae, lat_at[sizes[0]])
-    vae.register_to_config(scaling_factor=sf)
-    atomic_write_json(work / "scaling_factor.json", {"scaling_factor": sf})
-    lat_at = {s: {k: v.to(dev) for k, v in lat.items()} for s, lat in lat_at.items()}
-
-    # ---- stage 3: UNet + text encoder
-    ids = prompt_ids(tok, dev)
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    ema = [p.detach().clone() for p in params]
-    step = 0
-    unet_ck = work / "unet.pt"
-    if unet_ck.is_file():
-        ck = torch.load(unet_ck, weights_only=False, map_location=dev)
-        unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"]); opt.load_state_dict(ck["opt"])
-        ema = ck["ema"]; step = ck["step"]; g.set_state(ck["rng"].cpu())
-    batch_at = dict(cfg.unet_sizes())
-    alphas = sched.alphas_cumprod.to(dev)
-    snr = alphas / (1 - alphas)
-    tri_t = torch.from_numpy(tri)
-    yield {"kind": "stage", "stage": "unet", "step": step, "total": cfg.unet_steps, "scaling_factor": sf}
-    unet.train(); te.train()
-
-    def save_unet():
-        _save_ckpt(unet_ck, {"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
-                             "ema": ema, "step": step, "rng": g.get_state()})
-        clock()
-    while step < cfg.unet_steps:
-        if stop is not None and stop():
-            save_unet()
-            yield {"kind": "stopped", "stage": "unet", "step": step}
-            return
-        # every random draw comes from the CPU generator g (the same stream on any device), then moves
-        size = sizes[step % len(sizes)]  # one size per step, in turn
-        lat, batch = lat_at[size], batch_at[size]
-        n_real = int(round(batch * real_frac))
-        idx = torch.randint(len(data), (batch - n_real,), generator=g)
-        mu, sd = lat["mean"][idx.to(dev)], lat["std"][idx.to(dev)]
-        which = tri_t[idx].clone()
-        if n_real:
-            ridx = torch.randint(len(lat["real_mean"]), (n_real,), generator=g).to(dev)
-            mu, sd = torch.cat([mu, lat["real_mean"][ridx]]), torch.cat([sd, lat["real_std"][ridx]])
-            which = torch.cat([which, torch.full((n_real,), 4)])
-        z = (mu + sd * torch.randn(mu.shape, generator=g).to(dev)) * sf
-        if torch.rand((), generator=g) < 0.5:  # heads face either way in real scans
-            z = z.flip(3)
-        noise = torch.randn(z.shape, generator=g).to(dev)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=g).to(dev)
-        noisy = sched.add_noise(z, noise, t)
-        which[torch.rand(len(z), generator=g) < cfg.uncond_prob] = 3
-        which = which.to(dev)
-        lr = cfg.unet_lr * min(1.0, (step + 1) / 100)
-        for pg in opt.param_groups:
-            pg["lr"] = lr
-        with torch.autocast(**amp):
-            emb = te(ids)[0]  # 4 prompts through the encoder, then gathered: cheap and trains it
-            pred = unet(noisy, t, encoder_hidden_states=emb[which]).sample
-        w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]  # min-SNR weighting (Hang et al. 2023)
-        loss = (w * ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"UNet loss is not finite at step {step}: the run is stopped, its last "
-                                     f"checkpoint ({unet_ck}) is kept; lower the learning rate")
-        ema_update(ema, params, cfg.ema_decay, step)
-        yield {"kind": "step", "stage": "unet", "step": step, "total": cfg.unet_steps, "loss": float(loss.detach())}
-        if step % cfg.ckpt_every == 0 or step == cfg.unet_steps:
-            save_unet()
-
-    # ---- save the EMA weights, fp16, diffusers layout
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
-    unet.eval(); te.eval()
-    comps["scheduler"] = sched
-    clock()
-    for m in (vae, unet, te):
-        m.to("cpu")
+    for k in ("vae", "unet", "text_encoder"):
+        comps[k].to(dev)
+    run = StageRun(cfg, work, dev, dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.use_bf16()),
+                   torch.Generator().manual_seed(cfg.seed), np.random.default_rng(cfg.seed + 11),
+                   lambda: _save_spent(work, spent + time.time() - t_start, dev), stop, data_at[sizes[0]], tri,
+                   real, cfg.real_frac if real is not None else 0.0)
+    if not (yield from train_vae(run, comps)):
+        return
+    lat_at, sf = encode_latents(run, comps["vae"], sizes, data_at, real_at)
+    if not (yield from train_unet(run, comps, lat_at, sf, sizes)):
+        return
+    run.clock()  # the EMA weights, fp16, diffusers layout
+    for k in ("vae", "unet", "text_encoder"):
+        comps[k].to("cpu")
     took = _spent(work)
     _save_base(comps, out_dir, cfg, took["seconds"], took["on"])
     yield {"kind": "done", "out": str(out_dir), "minutes": (time.time() - t_start) / 60}

@@ -6,7 +6,7 @@ the share `portion` of the timesteps at the noisy end ("later") or the clean end
 `multiplier` times as often. The same three settings, with the same meaning, here.
 
 Why it is here: the tiny base's first-trimester samples that come out without a head had one part-way, which
-the UNet erased between t ≈ 650 and t ≈ 450 (docs/pretraining.md, 2026-11-27 afternoon); a LoRA that spends
+the UNet erased between t ≈ 650 and t ≈ 450 (docs/lab/2026-11-pretraining.md, 2026-11-27 afternoon); a LoRA that spends
 more of its steps at t ≥ 500 might learn the head's presence more firmly. Measured on the tiny base
 (2026-11-27 evening): it does on the first trimester (+8 and +11 valid of 192 over three LoRA draws), but at
 the cost of second-trimester masks, QC and third-trimester realism, so the tiny base declares none. A base

@@ -67,7 +67,7 @@ def _median(fn, repeats: int, name: str = "") -> float:
 
 def run_bench(args) -> dict:
     from ..augment import jittered_box_for
-    from .finetune import dice_ce_loss, use_bf16
+    from .finetune import decoder_loss, dice_ce_loss, use_bf16
     from .models import build_model
     from .predictor import SamPredictor
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -80,7 +80,7 @@ def run_bench(args) -> dict:
     rng = np.random.default_rng(0)
     boxes = [jittered_box_for(s.mask, rng) for s in samples[:B]]
     boxes_in = np.concatenate([model.box_to_input(b, s.mask.shape) for b, s in zip(boxes, samples)])
-    target = torch.from_numpy(np.stack([model.mask_to_lowres(s.mask) for s in samples[:B]]))[:, None]
+    target = torch.from_numpy(np.stack([model.mask_to_lowres(s.mask) for s in samples[:B]]))
     with torch.no_grad():
         cached = model.encode(torch.cat([model.preprocess(s.image)[0] for s in samples[:B]])).half()
     dec = model.mask_decoder.train()
@@ -88,15 +88,12 @@ def run_bench(args) -> dict:
     loss_fn = dice_ce_loss()
 
     crop = model.crop_cells([s.mask.shape for s in samples[:B]])
-    target = target[..., :crop[0] * 4, :crop[1] * 4]
 
     bf16 = use_bf16("auto", torch.device("cpu"))
     precision = {"on": bf16}
 
-    def decoder_step(emb):  # what finetune() does per step
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision["on"]):
-            logits = model.decode(emb, boxes_in, crop=crop)
-        loss = loss_fn(logits.float(), target)
+    def decoder_step(emb):  # what finetune() does per step: its decoder_loss, backward, Adam
+        _, loss = decoder_loss(model, emb, boxes_in, target, crop, loss_fn, precision["on"])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

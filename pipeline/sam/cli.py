@@ -156,8 +156,8 @@ def _evaluate(args) -> int:
 def config_from_args(args):
     from .finetune import FinetuneConfig
     prof = resolve_profile(args.profile)
-    backend = args.backend or prof.sam_backend
-    base = args.base_weights or (prof.sam_checkpoint if backend == prof.sam_backend else None)
+    backend, weights = prof.sam_model(args.backend)
+    base = args.base_weights or weights
     return FinetuneConfig(data=args.data, n_real=args.n_real, synthetic=args.synthetic,
                           n_synthetic=args.n_synthetic, aug=args.aug, aug_views=args.aug_views,
                           cache_embeddings=not args.recompute, epochs=args.epochs, batch_size=args.batch_size,

@@ -87,6 +87,17 @@ class FinetuneConfig:
         d["split"] = list(self.split)
         return d
 
+    @staticmethod
+    def check_training(cfg) -> None:
+        """The checked ranges of the training settings a fine-tuning run and a sweep (SweepConfig, whose
+        cells are fine-tuning runs) share, refused with the field's name (never clamped): their one home."""
+        from ..validate import check_float, check_int
+        cfg.epochs = check_int(cfg.epochs, "epochs", 1, 10_000)
+        cfg.batch_size = check_int(cfg.batch_size, "batch_size", 1, 1024)
+        cfg.aug_views = check_int(cfg.aug_views, "aug_views", 1, 64)
+        cfg.n_val = check_int(cfg.n_val, "n_val", 1, _D.MAX_N_VAL)
+        cfg.lr = check_float(cfg.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+
     def validate(self) -> None:
         from ..validate import check_float, check_int, check_seed
         if self.aug not in AUGMENTATIONS:
@@ -95,11 +106,7 @@ class FinetuneConfig:
         self.n_real = check_int(self.n_real, "n_real", 0, 100_000)
         if self.n_synthetic is not None:
             self.n_synthetic = check_int(self.n_synthetic, "n_synthetic", 0, 1_000_000)
-        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
-        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
-        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
-        self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
-        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
+        self.check_training(self)
         self.weight_decay = check_float(self.weight_decay, "weight_decay", 0, 1)
         # the paper jitters each side by 0-20 px; beyond a few hundred px the box is no longer a prompt
         self.box_jitter_px = check_int(self.box_jitter_px, "box jitter (box_jitter_px)", 0, 256)
@@ -222,6 +229,19 @@ def _step_batch(cfg: FinetuneConfig, model, train: list[Item], idx: list[int], v
     with torch.no_grad():
         emb = model.encode(torch.cat([model.preprocess(im)[0] for im in imgs]))
     return views, emb, torch.from_numpy(np.stack(tg)).float()
+
+
+def decoder_loss(model, emb: torch.Tensor, boxes, target: torch.Tensor, crop, loss_fn, bf16: bool,
+                 decoder=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward half of one fine-tuning step, as finetune() runs it and the benches measure it: decode the
+    embeddings (B, 256, 64, 64) with their box inputs (bf16 autocast when `bf16`), cut the low-res targets
+    (B, 256, 256) to the logits that cover the image (`crop`, from model.crop_cells: the loss never sees the
+    padding, see fast_decoder.py) and take the loss. -> (logits, loss); backward and the optimizer step are
+    the caller's (accelerate's in finetune())."""
+    with torch.autocast(emb.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
+    target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
+    return logits, loss_fn(logits.float(), target.to(logits.device))
 
 
 def _resume_or_start(run: RunDir, state: dict | None, acc, decoder, opt, validate, val_scores):
@@ -359,10 +379,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True, stop
                 clean = False
                 # the loss covers the image, not the padding below/right of it (see fast_decoder.py)
                 crop = model.crop_cells([v.hw for v in views])
-                with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model.decode(emb, boxes, decoder=decoder, crop=crop)
-                target = target[:, None, :logits.shape[-2], :logits.shape[-1]]
-                loss = loss_fn(logits.float(), target.to(acc.device))
+                _, loss = decoder_loss(model, emb, boxes, target, crop, loss_fn, bf16, decoder=decoder)
                 if not torch.isfinite(loss):  # stop: a diverged decoder must never be saved or reported done
                     raise TrainingDiverged(
                         f"training stopped at epoch {epoch + 1}, step {gstep + 1}: the loss is "

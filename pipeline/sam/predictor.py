@@ -107,12 +107,12 @@ def load_predictor(profile_or_backend=None, checkpoint=None, device: str | None 
     fine-tuned run / weights file as `checkpoint`. No environment is read here: an entry point resolves
     the profile once (config.resolve_profile) and passes it."""
     from ..config import PROFILES, Profile, get_profile
-    backend, base = None, None
-    if isinstance(profile_or_backend, Profile) or profile_or_backend in (None, "") or profile_or_backend in PROFILES:
-        prof = profile_or_backend if isinstance(profile_or_backend, Profile) else get_profile(profile_or_backend or None)
-        backend, base = prof.sam_backend, prof.sam_checkpoint
-    else:
-        backend = profile_or_backend
+    if isinstance(profile_or_backend, Profile):
+        backend, base = profile_or_backend.sam_model()
+    elif profile_or_backend in (None, "") or profile_or_backend in PROFILES:
+        backend, base = get_profile(profile_or_backend or None).sam_model()
+    else:  # a back-end by name: its own default weights
+        backend, base = get_profile().sam_model(profile_or_backend)
     if checkpoint is None and base is not None:
         checkpoint = base  # the profile's base weights (e.g. sam_vit_b_01ec64.pth for "paper")
     return SamPredictor(load_model(backend, checkpoint, device))

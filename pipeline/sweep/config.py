@@ -72,9 +72,8 @@ class SweepConfig:
         """A sweep with the profile's SAM (back-end, base weights) and diffusion base unless `settings`
         name them: the one way the dashboard and the CLI make one, so a sweep started under the paper
         profile never fine-tunes LiteMedSAM or generates its SYN set with the tiny base."""
-        backend = settings.get("backend", profile.sam_backend)
-        return cls.from_dict({"backend": backend, "diffusion_base": profile.diffusion_base,
-                              "base_weights": profile.sam_checkpoint if backend == profile.sam_backend else None,
+        backend, weights = profile.sam_model(settings.get("backend"))
+        return cls.from_dict({"backend": backend, "diffusion_base": profile.diffusion(), "base_weights": weights,
                               **settings})
 
     @classmethod
@@ -112,8 +111,6 @@ class SweepConfig:
             raise DataError(f"unknown augmentation(s) {bad}: choose from {', '.join(AUG_ORDER)}")
         if not self.n_real or min(self.n_real) < 1:
             raise DataError("n_real needs at least one value, each at least 1")
-        if self.repeats < 1 or self.epochs < 1:
-            raise DataError("repeats and epochs must be at least 1")
         if self.segmenter not in SEGMENTERS:
             raise DataError(f"segmenter must be one of {', '.join(SEGMENTERS)}, got {self.segmenter!r}")
         if set(self.augmentations) & set(SYN_ARMS):
@@ -130,12 +127,9 @@ class SweepConfig:
         # every numeric setting has a checked range, refused with the field's name (never clamped)
         self.n_real = [check_int(v, "N_real", 1, 100_000) for v in self.n_real]
         self.repeats = check_int(self.repeats, "repeats", 1, 1000)
-        self.epochs = check_int(self.epochs, "epochs", 1, 10_000)
+        from ..sam.finetune import FinetuneConfig
+        FinetuneConfig.check_training(self)  # epochs, batch_size, lr, aug_views, n_val: a cell is a fine-tuning run
         self.total = check_int(self.total, "total (SYN)", 1, 1_000_000)
-        self.batch_size = check_int(self.batch_size, "batch_size", 1, 1024)
-        self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
-        self.aug_views = check_int(self.aug_views, "aug_views", 1, 64)
-        self.n_val = check_int(self.n_val, "n_val", 1, _D.MAX_N_VAL)
         self.lora_steps = check_int(self.lora_steps, "lora_steps", 1, 1_000_000)
         if self.segmenter == "unet":  # the U-Net's own ranges, from its config (one home per range)
             u = self.unet_config(n_real=1, augmentation="none", synthetic=None)
