@@ -318,7 +318,7 @@ def refresh_loras(ctx):
 
 def newest_lora(ctx, s):
     """The LoRA list after the LoRA tab saved one (s: its saved folders, ';'-separated)."""
-    names = [Path(p).name for p in (s or "").split(";") if p]
+    names = [Path(p).name for p in (s or "").split("\n")[0].split(";") if p]  # lora.trained_value
     ch = lora_choices(ctx)
     # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
     ok = bool(names) and names[-1] in [c[1] for c in ch[1:]] and lora_state(_lora_root(ctx) / names[-1])["finished"]

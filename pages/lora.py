@@ -150,17 +150,25 @@ def train_lora(ctx, spec, trimesters, name, n, steps, rank, alpha, lr, batch_siz
                 previews = [(picture_file(im), f"{t} · step {ev['step']} · seed {s}")
                             for im, s in zip(ev["images"], cfg.preview_seeds)] + previews
                 yield (f"**{t}**: step {ev['step']} · preview at seeds {list(cfg.preview_seeds)}",
-                       loss_figure(losses, f"{out.name} loss"), previews, str(out))
+                       loss_figure(losses, f"{out.name} loss"), previews, gr.skip())
             elif k == "stopped":
                 yield (f"⏹ stopped at step {ev['step']}: the LoRA of that step is saved in "
                        f"`{short_path(out, ctx.work_dir)}` — it is **unfinished**; press Start again with the "
                        f"same name to resume", loss_figure(losses, f"{out.name} loss"), previews,
-                       str(out))
+                       trained_value([str(out)]))
                 return
             elif k == "done":
                 saved.append(str(out))
     yield (f"✅ saved {len(saved)} LoRA(s): " + ", ".join(f"`{Path(s).name}`" for s in saved)
-           + " — pick them in the Generation tab", gr.skip(), previews, ";".join(saved))
+           + " — chosen in the Generation tab", gr.skip(), previews, trained_value(saved))
+
+
+def trained_value(folders) -> str:
+    """The `trained` state's value once a LoRA is saved: its folders, ';'-separated, then a line with the time.
+    Set only when a run ends (a preview's half-trained LoRA is not one to pick), and never the same string
+    twice, so the Generation tab hears every saved LoRA: a run that ended on the same folder as a preview (or
+    the same name trained again) left the state unchanged and the LoRA unchosen (issue 33)."""
+    return ";".join(folders) + f"\n{time.time_ns()}"
 
 
 def fit_n(ctx, spec, trimesters, n, n_auto):
