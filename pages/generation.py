@@ -327,6 +327,15 @@ def newest_lora(ctx, s):
     return gr.Dropdown(choices=ch, value=names[-1]) if ok else gr.Dropdown(choices=ch)
 
 
+def restore_lora(ctx, saved, current):
+    """A reloaded page gets the LoRA this browser last chose, while it is still there and nothing else is chosen
+    (the list fell back to the base model only, issue 33)."""
+    names = [c[1] for c in lora_choices(ctx)[1:]]
+    if saved and saved != NO_LORA and saved in names and current in (None, "", NO_LORA):
+        return saved
+    return gr.skip()
+
+
 def build(ctx) -> None:
     # ------------------------------------------------------------------ widgets
     gr.Markdown(INTRO)
@@ -425,6 +434,13 @@ def build(ctx) -> None:
     trained = ctx.shared.get("lora_trained")
     if trained is not None:
         trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
+    # the chosen LoRA survives a reload (this browser's localStorage); its change event is when the browser
+    # hands the stored value over, after the page loaded
+    saved_lora = gr.BrowserState("", storage_key="sonosynth-generation-lora")
+    lora.change(lambda v: v, inputs=[lora], outputs=[saved_lora], api_visibility="private", queue=False,
+                show_progress="hidden")
+    gr.on([saved_lora.change] + ([ctx.demo.load] if ctx.demo is not None else []), bind_ctx(restore_lora, ctx),
+          inputs=[saved_lora, lora], outputs=[lora], api_visibility="private", queue=False, show_progress="hidden")
     gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
                                      dataset, detail_lora, detail_strength, restore_aspect, ellipse_guidance,
                                      guidance_until],
