@@ -120,6 +120,11 @@ def next_page(ctx, spec, page, alpha, trimester):
     return data_page(ctx, spec, (page or 0) + 1, alpha, trimester)
 
 
+def load_refused(spec):
+    return (f"❌ not loaded (the message at the top right says why) — still showing `{spec}`; fix the source "
+            "and press **Load** again")
+
+
 def restore_last(ctx, saved, current, alpha, trimester):
     """A reloaded (or new) page of this browser starts a new session at the default source: load the last source
     this browser loaded instead, so the LoRA and Fine-tune tabs follow it again (a reload fell back to the
@@ -195,12 +200,16 @@ def build(ctx) -> None:
 
     # ------------------------------------------------------------------ events
     # errors: a toast, and one "Error" badge on the status line (not on every output, which keep their view)
-    gr.on([load_btn.click, upload.upload], load_data_,
-          inputs=[source, upload, alpha, trimester],
-          outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
-                   number, detail, headline, info],
-          api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
-          show_progress_on=[status, gallery]) \
+    loading = gr.on([load_btn.click, upload.upload], load_data_,
+                    inputs=[source, upload, alpha, trimester],
+                    outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery,
+                             page_md, number, detail, headline, info],
+                    api_name="load_data", concurrency_limit=2, concurrency_id="data", show_progress="minimal",
+                    show_progress_on=[status, gallery])
+    # a refused source: the status line says so (the last good status stayed under the new error, issue 33)
+    loading.failure(load_refused, inputs=[spec_state], outputs=[status], api_visibility="private", queue=False,
+                    show_progress="hidden")
+    loading \
         .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden") \
         .then(lambda s: s, inputs=[spec_state], outputs=[last_spec], api_visibility="private",
               show_progress="hidden")  # remembered in this browser (localStorage) for the next page it opens

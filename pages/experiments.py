@@ -275,6 +275,10 @@ def build(ctx) -> None:
                             augmentations, detail_resolution, restore_aspect, df, ds, dt],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
+    # a refused Open: one Error badge, on the status line, which says what happened (every field kept a red
+    # "Error" badge through a sweep that ran fine afterwards, issue 33)
     open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],
                    outputs=[status, table, chart, results, name, train, tests, n_real, repeats, epochs, augmentations],
-                   api_name="open_sweep")
+                   api_name="open_sweep", show_progress_on=[status]) \
+        .failure(lambda: "❌ not opened (the message at the top right says why); the form is unchanged",
+                 outputs=[status], api_visibility="private", queue=False, show_progress="hidden")
