@@ -47,6 +47,34 @@ the field below follows the source). Base model: `{base}`. {bias}
 Generation tab."""
 
 
+# Presets: what Start runs with, before any expert field is touched (issue 33: 15 settings and no preset).
+# Time and memory: measured on this 2-core CPU machine (no GPU), tiny profile, on 2026-12-07 with
+# `/usr/bin/time -v python -m pipeline train-lora --data phantom:60 --trimester second --steps N
+# --preview-every 0` (wall clock incl. loading and encoding; memory = peak resident set size), one run each:
+# 100 steps 0:53, 1.31 GiB; 300 steps 2:29, 1.31 GiB.
+PRESETS = {
+    "quick": dict(label="Quick (CPU)", steps=100, preview_every=50, time="53 s", memory="1.3 GB"),
+    "paper": dict(label="Paper", steps=_C.steps, preview_every=_C.preview_every, time="2 min 30 s", memory="1.3 GB"),
+}
+
+
+def preset_choices(profile_name: str = "tiny"):
+    """(label, value) pairs for the preset radio: each with its steps and, on the tiny profile, the measured cost."""
+    out = []
+    for key, p in PRESETS.items():
+        cost = (f" · about {p['time']}, {p['memory']} RAM on a 2-core CPU" if profile_name == "tiny" else "")
+        out.append((f"{p['label']}: {p['steps']} steps, the paper's other settings{cost}", key))
+    return out
+
+
+def apply_preset(key):
+    """The preset's values into the fields it sets (the other fields keep the paper's values)."""
+    p = PRESETS.get(key)
+    if p is None:
+        return gr.skip(), gr.skip()
+    return p["steps"], p["preview_every"]
+
+
 def _unset_if_zero(value):
     """A bias portion or multiplier field: 0 (its default; neither can be 0) or empty leaves it to the base,
     as resolution 0 does. A browser sends an empty number field as 0."""
@@ -224,7 +252,7 @@ def fit_n(ctx, spec, trimesters, n, n_auto, saved=None):
 
 FORM = ("trimesters", "name", "n", "steps", "rank", "alpha", "lr", "batch_size", "grad_clip", "seed", "preview_every",
         "empty_prompt_prob", "resolution", "mask_loss_weight", "timestep_bias", "timestep_bias_portion",
-        "timestep_bias_multiplier")  # the settings Start remembers in the browser (the source follows the Data tab)
+        "timestep_bias_multiplier", "preset")  # the settings Start remembers in the browser (the source follows the Data tab)
 
 
 def save_form(*values):
@@ -272,6 +300,9 @@ def build(ctx) -> None:
         trimesters = gr.CheckboxGroup(list(TRIMESTERS), value=["second"], label="Trimester(s): one LoRA each",
                                       scale=2, elem_id="lora-trimesters")
         name = gr.Textbox("lora", label="LoRA name", scale=1, elem_id="lora-name")
+    preset = gr.Radio(preset_choices(ctx.profile.name), value="paper", label="Preset",
+                      info="sets the steps; every setting stays changeable in the folded settings below",
+                      elem_id="lora-preset")
     with gr.Accordion("Hyper-parameters (paper defaults)", open=False):
         with gr.Row():
             n = gr.Number(n0, label="images per trimester", precision=0, minimum=1, elem_id="lora-n",
@@ -328,12 +359,14 @@ def build(ctx) -> None:
 
     form = [trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed, preview_every,
             empty_prompt_prob, resolution, mask_loss_weight, timestep_bias, timestep_bias_portion,
-            timestep_bias_multiplier]  # FORM
+            timestep_bias_multiplier, preset]  # FORM
     saved_form = gr.BrowserState({}, storage_key="sonosynth-lora-form")  # what Start was last pressed with
     form_restored = gr.State(False)
     fit = dict(fn=bind_ctx(fit_n, ctx), inputs=[source, trimesters, n, n_auto, saved_form], outputs=[n, sel_info],
                api_visibility="private", concurrency_limit=2, concurrency_id="data")
     n.input(lambda: False, outputs=[n_auto], api_visibility="private", queue=False)
+    preset.input(apply_preset, inputs=[preset], outputs=[steps, preview_every], api_visibility="private",
+                 queue=False)
     source.blur(**fit)
     source.submit(**fit)
     trimesters.change(**fit)
