@@ -33,12 +33,13 @@ def test_train_then_generate_without_touching_the_lora_list(page, app_url, app_w
     wait_js(page, "() => (document.querySelector('#gen-lora input')?.value ?? '') == 'ux-second'",
             "the Generation tab's LoRA list showing the LoRA just trained", show="#gen-lora")
     set_input(page, "#gen-n input", 2)
+    set_input(page, "#gen-dataset input, #gen-dataset textarea", "ux-syn")  # (other tests use synthetic-1)
     page.locator("#gen-start").click()
     # wait_js fails at once on an error toast ("LoRA: Value: {'__type__': 'update'} is not in the list ...")
     wait_js(page, f"() => ({GOOD_IMG})('#gen-gallery') >= 2", "2 generated samples shown", timeout_s=300,
             show="#gen-summary")
     assert page.locator("#gen-lora input").input_value() == "ux-second"
-    assert len(list((app_work_dir / "synthetic" / "synthetic-1" / "raw").glob("*.png"))) == 2
+    assert len(list((app_work_dir / "synthetic" / "ux-syn" / "raw").glob("*.png"))) == 2
     # a reload keeps the chosen LoRA
     page.reload()
     page.get_by_role("tab", name="Generation").click()
