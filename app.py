@@ -26,6 +26,11 @@ CSS = """
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   max-width: calc(100% - 8px) !important; line-height: 1.25;
 }
+/* the Guide's tables: the first column (a tab, a glossary word) is never broken inside a word ("Wor d",
+   "LoR A" beside a long meaning, issue 33) */
+#guide-text table td:first-child, #guide-text table th:first-child {
+  min-width: 11em; word-break: normal !important; overflow-wrap: normal !important; hyphens: manual;
+}
 """
 
 

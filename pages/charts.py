@@ -59,7 +59,8 @@ def curves_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]
         if not data:  # say what will appear, instead of empty axes from -1 to 6
             fig.update_xaxes(range=[0, 1], showticklabels=False, row=1, col=col)
             fig.update_yaxes(range=[0, 1], showticklabels=False, row=1, col=col)
-            fig.add_annotation(text=f"{what} appears here during training", showarrow=False, x=0.5, y=0.5,
+            # on short lines: each sits in half the figure, and one long line ran into the other (issue 33)
+            fig.add_annotation(text=f"{what}<br>appears here<br>during training", showarrow=False, x=0.5, y=0.5,
                                xref=f"x{'' if col == 1 else col} domain", yref=f"y{'' if col == 1 else col} domain")
     fig.update_layout(title=title, height=340, margin=dict(l=50, r=20, t=60, b=40), showlegend=False)
     return fig

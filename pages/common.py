@@ -351,3 +351,136 @@ def bind_ctx(fn, ctx: AppContext):
     names = {p.name for p in params}
     handler.__annotations__ = {k: v for k, v in typing.get_type_hints(fn).items() if k in names}
     return handler
+
+
+# ----------------------------------------------------------------------------- jobs that outlive their page
+_SKIP = {"__type__": "update"}  # what gr.skip() returns
+# session -> the browser's own id (kept in its localStorage, see CLIENT_ID_JS): a reload is a new Gradio
+# session of the same browser, so a job is found again by this id
+_CLIENTS: dict[str, str] = {}
+_CLIENTS_MAX = 10_000
+CLIENT_ID_JS = """(x) => { const k = 'sonosynth-client-id'; let id = localStorage.getItem(k);
+  if (!id) { id = (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) + Date.now());
+             localStorage.setItem(k, id); }
+  return id; }"""
+
+
+def register_client(client_id, request) -> None:
+    """Remember which browser this session belongs to (called from a page's load event)."""
+    sh = getattr(request, "session_hash", None)
+    if sh and client_id:
+        if len(_CLIENTS) >= _CLIENTS_MAX:
+            _CLIENTS.pop(next(iter(_CLIENTS)))
+        _CLIENTS[sh] = str(client_id)[:80]
+
+
+def client_key(request) -> str:
+    """The key of this caller's jobs: its browser's id when known, else its session (gradio_client: "api")."""
+    sh = getattr(request, "session_hash", None)
+    return _CLIENTS.get(sh) or sh or "api"
+
+
+class LiveJob:
+    """A long job (a streaming handler's body) run in a thread of its own. Gradio stops a streaming handler
+    when its page is closed or reloaded; the job went with it, and the reloaded page knew nothing of it (issue
+    33). Here the handler only follows the job, and a reloaded page follows it again (`follow(attach=True)`).
+
+    The body yields records: ("out", tuple of outputs, gr.skip() for 'unchanged'), ("progress", (args, kwargs)
+    for gr.Progress) or ("info" / "warning", message); it gets the job's stop flag. Followers see the newest value of each output
+    (values left out by a skip keep the one before), so no saved result is missed however slowly they read."""
+
+    def __init__(self, body, label: str, n_outputs: int):
+        self.label, self.stop = label, threading.Event()
+        self.values: list = [_SKIP] * n_outputs
+        self.versions = [0] * n_outputs
+        self.seq, self.progress, self.infos = 0, None, []
+        self.error: BaseException | None = None
+        self.done = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(body,), daemon=True, name=f"job {label}")
+
+    def _run(self, body) -> None:
+        try:
+            for kind, value in body(self.stop):
+                with self._cond:
+                    self.seq += 1
+                    if kind == "out":
+                        for i, v in enumerate(value):
+                            if not (isinstance(v, dict) and v == _SKIP):
+                                self.values[i], self.versions[i] = v, self.seq
+                    elif kind == "progress":
+                        self.progress = value
+                    elif kind in ("info", "warning"):
+                        self.infos.append((kind, value))
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the followers, which raise it
+            self.error = exc
+        finally:
+            with self._cond:
+                self.done = True
+                self.seq += 1
+                self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return not self.done
+
+    def follow(self, progress=None, attach: bool = False):
+        """Yield the outputs as they change until the job ends (then raise its error, if any). attach: a page
+        that joins a running job starts from the current values, without the notes shown before it joined."""
+        seen = [0] * len(self.values)
+        infos_seen = len(self.infos) if attach else 0
+        last_seq, last_progress = -1, None
+        while True:
+            with self._cond:
+                while self.seq == last_seq:
+                    self._cond.wait(timeout=5)
+                last_seq, done = self.seq, self.done
+                out = tuple(v if ver > s else _SKIP for v, ver, s in zip(self.values, self.versions, seen))
+                seen = list(self.versions)
+                infos, infos_seen = self.infos[infos_seen:], len(self.infos)
+                prog = self.progress
+            for kind, msg in infos:
+                (gr.Warning if kind == "warning" else gr.Info)(msg)
+            if progress is not None and prog is not None and prog is not last_progress:
+                last_progress = prog
+                progress(*prog[0], **prog[1])
+            if any(not (isinstance(v, dict) and v == _SKIP) for v in out):
+                yield out
+            if done:
+                if self.error is not None:
+                    raise self.error
+                return
+
+
+class LiveJobs:
+    """One page's LiveJobs, one running per browser (client_key): a second Start while one runs is refused
+    with what is running, instead of waiting unseen in the queue; Stop finds the job after a reload."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._jobs: dict[str, LiveJob] = {}
+        self._lock = threading.Lock()
+
+    def running(self, request) -> LiveJob | None:
+        job = self._jobs.get(client_key(request))
+        return job if job is not None and job.running else None
+
+    def refuse_if_running(self, request) -> None:
+        job = self.running(request)
+        if job is not None:
+            raise gr.Error(f"{self.what} is already running ({job.label}): wait for it, or press Stop first",
+                           print_exception=False)
+
+    def start(self, request, body, label: str, n_outputs: int) -> LiveJob:
+        with self._lock:
+            self.refuse_if_running(request)
+            job = self._jobs[client_key(request)] = LiveJob(body, label, n_outputs)
+        job._thread.start()
+        return job
+
+    def stop(self, request) -> bool:
+        job = self.running(request)
+        if job is not None:
+            job.stop.set()
+        return job is not None

@@ -121,22 +121,36 @@ def next_page(ctx, spec, page, alpha, trimester):
     return data_page(ctx, spec, (page or 0) + 1, alpha, trimester)
 
 
-def offer_last(ctx, saved, current):
-    """A new browser tab starts at the default source: offer the last source this browser loaded."""
-    if not saved or saved == ctx.default_source or saved == current:
-        return gr.skip(), gr.skip()
-    return (gr.update(value=saved),
-            f"This page started with the default source `{ctx.default_source}`. Your last source in this "
-            f"browser was `{saved}`: it is in the box above — press **Load** to open it again.")
+def load_refused(spec):
+    return (f"❌ not loaded (the message at the top right says why) — still showing `{spec}`; fix the source "
+            "and press **Load** again")
+
+
+def restore_last(ctx, saved, current, alpha, trimester):
+    """A reloaded (or new) page of this browser starts a new session at the default source: load the last source
+    this browser loaded instead, so the LoRA and Fine-tune tabs follow it again (a reload fell back to the
+    default and LoRA training then refused "already exists with other settings (data: hc18 → phantom:24)",
+    issue 33). A source that no longer opens is only offered, with the reason."""
+    skip = (gr.skip(),) * 13
+    if not saved or saved == current:
+        return skip
+    try:
+        out = load_data.__wrapped__(ctx, saved, None, alpha, trimester)
+    except Exception as exc:  # noqa: BLE001 - said on the status line, the default source stays loaded
+        return (*skip[:3], gr.update(value=saved),
+                f"This page started with the default source `{ctx.default_source}`. Your last source in this "
+                f"browser, `{saved}`, could not be opened again ({exc}): it is in the box above.", *skip[5:])
+    status = out[4] + f"\n\n↺ restored: the last source this browser loaded (**Load** another any time)."
+    return (*out[:4], status, *out[5:])
 
 
 def build(ctx) -> None:
     roots = ctx.allowed_roots
     # the module-level handlers, each a function of this app's ctx (bind_ctx keeps what Gradio reads)
     (load_data_, data_page_, sample_detail_, select_sample_, first_shown_detail_, data_summary_, first_page_,
-     previous_page_, next_page_, offer_last_) = (bind_ctx(f, ctx) for f in (
+     previous_page_, next_page_, restore_last_) = (bind_ctx(f, ctx) for f in (
         load_data, data_page, sample_detail, select_sample, first_shown_detail, data_summary, first_page,
-        previous_page, next_page, offer_last))
+        previous_page, next_page, restore_last))
 
     # ------------------------------------------------------------------ widgets
     initial = _initial(ctx)
@@ -144,7 +158,7 @@ def build(ctx) -> None:
     page_state = gr.State(0)
     shown_state = gr.State(initial["shown"])  # source indices of the thumbnails on screen
     ctx.shared["data_spec"] = spec_state
-    # a new browser tab starts a new session at the default source: it says so and offers the last one
+    # a new browser tab (or a reload) starts a new session at the default source: the last one is loaded again
     last_spec = gr.BrowserState("", storage_key="sonosynth-last-data-source")
 
     gr.Markdown(INTRO.format(roots=", ".join(f"`{r}`" for r in roots), max_mb=ctx.max_upload_mb))
@@ -196,6 +210,9 @@ def build(ctx) -> None:
     # a refused zip leaves the upload box too: it would otherwise win over the next typed source and be sent
     # again with every Load (issue 35); the .then chain below left it there after a refusal (seen in chromium)
     loading.failure(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden")
+    # a refused source: the status line says so (the last good status stayed under the new error, issue 33)
+    loading.failure(load_refused, inputs=[spec_state], outputs=[status], api_visibility="private", queue=False,
+                    show_progress="hidden")
     loading \
         .then(lambda: None, outputs=[upload], api_visibility="private", show_progress="hidden") \
         .then(lambda s: s, inputs=[spec_state], outputs=[last_spec], api_visibility="private",
@@ -222,8 +239,10 @@ def build(ctx) -> None:
     # the browser hands the stored value over after the page loaded: its change event is the moment
     # (demo.load alone saw it still empty); saving a newly loaded source changes it too, hence `current`
     triggers = [last_spec.change] + ([ctx.demo.load] if getattr(ctx, "demo", None) is not None else [])
-    gr.on(triggers, offer_last_, inputs=[last_spec, spec_state], outputs=[source, status], api_visibility="private",
-          show_progress="hidden")
+    gr.on(triggers, restore_last_, inputs=[last_spec, spec_state, alpha, trimester],
+          outputs=[spec_state, page_state, shown_state, source, status, summary_json, plot, gallery, page_md,
+                   number, detail, headline, info], api_visibility="private", show_progress="hidden",
+          concurrency_limit=2, concurrency_id="data")
     check_btn.click(data_summary_, inputs=[spec_state], outputs=[check_json], api_name="data_summary", **HEAVY) \
         .then(hc_check_markdown, inputs=[check_json], outputs=[check_md], api_visibility="private",
               show_progress="hidden")

@@ -136,7 +136,7 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
     cfg = preset(preset_name, ctx.profile, **over)  # the dashboard's profile: its SAM and diffusion base
     out = _sweeps_root(ctx) / name
     stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
-    status, last = "", 0.0
+    status, last, cell_head = "", 0.0, ""
     total, done = 1, 0
     started, done_at_start = time.monotonic(), 0  # the estimate: mean time per cell finished in this start
     for ev in run_sweep(cfg, out, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
@@ -147,9 +147,11 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
             status = f"**{name}**: {done}/{total} cells finished before this start"
             yield (status, *_views(out), gr.update(choices=list_sweeps(ctx), value=name))
         elif k == "cell_start":
+            cell_head = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}`"
             eta = eta_text(started, done - done_at_start, total - done_at_start)
-            status = f"**{name}**: cell {ev['index'] + 1}/{total} `{ev['cell']}` · {eta}"
+            status = f"{cell_head} · {eta}"
             progress((done, total), desc=f"cell {ev['cell']} · {eta}", unit="cells")
+            yield status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         elif k == "lora":
             progress((ev["step"], ev["total"]), desc=f"SYN arm: {ev['trimester']}-trimester LoRA")
             if time.monotonic() - last > 2:
@@ -163,6 +165,8 @@ def start(ctx, name, preset_name, train, tests, synthetic, lora_first, lora_seco
                 yield (f"**{name}**: SYN arm — generating the synthetic set: {ev['trimester']} "
                        f"{ev['have']}/{ev['want']}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
         elif k == "train":
+            if cell_head:  # the elapsed time keeps counting (it read "elapsed 0 s" for a whole cell, issue 33)
+                status = f"{cell_head} · {eta_text(started, done - done_at_start, total - done_at_start)}"
             if ev["event"] == "epoch":
                 yield (f"{status} · epoch {ev['epoch']} · val Dice {100 * ev['val_dice']:.2f} %",
                        gr.skip(), gr.skip(), gr.skip(), gr.skip())
@@ -288,7 +292,11 @@ def build(ctx) -> None:
                             augmentations, detail_resolution, restore_aspect, df, ds, dt, segmenter],
                     outputs=[status, table, chart, results, past], api_name="sweep", **HEAVY)
     stop_btn.click(stop_sweep, outputs=[status], api_visibility="private", queue=False)
+    # a refused Open: one Error badge, on the status line, which says what happened (every field kept a red
+    # "Error" badge through a sweep that ran fine afterwards, issue 33)
     open_btn.click(bind_ctx(open_sweep, ctx), inputs=[past],
                    outputs=[status, table, chart, results, name, train, tests, n_real, repeats, epochs, augmentations,
                             segmenter],
-                   api_name="open_sweep")
+                   api_name="open_sweep", show_progress_on=[status]) \
+        .failure(lambda: "❌ not opened (the message at the top right says why); the form is unchanged",
+                 outputs=[status], api_visibility="private", queue=False, show_progress="hidden")

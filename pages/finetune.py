@@ -18,11 +18,11 @@ from pipeline.eta import eta_text
 from pipeline.readable import gain_verdict, paired_gain
 
 from .charts import curves_figure
-from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
+from .common import CLIENT_ID_JS, HEAVY, LiveJobs, bind_ctx, register_client, follow_data_tab, guarded, safe_name
 
 TITLE = "Fine-tune SAM"
 _D = SamFinetuneDefaults()
-_STOP = StopRegistry()  # per browser session: the Stop button's flag
+_JOBS = LiveJobs("a fine-tuning run")  # per browser: the running run (survives a reload), its Stop flag
 
 INTRO = """### Fine-tune SAM — the mask decoder on a hybrid dataset of real and synthetic pairs
 The paper's recipe: image and prompt encoders frozen, only the mask decoder trains; box prompt = the mask's
@@ -58,12 +58,11 @@ def synthetic_choices(work_dir) -> list[str]:
 
 @guarded
 @gpu_task  # ZeroGPU on Spaces; a no-op elsewhere
-@_STOP.job
 def finetune_sam(ctx, spec, n_real, synthetic, n_synthetic, aug, epochs, batch_size, lr, weight_decay, jitter,
                  aug_views, n_val, seed, run_name, request: gr.Request, progress=gr.Progress()):
-    """Fine-tune the mask decoder; streams status, live curves and the final comparison."""
-    from pipeline.runs import RunDir
-    from pipeline.sam.finetune import FinetuneConfig, finetune
+    """Fine-tune the mask decoder; streams status, live curves and the final comparison. The run is a job of
+    its own (common.LiveJob): a reloaded page shows it running again and its Stop still works."""
+    from pipeline.sam.finetune import FinetuneConfig
     name = _run_name(run_name)
     spec = (spec or "").strip() or ctx.default_source
     syn = None if not synthetic or synthetic == "(none)" else synthetic.strip()
@@ -74,74 +73,102 @@ def finetune_sam(ctx, spec, n_real, synthetic, n_synthetic, aug, epochs, batch_s
                          n_val=n_val, backend=ctx.profile.sam_model()[0], base_weights=ctx.profile.sam_model()[1],
                          cache_dir=str(ctx.work_dir / "cache" / "embeddings"))
     cfg.validate()  # raw values above: each one's range is checked here, the message names the field
-    stop = _STOP.flag(request)  # this call's own flag (StopRegistry.job), dropped when it ends
+    job = _JOBS.start(request, lambda stop: _finetune_body(ctx, cfg, name, stop), label=f"run `{name}`",
+                      n_outputs=4)
+    yield from job.follow(progress)
+
+
+def _finetune_body(ctx, cfg, name, stop):
+    """finetune_sam's job: records for common.LiveJob ("out", the 4 outputs) / ("progress", ...) / notes."""
+    from pipeline.runs import RunDir
+    from pipeline.sam.finetune import finetune
     out = ctx.work_dir / "runs" / name
     run = RunDir(out)
     steps = [(r["step"], r["loss"]) for r in run.metrics() if r.get("kind") == "step"] if run.exists() else []
     epochs_ = [(r["epoch"], r["val_dice"]) for r in run.metrics() if r.get("kind") == "epoch"] if run.exists() else []
     last_plot, prep_started, train_started, first_step = 0.0, None, None, None
     scores: dict[int, list[float]] = {}  # per-image validation Dice by epoch: is the gain beyond noise?
-    progress(0, desc="preparing: loading the model and the images")
-    yield "preparing…", curves_figure(steps, epochs_, name), "", gr.skip()
-    for ev in finetune(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
-        k = ev["kind"]
-        if k == "prepare":
-            prep_started = prep_started or time.monotonic() - 1e-3
-            eta = eta_text(prep_started, ev["done"], ev["total"])
-            progress((ev["done"], ev["total"]), desc=f"image embeddings (computed once, then cached) · {eta}",
-                     unit="images")
-            if time.monotonic() - last_plot > 1.0:
+    yield "progress", ((0,), dict(desc="preparing: loading the model and the images"))
+    yield "out", ("preparing…", curves_figure(steps, epochs_, name), "", gr.skip())
+    try:
+        for ev in finetune(cfg, out, resume=True, stop=stop.is_set, allowed_roots=ctx.allowed_roots):
+            k = ev["kind"]
+            if k == "prepare":
+                prep_started = prep_started or time.monotonic() - 1e-3
+                eta = eta_text(prep_started, ev["done"], ev["total"])
+                yield "progress", (((ev["done"], ev["total"]),),
+                                   dict(desc=f"image embeddings (computed once, then cached) · {eta}", unit="images"))
+                if time.monotonic() - last_plot > 1.0:
+                    last_plot = time.monotonic()
+                    yield "out", (f"{ev['message']} · {eta} — fine-tuning starts after this", gr.skip(), "", gr.skip())
+            elif k == "warning":
+                yield "warning", ev["message"]
+            elif k == "resume":
+                yield "info", f"{name}: {ev['message']}"
+                steps = [s for s in steps if s[0] <= ev["step"]]
+                epochs_ = [e for e in epochs_ if e[0] <= ev["epoch"]]
+            elif k == "step":
+                steps.append((ev["step"], ev["loss"]))
+                total = ev["steps_per_epoch"] * ev["epochs"]
+                if first_step is None:
+                    first_step, train_started = ev["step"], time.monotonic()
+                # validation after each epoch is part of the measured rate, so the estimate includes it
+                eta = eta_text(train_started, ev["step"] - first_step, total - first_step)
+                yield "progress", (((ev["step"], total),), dict(desc=f"epoch {ev['epoch']}/{ev['epochs']} · {eta}",
+                                                                 unit="steps"))
+                if time.monotonic() - last_plot > 1.0:
+                    last_plot = time.monotonic()
+                    yield "out", (f"epoch {ev['epoch']}/{ev['epochs']} · step {ev['step']}/{total} · loss {ev['loss']:.4f} · {eta}",
+                           curves_figure(steps, epochs_, name), "", gr.skip())
+            elif k == "epoch":
+                if ev["epoch"] == 0:
+                    epochs_ = []
+                epochs_.append((ev["epoch"], ev["val_dice"]))
+                if ev.get("val_scores"):
+                    scores[ev["epoch"]] = ev["val_scores"]
                 last_plot = time.monotonic()
-                yield (f"{ev['message']} · {eta} — fine-tuning starts after this", gr.skip(), "", gr.skip())
-        elif k == "warning":
-            gr.Warning(ev["message"])
-        elif k == "resume":
-            gr.Info(f"{name}: {ev['message']}")
-            steps = [s for s in steps if s[0] <= ev["step"]]
-            epochs_ = [e for e in epochs_ if e[0] <= ev["epoch"]]
-        elif k == "step":
-            steps.append((ev["step"], ev["loss"]))
-            total = ev["steps_per_epoch"] * ev["epochs"]
-            if first_step is None:
-                first_step, train_started = ev["step"], time.monotonic()
-            # validation after each epoch is part of the measured rate, so the estimate includes it
-            eta = eta_text(train_started, ev["step"] - first_step, total - first_step)
-            progress((ev["step"], total), desc=f"epoch {ev['epoch']}/{ev['epochs']} · {eta}", unit="steps")
-            if time.monotonic() - last_plot > 1.0:
-                last_plot = time.monotonic()
-                yield (f"epoch {ev['epoch']}/{ev['epochs']} · step {ev['step']}/{total} · loss {ev['loss']:.4f} · {eta}",
+                label = "zero-shot" if ev["epoch"] == 0 else f"epoch {ev['epoch']}"
+                yield "out", (f"{label}: validation Dice {ev['val_dice']:.4f}" + (" (best so far)" if ev["best"] else ""),
                        curves_figure(steps, epochs_, name), "", gr.skip())
-        elif k == "epoch":
-            if ev["epoch"] == 0:
-                epochs_ = []
-            epochs_.append((ev["epoch"], ev["val_dice"]))
-            if ev.get("val_scores"):
-                scores[ev["epoch"]] = ev["val_scores"]
-            last_plot = time.monotonic()
-            label = "zero-shot" if ev["epoch"] == 0 else f"epoch {ev['epoch']}"
-            yield (f"{label}: validation Dice {ev['val_dice']:.4f}" + (" (best so far)" if ev["best"] else ""),
-                   curves_figure(steps, epochs_, name), "", gr.skip())
-        elif k == "done":
-            # "better" only beyond noise: the paired per-image gain must exceed two standard errors
-            # (a +0.0024 Dice on 40 images was called "better than the base model" before, issue 11)
-            if ev["best_epoch"] == 0:
-                verdict = "no epoch beat the base model on the validation images: the base model is kept"
-            else:
-                verdict = gain_verdict(paired_gain(scores.get(0), scores.get(ev["best_epoch"])))
-            final = (f" Last epoch ({epochs_[-1][0]}): {epochs_[-1][1]:.4f}."
-                     if epochs_ and epochs_[-1][0] > 0 else "")
-            summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}, the kept "
-                       f"checkpoint) vs **zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict}.{final} "
-                       "The validation images also chose the epoch, so this is optimistic; the Experiments tab "
-                       f"measures on held-out test images. Saved as run `{name}` (pick it in the Playground).")
-            head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
-                    if ev["stopped"] else "✅ done")
-            yield head, curves_figure(steps, epochs_, name), summary, name
+            elif k == "done":
+                # "better" only beyond noise: the paired per-image gain must exceed two standard errors
+                # (a +0.0024 Dice on 40 images was called "better than the base model" before, issue 11)
+                if ev["best_epoch"] == 0:
+                    verdict = "no epoch beat the base model on the validation images: the base model is kept"
+                else:
+                    verdict = gain_verdict(paired_gain(scores.get(0), scores.get(ev["best_epoch"])))
+                final = (f" Last epoch ({epochs_[-1][0]}): {epochs_[-1][1]:.4f}."
+                         if epochs_ and epochs_[-1][0] > 0 else "")
+                summary = (f"**Best validation Dice {ev['best_val_dice']:.4f}** (epoch {ev['best_epoch']}, the kept "
+                           f"checkpoint) vs **zero-shot {ev['zero_shot_val_dice']:.4f}** — {verdict}.{final} "
+                           "The validation images also chose the epoch, so this is optimistic; the Experiments tab "
+                           f"measures on held-out test images. Saved as run `{name}` (pick it in the Playground).")
+                head = ("⏹ stopped: the best checkpoint is kept; press Start with the same run name to resume"
+                        if ev["stopped"] else "✅ done")
+                yield "out", (head, curves_figure(steps, epochs_, name), summary, name)
+    except Exception as exc:
+        # the status says what went wrong (it kept "preparing…" under an Error badge, issue 33)
+        yield "out", (f"❌ {getattr(exc, 'message', None) or exc}", gr.skip(), gr.skip(), gr.skip())
+        raise
 
 
 def stop_training(request: gr.Request):
-    _STOP.stop(request)
+    if not _JOBS.stop(request):  # it answered "stopping…" with nothing running (issue 33)
+        return "nothing is fine-tuning: there is nothing to stop"
     return "⏹ stopping after the current step (the best checkpoint is kept)…"
+
+
+def refuse_if_running(request: gr.Request):
+    """Start while a run fine-tunes: say so (a second press waited unseen in the queue, issue 33)."""
+    _JOBS.refuse_if_running(request)
+
+
+def attach(client_id, request: gr.Request):
+    """A page opened (or reloaded) while this browser's run fine-tunes: show it running, to the end."""
+    register_client(client_id, request)
+    job = _JOBS.running(request)
+    if job is not None:
+        yield from job.follow(attach=True)
 
 
 def build(ctx) -> None:
@@ -187,8 +214,14 @@ def build(ctx) -> None:
     if ctx.tab is not None:  # a dataset accepted in the Generation tab is listed when this tab is opened
         ctx.tab.select(lambda: gr.Dropdown(choices=synthetic_choices(ctx.work_dir)), outputs=[synthetic],
                        api_visibility="private", queue=False)
-    start_btn.click(bind_ctx(finetune_sam, ctx),
+    # trigger_mode "multiple": a second press while fine-tuning reaches refuse_if_running (Gradio ignored it)
+    start_btn.click(refuse_if_running, api_visibility="private", concurrency_limit=None, trigger_mode="multiple") \
+        .success(bind_ctx(finetune_sam, ctx),
                     inputs=[source, n_real, synthetic, n_syn, aug, epochs, batch_size, lr, wd, jitter, views, n_val,
                             seed, run_name],
                     outputs=[status, plot, summary, finished], api_name="finetune_sam", **HEAVY)
     stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)
+    if ctx.demo is not None:  # a reloaded page shows the run still going (and Stop reaches it)
+        client_id = gr.Textbox(visible=False)
+        ctx.demo.load(attach, inputs=[client_id], outputs=[status, plot, summary, finished], js=CLIENT_ID_JS,
+                      api_visibility="private", concurrency_limit=None, show_progress="hidden")

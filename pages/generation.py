@@ -318,13 +318,52 @@ def refresh_loras(ctx):
 
 def newest_lora(ctx, s):
     """The LoRA list after the LoRA tab saved one (s: its saved folders, ';'-separated)."""
-    names = [Path(p).name for p in (s or "").split(";") if p]
+    names = [Path(p).name for p in (s or "").split("\n")[0].split(";") if p]  # lora.trained_value
     ch = lora_choices(ctx)
     # select the newest LoRA only when it is finished: an unfinished one stays listed, marked
     ok = bool(names) and names[-1] in [c[1] for c in ch[1:]] and lora_state(_lora_root(ctx) / names[-1])["finished"]
     # never gr.skip() as a value: an update object inside gr.Dropdown(value=...) became the dropdown's value
     # and Generate refused "{'__type__': 'update'} is not in the list of choices" (issue 33)
     return gr.Dropdown(choices=ch, value=names[-1]) if ok else gr.Dropdown(choices=ch)
+
+
+# Sampler presets (issue 33: "ellipse guidance", "guide until" and no preset). Measured on this 2-core CPU machine
+# (no GPU), tiny profile, on 2026-12-07 with `/usr/bin/time -v python -m pipeline generate --trimester second
+# --n 8 --lora <a 300-step LoRA>` (Paper: --ellipse-guidance off --guidance-until 1), SAM QC on; wall clock incl.
+# loading (about 13-16 s of it), memory = peak resident set size, one run each: Paper 0:27, 1.67 GiB, 8/8 valid;
+# the base's own 0:31, 1.81 GiB, 8/8 valid. No "quick" sampler preset: the base's own is not faster here, and
+# 10 steps took 0:44 in a busier moment (single runs on a shared machine vary by more than the settings do).
+SAMPLER_PRESETS = {
+    "own": dict(label="This base's own (default)", what="its measured sampling: ellipse guidance, fewer guided "
+                "steps (not in the paper)", time="31 s", memory="1.8 GB"),
+    "paper": dict(label="Paper", what="UniPC 20 steps, every step guided, no ellipse guidance",
+                  time="27 s", memory="1.7 GB"),
+}
+
+
+def sampler_preset_choices(ctx):
+    tiny = ctx.profile.name == "tiny"
+    return [(f"{p['label']}: {p['what']}" + (f" · 8 images in about {p['time']}, {p['memory']} RAM on a 2-core CPU"
+                                            if tiny else ""), k) for k, p in SAMPLER_PRESETS.items()]
+
+
+def apply_sampler_preset(ctx, key):
+    """steps, guidance, ellipse guidance, guide until, detail LoRA, width / height for the preset."""
+    if key == "paper":
+        return _G.steps, _start_guidance(ctx), "off", 1.0, NO_LORA, 0.0
+    if key == "own":
+        return (_G.steps, _start_guidance(ctx), _start_ellipse_guidance(ctx), _start_guidance_until(ctx), NO_LORA,
+                _GC.restore_aspect)
+    return (gr.skip(),) * 6
+
+
+def restore_lora(ctx, saved, current):
+    """A reloaded page gets the LoRA this browser last chose, while it is still there and nothing else is chosen
+    (the list fell back to the base model only, issue 33)."""
+    names = [c[1] for c in lora_choices(ctx)[1:]]
+    if saved and saved != NO_LORA and saved in names and current in (None, "", NO_LORA):
+        return saved
+    return gr.skip()
 
 
 def build(ctx) -> None:
@@ -336,6 +375,9 @@ def build(ctx) -> None:
         refresh = gr.Button("↻", size="sm", min_width=40, scale=0, elem_id="gen-lora-refresh")
         n = gr.Number(8, label="count", precision=0, minimum=1, maximum=1000, elem_id="gen-n")
         seed = gr.Number(0, label="first seed (-1: random)", precision=0, elem_id="gen-seed")
+    sampler_preset = gr.Radio(sampler_preset_choices(ctx), value="own", label="Sampler preset",
+                              info="sets the sampler settings below; each stays changeable there",
+                              elem_id="gen-preset")
     with gr.Accordion("Sampler and extractor settings", open=False):
         with gr.Row():
             steps = gr.Number(_G.steps, label="UniPC steps", precision=0, minimum=1, elem_id="gen-steps")
@@ -425,6 +467,16 @@ def build(ctx) -> None:
     trained = ctx.shared.get("lora_trained")
     if trained is not None:
         trained.change(newest_lora_, inputs=[trained], outputs=[lora], api_visibility="private")
+    # the chosen LoRA survives a reload (this browser's localStorage); its change event is when the browser
+    # hands the stored value over, after the page loaded
+    saved_lora = gr.BrowserState("", storage_key="sonosynth-generation-lora")
+    lora.change(lambda v: v, inputs=[lora], outputs=[saved_lora], api_visibility="private", queue=False,
+                show_progress="hidden")
+    gr.on([saved_lora.change] + ([ctx.demo.load] if ctx.demo is not None else []), bind_ctx(restore_lora, ctx),
+          inputs=[saved_lora, lora], outputs=[lora], api_visibility="private", queue=False, show_progress="hidden")
+    sampler_preset.input(bind_ctx(apply_sampler_preset, ctx), inputs=[sampler_preset],
+                         outputs=[steps, guidance, ellipse_guidance, guidance_until, detail_lora, restore_aspect],
+                         api_visibility="private", queue=False)
     gen_btn.click(generate_, inputs=[trimester, lora, n, seed, steps, scale, guidance, batch_size, threshold, qc,
                                      dataset, detail_lora, detail_strength, restore_aspect, ellipse_guidance,
                                      guidance_until],

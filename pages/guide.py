@@ -88,4 +88,5 @@ PROFILE_HELP = {
 
 
 def build(ctx) -> None:
-    gr.Markdown(GUIDE.format(profile=ctx.profile.name, profile_help=PROFILE_HELP.get(ctx.profile.name, "")))
+    gr.Markdown(GUIDE.format(profile=ctx.profile.name, profile_help=PROFILE_HELP.get(ctx.profile.name, "")),
+                elem_id="guide-text")  # app.CSS: its tables' first column keeps whole words

@@ -122,7 +122,8 @@ def _segment(pred, image, box, px):
 def list_samples(ctx, spec):
     src = open_source((spec or "").strip() or ctx.default_source, ctx.allowed_roots)
     names = src.names
-    return gr.update(choices=names, value=names[0] if names else None), f"{len(names)} images in `{src.spec}`"
+    return (gr.update(choices=names, value=names[0] if names else None),
+            f"{len(names)} images in `{src.spec}` (type in the Image list to find one)")
 
 
 @guarded
@@ -137,7 +138,7 @@ def load_sample(ctx, spec, name):
         info += f" · reference HC {s.meta.hc_mm:.1f} mm"
     return ({"image": np.repeat(s.image[..., None], 3, axis=2), "boxes": []}, s.image, gt,
             None if s.meta.pixel_size_mm is None else round(s.meta.pixel_size_mm, 6),
-            info + " — now drag a box tightly around the skull on the left image", None, None)
+            info + " — now drag a box tightly around the skull on the left image", None, None, "")
 
 
 @guarded
@@ -149,7 +150,7 @@ def load_upload(ctx, path):
     return ({"image": np.repeat(img[..., None], 3, axis=2), "boxes": []}, img,
             {"name": name, "mask": None, "hc_mm": None}, None,
             f"**{name}** (upload) · {img.shape[1]}×{img.shape[0]} px — type the pixel size for HC/GA, "
-            f"then draw a box", None, None)
+            f"then draw a box", None, None, "")  # "": the last image's Dice and HC went with it (issue 33)
 
 
 def prefetch_embedding(ctx, image, model_name, request: gr.Request):
@@ -294,7 +295,8 @@ def build(ctx) -> None:
     with gr.Row(equal_height=True):
         source = gr.Textbox(ctx.default_source, label="Data source (from the Data tab; you can type another)",
                             scale=3, elem_id="pg-source")
-        sample = gr.Dropdown(initial, value=initial[0] if initial else None, label="Image", scale=2, elem_id="pg-sample", allow_custom_value=False)
+        sample = gr.Dropdown(initial, value=initial[0] if initial else None, label="Image", scale=2, elem_id="pg-sample", allow_custom_value=False,
+                             num_choices_shown=100_000)  # every image listed (Gradio's default: the first 100)
         load_btn = gr.Button("Load image", scale=1, elem_id="pg-load")
         upload = gr.File(label="…or upload an image", file_types=["image"], type="filepath", scale=2,
                          elem_id="pg-upload", height=90)
@@ -349,12 +351,12 @@ def build(ctx) -> None:
     prefetch = dict(fn=prefetch_embedding_, inputs=[image_state, model], outputs=None, api_visibility="private",
                     show_progress="hidden", concurrency_limit=4, concurrency_id="playground")
     gr.on([load_btn.click], load_sample_, inputs=[source, sample],
-          outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private"
+          outputs=[annot, image_state, gt_state, pixel, info, result_img, files, result], api_visibility="private"
           ).success(**prefetch)
     sample.input(load_sample_, inputs=[source, sample],
-                 outputs=[annot, image_state, gt_state, pixel, info, result_img, files], api_visibility="private"
+                 outputs=[annot, image_state, gt_state, pixel, info, result_img, files, result], api_visibility="private"
                  ).success(**prefetch)
-    upload.upload(load_upload_, inputs=[upload], outputs=[annot, image_state, gt_state, pixel, info, result_img, files],
+    upload.upload(load_upload_, inputs=[upload], outputs=[annot, image_state, gt_state, pixel, info, result_img, files, result],
                   api_visibility="private").success(**prefetch)
     model.input(**prefetch)  # another model has its own predictor (and cache)
     refresh.click(refresh_models_, inputs=[model], outputs=[model], api_visibility="private")

@@ -84,3 +84,12 @@ def test_paper_beside_says_1_run_instead_of_plus_minus_zero():
     assert list(ours) == ["80.00 (1 run)", "85.00 (1 run)"]
     three = paper_beside(_summary([80.0], repeats=3, std=1.25), paper, "heldout", cmp)
     assert three[[c for c in three.columns if c.startswith("ours")][0]].iloc[0] == "80.00 ± 1.25"
+
+
+def test_empty_finetune_curves_say_what_will_appear_without_overlapping():
+    """Fine-tune's two placeholders sit in half the figure each: on short lines, so they cannot run into each
+    other (one 45-character line each printed over the other, issue 33)."""
+    from pages.charts import curves_figure
+    notes = [a.text for a in curves_figure([], []).layout.annotations if "appears here" in (a.text or "")]
+    assert len(notes) == 2
+    assert all(max(len(line) for line in t.split("<br>")) <= 20 for t in notes), notes

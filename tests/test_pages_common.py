@@ -119,7 +119,47 @@ def test_lora_handlers_are_functions_of_the_context(tmp_path):
     assert len(items) == 2 and "2 pairs" in info
     with pytest.raises(gr.Error, match="LoRA name"):
         list(L.train_lora(ctx, "phantom:12", ["second"], "../x", 2, 2, 4, 4, 1e-4, 2, 1.0, 0, 0, 0.0, Req()))
-    assert not (ctx.work_dir / "loras").exists() and len(L._STOP) == 0
+    assert not (ctx.work_dir / "loras").exists() and L._JOBS.running(Req()) is None
+
+
+def test_live_job_outlives_its_page_and_refuses_a_second_start():
+    """A job runs in its own thread (issue 33): a reloaded page (a new session of the same browser) follows it
+    and stops it; a second Start while it runs is refused by name; a follower misses no saved value."""
+    import threading
+
+    import gradio as gr
+
+    from pages.common import LiveJobs, register_client
+
+    class Req:
+        def __init__(self, sh):
+            self.session_hash = sh
+    first, reloaded = Req("page-1"), Req("page-2")
+    register_client("browser-a", first)
+    register_client("browser-a", reloaded)
+    go = threading.Event()
+
+    def body(stop):
+        yield "out", ("started", gr.skip())
+        yield "out", (gr.skip(), "saved")  # a value a slow follower must not miss
+        go.wait(10)
+        while not stop.is_set():
+            stop.wait(0.01)
+        yield "out", ("stopped", gr.skip())
+    jobs = LiveJobs("a test job")
+    job = jobs.start(first, body, "`x`", 2)
+    with pytest.raises(gr.Error, match="a test job is already running \\(`x`\\)"):
+        jobs.start(reloaded, body, "`x`", 2)
+    assert jobs.running(Req("someone-else")) is None
+    follower = job.follow(attach=True)
+    seen = [next(follower)]
+    while seen[-1][1] != "saved":
+        seen.append(next(follower))
+    assert any(o[0] == "started" for o in seen)
+    go.set()
+    assert jobs.stop(reloaded)  # the reloaded page's Stop reaches the job
+    assert list(follower)[-1][0] == "stopped"
+    assert jobs.running(reloaded) is None and not jobs.stop(reloaded)
 
 
 def test_playground_handlers_are_functions_of_the_context(tmp_path):
@@ -199,7 +239,11 @@ def test_data_handlers_are_functions_of_the_context(tmp_path):
     assert last_page == P.previous_page(ctx, spec, last_page + 1, 0.4, "all")[0] and shown2[-1] == 11
     img, head, info = P.sample_detail(ctx, spec, 12, 0.4)
     assert info["name"] == "phantom_0_0011" and img is not None
-    assert P.offer_last(ctx, "phantom:12", ctx.default_source)[0]["value"] == "phantom:12"
+    # a reloaded page loads the last source this browser loaded (issue 33); one that no longer opens is offered
+    restored = P.restore_last(ctx, "phantom:12", ctx.default_source, 0.4, "all")
+    assert restored[0] == "phantom:12" and "restored" in restored[4] and len(restored) == 13
+    gone = P.restore_last(ctx, f"folder:{tmp_path / 'data' / 'gone'}", ctx.default_source, 0.4, "all")
+    assert gone[3]["value"].endswith("gone") and "could not be opened" in gone[4]
 
 
 def test_realism_handler_is_a_function_of_the_context(tmp_path):

@@ -68,3 +68,41 @@ def test_draw_box_shows_mask(page, app_url):
     page.wait_for_function("() => (document.querySelector('#pg-metrics')?.innerText ?? '').includes('box (0,')",
                            timeout=60_000)
     assert "⚠️" in metrics.inner_text() and "redraw it" in metrics.inner_text(), metrics.inner_text()
+
+
+def test_upload_after_a_listed_image_clears_its_numbers_and_every_image_is_listed(page, app_url, tmp_path,
+                                                                                   set_input):
+    """Issue 33: after an upload the Playground kept the listed image's "Dice vs ground truth … reference HC"
+    under the new image; the Image list offered only the first 100 images of a source."""
+    import cv2
+
+    from pipeline.data import open_source
+    from pipeline.masks import mask_bbox
+    src = open_source("phantom:120")
+    sample = src[0]
+    H, W = sample.image.shape
+    x0, y0, x1, y1 = mask_bbox(sample.mask)
+    box = (max(0, x0 - 8), max(0, y0 - 8), min(W - 1, x1 + 8), min(H - 1, y1 + 8))
+
+    page.goto(app_url)
+    page.get_by_role("tab", name="Playground").click()
+    set_input(page, "#pg-source input, #pg-source textarea", "phantom:120", commit="Enter")
+    page.locator("#pg-info").get_by_text("120 images").wait_for(timeout=60_000)
+    page.locator("#pg-sample input").click()
+    page.wait_for_function("(n) => document.querySelectorAll('#pg-sample li, [role=listbox] li').length >= n",
+                           arg=len(src), timeout=30_000)
+    page.keyboard.press("Escape")
+    page.locator("#pg-load").click()
+    page.locator("#pg-info").get_by_text(sample.name).wait_for(timeout=60_000)
+    page.locator("#pg-ann canvas").wait_for()
+    page.wait_for_timeout(500)  # let the canvas lay out the image before measuring it
+    _draw_box(page, box, (W, H))
+    page.locator("#pg-metrics").get_by_text("Dice vs ground truth").wait_for(timeout=120_000)
+
+    other = tmp_path / "my_scan.png"
+    cv2.imwrite(str(other), src[5].image)
+    page.locator("#pg-upload input[type=file]").set_input_files(str(other))
+    page.locator("#pg-info").get_by_text("my_scan.png").wait_for(timeout=60_000)
+    page.wait_for_function("() => !/Dice vs ground truth|reference HC/.test("
+                           "document.querySelector('#pg-metrics')?.innerText ?? '')", timeout=30_000)
+    assert page.locator("#pg-result img").count() == 0
