@@ -53,7 +53,8 @@ def test_train_generate_edit_accept(page, app_url, app_work_dir, wait_text, wait
     page.wait_for_timeout(1000)  # the editor lays out the newly loaded image
 
     # paint strokes along a row from x=4 to x=40 (near the top edge, away from any head), in image pixels
-    W = H = 128
+    from pipeline.config import GenerationDefaults
+    W = H = GenerationDefaults().out_size  # pairs are written at 256² by default (issue 32)
     bb = canvas.bounding_box()
     z = float(page.locator("#gen-editor").get_by_text("%").first.inner_text().strip().strip("%")) / 100
 
