@@ -120,7 +120,8 @@ def test_a_base_pretrained_at_a_larger_size_samples_a_lora_of_that_size_there(ra
 
 def test_restore_aspect_writes_the_pair_at_the_scans_shape_and_keeps_the_raw_square(tmp_path):
     from test_synthetic_dataset import FakePipe  # a known ellipse in the blue channel for even seeds
-    cfg = G.GenerateConfig(trimester="second", n=2, seed=0, qc=False, batch_size=2, restore_aspect=1.5)
+    cfg = G.GenerateConfig(trimester="second", n=2, seed=0, qc=False, batch_size=2, restore_aspect=1.5,
+                           out_size=0)  # the sample's own 128², as the numbers below are
     evs = [e for e in D.fill(tmp_path, cfg, pipe=FakePipe()) if e["kind"] == "sample"]
     assert [e["accepted"] for e in evs] == [True, False]
     name = evs[0]["sample"].name
