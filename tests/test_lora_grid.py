@@ -33,7 +33,8 @@ def _generated(base, lora, scale, seed, steps):
     """The same image made by the Generation path (generate()), drawn as the grid draws a cell."""
     import cv2
     cfg = G.GenerateConfig(trimester="second", n=1, lora=lora, base=str(base), seed=seed, steps=steps,
-                           lora_scale=scale, qc=False, precision="weights")
+                           lora_scale=scale, qc=False, precision="weights",
+                           out_size=0)  # the grid draws samples as drawn, not written at the pair size
     smp = next(e["sample"] for e in G.generate(cfg) if e["kind"] == "sample")
     return cv2.resize(smp.picture(), (128, 128), interpolation=cv2.INTER_NEAREST)[..., :3]
 

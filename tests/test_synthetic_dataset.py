@@ -68,7 +68,7 @@ def test_counts_read_the_trimester_from_the_metadata_not_the_file_name(tmp_path)
 def test_accept_refuses_an_empty_mask(tmp_path):
     (ev,) = _fill(tmp_path, n=1, decide=False)
     with pytest.raises(ValueError, match="the mask is empty"):
-        D.accept(tmp_path, ev["sample"], np.zeros((128, 128), bool))
+        D.accept(tmp_path, ev["sample"], np.zeros_like(ev["sample"].extraction.mask))
 
 
 def test_a_sweeps_synthetic_set_is_not_finished_with_a_base_that_now_samples_differently(tmp_path, monkeypatch):
@@ -98,7 +98,9 @@ def test_a_sweeps_synthetic_set_is_not_finished_with_a_base_that_now_samples_dif
     with pytest.raises(KeyboardInterrupt):
         list(E.generate_synthetic(syn, out))
     state = json.loads((out / "generation_state.json").read_text())
-    assert state["sampling"] == {"guidance": 2.0, "latent_calibration": None} and len(drawn) == 1
+    # the sampling, and how the pairs are written: the phantom pool's 1.5 aspect, 256² (issue 32)
+    assert state["sampling"] == {"guidance": 2.0, "latent_calibration": None, "detail_strength": None,
+                                 "restore_aspect": 1.5, "out_size": 256} and len(drawn) == 1
     with pytest.raises(KeyboardInterrupt):  # the same base: resumes
         list(E.generate_synthetic(syn, out))
     assert len(drawn) == 2
