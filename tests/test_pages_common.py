@@ -68,7 +68,7 @@ def test_experiments_handlers_are_functions_of_the_context(tmp_path):
     assert X.list_sweeps(ctx) == ["s1"]
     with pytest.raises(gr.Error, match="choose a sweep"):
         X.open_sweep(ctx, "")
-    status, *_, name, train, tests, n_real, repeats, epochs, augs = X.open_sweep(ctx, "s1")
+    status, *_, name, train, tests, n_real, repeats, epochs, augs, segmenter = X.open_sweep(ctx, "s1")
     assert "0/" in status and (name, train, tests) == ("s1", "phantom:12", "heldout")
 
 

@@ -145,7 +145,7 @@ def test_data_lora_generate_finetune_playground_experiments(page, app_url, app_w
     set_input(page, "#ft-nreal input", 4)
     set_input(page, "#ft-epochs input", 2)
     set_input(page, "#ft-nval input", 4)
-    set_input(page, "#ft-name textarea, #ft-name input", "walk-ft")
+    set_input(page, "#ft-name textarea, #ft-name input", "walk-path-ft")
     page.locator("#ft-start").click()
     wait_js(page, "() => /preparing|embeddings|epoch/.test(document.querySelector('#ft-status')?.innerText ?? '')",
             "the fine-tuning under way", timeout_s=120, show="#ft-status")
@@ -154,15 +154,15 @@ def test_data_lora_generate_finetune_playground_experiments(page, app_url, app_w
     _close_toasts(page)
     wait_text(page, "#ft-summary", "zero-shot", timeout_s=420)
     summary = page.locator("#ft-summary").inner_text()
-    assert "walk-ft" in summary and ("beyond noise" in summary or "within noise" in summary
+    assert "walk-path-ft" in summary and ("beyond noise" in summary or "within noise" in summary
                                      or "no epoch beat" in summary), summary
-    assert (app_work_dir / "runs" / "walk-ft").is_dir()
+    assert (app_work_dir / "runs" / "walk-path-ft").is_dir()
 
     # Playground on the fine-tuned run
     page.get_by_role("tab", name="Playground").click()
     page.locator("#pg-model input").click()
-    page.get_by_role("option", name="walk-ft").click()
-    wait_js(page, "() => (document.querySelector('#pg-model input')?.value ?? '') == 'walk-ft'", "the run chosen")
+    page.get_by_role("option", name="walk-path-ft").click()
+    wait_js(page, "() => (document.querySelector('#pg-model input')?.value ?? '') == 'walk-path-ft'", "the run chosen")
     sample = open_source("phantom:40")[0]
     wait_js(page, "(n) => (document.querySelector('#pg-sample input')?.value ?? '') == n",
             "the Playground listing the Data tab's source", arg=sample.name)
@@ -175,7 +175,7 @@ def test_data_lora_generate_finetune_playground_experiments(page, app_url, app_w
     x0, y0, x1, y1 = mask_bbox(sample.mask)
     _draw_box(page, (max(0, x0 - 8), max(0, y0 - 8), min(W - 1, x1 + 8), min(H - 1, y1 + 8)), (W, H))
     page.locator("#pg-metrics").get_by_text("Dice vs ground truth").wait_for(timeout=120_000)
-    assert "fine-tuned run walk-ft" in page.locator("#pg-metrics").inner_text().replace("`", "")
+    assert "fine-tuned run walk-path-ft" in page.locator("#pg-metrics").inner_text().replace("`", "")
     assert page.locator("#pg-result img").count() == 1
 
     # Experiments smoke: a finished sweep with its table and chart
