@@ -18,7 +18,8 @@ def finished(tmp_path):
     from pipeline.sweep import Sweep
     out = tmp_path / "s"
     sw = Sweep(out)
-    sw.start(preset("smoke", train="phantom:24"))
+    from pipeline.config import ASSETS
+    sw.start(preset("smoke", train="phantom:24", diffusion_base=str(ASSETS / "tiny-base")))  # as for_profile writes it
     rows = [("none", 3, 0, "heldout", 4, 91.5, 2.0, 3.1, "cells/none-n3-r0/run"),
             ("weak", 3, 0, "heldout", 4, 92.25, 1.5, 2.9, "cells/weak-n3-r0/run")]
     pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(sw.results_path, index=False)
@@ -37,6 +38,9 @@ def test_a_recorded_study_rebuilds_its_tables(finished, tmp_path):
     assert f"python -m pipeline sweep --config {d}/sweep.json --out outputs/sweeps/smoke-phantom" in page
     assert "#### Test: heldout" in page and "| None | 91.50 (1 run) |" in page and "| WA | **92.25 (1 run)** |" in page
     assert "Zero-shot (no fine-tuning): 90.00 % Dice on 4 images" in page
+    # the recorded settings re-run from a clone elsewhere: no absolute path into this checkout
+    cfg = json.loads((d / "sweep.json").read_text())
+    assert cfg["diffusion_base"] == "assets/tiny-base", cfg["diffusion_base"]
     # the study alone rebuilds the page: the sweep folder (cells, cache) is not needed
     import shutil
     shutil.rmtree(finished / "cells")
@@ -60,6 +64,8 @@ def test_the_published_page_is_what_the_committed_records_give():
         cfg = json.loads((d / "sweep.json").read_text())
         assert not str(cfg.get("synthetic") or "").startswith("folder:outputs"), \
             f"{d.name} reads its synthetic set from a git-ignored folder"
+        absolute = [k for k, v in cfg.items() if isinstance(v, str) and v.startswith("/")]
+        assert not absolute, f"{d.name}/sweep.json names absolute paths ({absolute}): a clone elsewhere cannot re-run it"
 
 
 def test_the_sweep_writes_syn_pairs_at_the_train_pools_shape():

@@ -55,11 +55,24 @@ def export_study(sweep_dir: str | Path, name: str, title: str, note: str = "", r
     out.mkdir(parents=True, exist_ok=True)
     for f in FILES:
         src = sw.path / f
-        if src.is_file():
+        if f == "sweep.json":  # a clone elsewhere re-runs it: paths inside the project are kept relative
+            atomic_write_json(out / f, _portable(json.loads(src.read_text())))
+        elif src.is_file():
             shutil.copyfile(src, out / f)
         else:
             (out / f).unlink(missing_ok=True)
     atomic_write_json(out / "study.json", {"title": title.strip(), "note": note.strip()})
+    return out
+
+
+def _portable(settings: dict) -> dict:
+    """`settings` with every absolute path inside the project (e.g. the tiny base, which for_profile writes
+    absolute) made relative to the project root, where the re-run command is typed."""
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, str) and Path(v).is_absolute() and Path(v).is_relative_to(ROOT):
+            v = Path(v).relative_to(ROOT).as_posix()
+        out[k] = v
     return out
 
 
