@@ -457,8 +457,9 @@ class LiveJobs:
     """One page's LiveJobs, one running per browser (client_key): a second Start while one runs is refused
     with what is running, instead of waiting unseen in the queue; Stop finds the job after a reload."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, idle: str = "nothing is running: there is nothing to stop",
+                 stopping: str = "⏹ stopping after the current step…"):
+        self.what, self.idle, self.stopping = what, idle, stopping
         self._jobs: dict[str, LiveJob] = {}
         self._lock = threading.Lock()
 
@@ -466,7 +467,9 @@ class LiveJobs:
         job = self._jobs.get(client_key(request))
         return job if job is not None and job.running else None
 
-    def refuse_if_running(self, request) -> None:
+    def refuse_if_running(self, request: gr.Request) -> None:
+        """Start's first handler: a press while one runs is refused by name (a second press waited unseen in
+        the queue, issue 33)."""
         job = self.running(request)
         if job is not None:
             raise gr.Error(f"{self.what} is already running ({job.label}): wait for it, or press Stop first",
@@ -484,3 +487,15 @@ class LiveJobs:
         if job is not None:
             job.stop.set()
         return job is not None
+
+    def stop_handler(self, request: gr.Request) -> str:
+        """Stop's handler: the status line (it answered "stopping…" with nothing running, issue 33)."""
+        return self.stopping if self.stop(request) else self.idle
+
+    def attach_handler(self, client_id, request: gr.Request):
+        """The page's load handler: a page opened (or reloaded) while this browser's job runs shows it running,
+        to the end."""
+        register_client(client_id, request)
+        job = self.running(request)
+        if job is not None:
+            yield from job.follow(attach=True)

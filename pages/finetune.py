@@ -18,11 +18,13 @@ from pipeline.eta import eta_text
 from pipeline.readable import gain_verdict, paired_gain
 
 from .charts import curves_figure
-from .common import CLIENT_ID_JS, HEAVY, LiveJobs, bind_ctx, register_client, follow_data_tab, guarded, safe_name
+from .common import CLIENT_ID_JS, HEAVY, LiveJobs, bind_ctx, follow_data_tab, guarded, safe_name
 
 TITLE = "Fine-tune SAM"
 _D = SamFinetuneDefaults()
-_JOBS = LiveJobs("a fine-tuning run")  # per browser: the running run (survives a reload), its Stop flag
+# per browser: the running run (survives a reload), its Stop flag
+_JOBS = LiveJobs("a fine-tuning run", idle="nothing is fine-tuning: there is nothing to stop",
+                 stopping="⏹ stopping after the current step (the best checkpoint is kept)…")
 
 INTRO = """### Fine-tune SAM — the mask decoder on a hybrid dataset of real and synthetic pairs
 The paper's recipe: image and prompt encoders frozen, only the mask decoder trains; box prompt = the mask's
@@ -152,25 +154,6 @@ def _finetune_body(ctx, cfg, name, stop):
         raise
 
 
-def stop_training(request: gr.Request):
-    if not _JOBS.stop(request):  # it answered "stopping…" with nothing running (issue 33)
-        return "nothing is fine-tuning: there is nothing to stop"
-    return "⏹ stopping after the current step (the best checkpoint is kept)…"
-
-
-def refuse_if_running(request: gr.Request):
-    """Start while a run fine-tunes: say so (a second press waited unseen in the queue, issue 33)."""
-    _JOBS.refuse_if_running(request)
-
-
-def attach(client_id, request: gr.Request):
-    """A page opened (or reloaded) while this browser's run fine-tunes: show it running, to the end."""
-    register_client(client_id, request)
-    job = _JOBS.running(request)
-    if job is not None:
-        yield from job.follow(attach=True)
-
-
 def build(ctx) -> None:
     """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     gr.Markdown(INTRO)
@@ -215,13 +198,13 @@ def build(ctx) -> None:
         ctx.tab.select(lambda: gr.Dropdown(choices=synthetic_choices(ctx.work_dir)), outputs=[synthetic],
                        api_visibility="private", queue=False)
     # trigger_mode "multiple": a second press while fine-tuning reaches refuse_if_running (Gradio ignored it)
-    start_btn.click(refuse_if_running, api_visibility="private", concurrency_limit=None, trigger_mode="multiple") \
+    start_btn.click(_JOBS.refuse_if_running, api_visibility="private", concurrency_limit=None, trigger_mode="multiple") \
         .success(bind_ctx(finetune_sam, ctx),
                     inputs=[source, n_real, synthetic, n_syn, aug, epochs, batch_size, lr, wd, jitter, views, n_val,
                             seed, run_name],
                     outputs=[status, plot, summary, finished], api_name="finetune_sam", **HEAVY)
-    stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)
+    stop_btn.click(_JOBS.stop_handler, outputs=[status], api_visibility="private", queue=False)
     if ctx.demo is not None:  # a reloaded page shows the run still going (and Stop reaches it)
         client_id = gr.Textbox(visible=False)
-        ctx.demo.load(attach, inputs=[client_id], outputs=[status, plot, summary, finished], js=CLIENT_ID_JS,
-                      api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        ctx.demo.load(_JOBS.attach_handler, inputs=[client_id], outputs=[status, plot, summary, finished],
+                      js=CLIENT_ID_JS, api_visibility="private", concurrency_limit=None, show_progress="hidden")

@@ -30,7 +30,8 @@ from .common import CLIENT_ID_JS, HEAVY, LiveJobs, bind_ctx, follow_data_tab, gu
 TITLE = "LoRA training"
 _D = LoraDefaults()
 _C = LoraTrainConfig()  # the tab's defaults are the config's (one home per setting, as the CLI reads them)
-_JOBS = LiveJobs("a LoRA training")  # per browser: the running training (survives a reload), its Stop flag
+# per browser: the running training (survives a reload), its Stop flag
+_JOBS = LiveJobs("a LoRA training", idle="nothing is training: there is nothing to stop")
 # seconds per LoRA step on a 2-core CPU, tiny base (README, Diffusion: 0.126 s quiet, ~0.3 s busy) plus
 # loading and encoding: what the estimate beside Start assumes before a run has measured its own rate
 LORA_STEP_S = 0.3
@@ -268,26 +269,6 @@ def restore_form(saved, done):
     return (*(saved[k] if k in saved else gr.skip() for k in FORM), False if "n" in saved else gr.skip(), True)
 
 
-def stop_training(request: gr.Request):
-    if not _JOBS.stop(request):  # it answered "stopping…" with nothing running (issue 33)
-        return "nothing is training: there is nothing to stop"
-    return "⏹ stopping after the current step…"
-
-
-def refuse_if_running(request: gr.Request):
-    """Start while a LoRA trains: say so (a second press waited unseen in the queue, issue 33)."""
-    _JOBS.refuse_if_running(request)
-
-
-def attach(client_id, request: gr.Request):
-    """A page opened (or reloaded) while this browser's LoRA trains: show it training, to the end."""
-    from .common import register_client
-    register_client(client_id, request)
-    job = _JOBS.running(request)
-    if job is not None:
-        yield from job.follow(attach=True)
-
-
 def build(ctx) -> None:
     """The tab's widgets and their wiring; the handlers above are module-level functions of ctx."""
     gr.Markdown(INTRO.format(base=ctx.profile.diffusion_base, steps=_C.steps,
@@ -376,7 +357,7 @@ def build(ctx) -> None:
     show_btn.click(bind_ctx(show_selection, ctx), inputs=[source, trimesters, n, seed],
                    outputs=[selection, sel_info], api_name="lora_selection", concurrency_limit=2, concurrency_id="data")
     # trigger_mode "multiple": a second press while training reaches refuse_if_running (Gradio ignored it)
-    start_btn.click(refuse_if_running, api_visibility="private", concurrency_limit=None, trigger_mode="multiple") \
+    start_btn.click(_JOBS.refuse_if_running, api_visibility="private", concurrency_limit=None, trigger_mode="multiple") \
         .success(bind_ctx(train_lora, ctx),
                     inputs=[source, trimesters, name, n, steps, rank, alpha, lr, batch_size, grad_clip, seed,
                             preview_every, empty_prompt_prob, resolution, mask_loss_weight, timestep_bias,
@@ -384,12 +365,12 @@ def build(ctx) -> None:
                     outputs=[status, plot, previews, trained], api_name="train_lora", **HEAVY)
     start_btn.click(save_form, inputs=form, outputs=[saved_form], api_visibility="private", queue=False,
                     show_progress="hidden")
-    stop_btn.click(stop_training, outputs=[status], api_visibility="private", queue=False)
+    stop_btn.click(_JOBS.stop_handler, outputs=[status], api_visibility="private", queue=False)
     # the browser hands the stored value over after the page loaded: its change event is the moment
     gr.on([saved_form.change] + ([ctx.demo.load] if ctx.demo is not None else []), restore_form,
           inputs=[saved_form, form_restored], outputs=[*form, n_auto, form_restored], api_visibility="private",
           queue=False, show_progress="hidden")
     if ctx.demo is not None:  # a reloaded page shows the training still running (and Stop reaches it)
         client_id = gr.Textbox(visible=False)
-        ctx.demo.load(attach, inputs=[client_id], outputs=[status, plot, previews, trained], js=CLIENT_ID_JS,
-                      api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        ctx.demo.load(_JOBS.attach_handler, inputs=[client_id], outputs=[status, plot, previews, trained],
+                      js=CLIENT_ID_JS, api_visibility="private", concurrency_limit=None, show_progress="hidden")

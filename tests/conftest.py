@@ -66,6 +66,19 @@ def wait_until(page, condition_js: str, what: str, timeout_s: float = 60, arg=No
                     f"--- dashboard log tail ---\n{app_log_tail()}")
 
 
+def wait_for_toast(page, text: str, timeout_s: float = 30) -> None:
+    """A Gradio toast (gr.Info / gr.Warning / gr.Error) whose text holds `text`."""
+    page.wait_for_function("(t) => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
+                           arg=text, timeout=timeout_s * 1000)
+
+
+def close_toasts(page) -> None:
+    """Close every toast (so the next one asserted is a new one)."""
+    for close in page.locator(".toast-close").all():
+        close.click()
+    page.wait_for_function("() => document.querySelectorAll('.toast-body').length == 0")
+
+
 def wait_for_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
     """Wait until `selector`'s text contains `text` (see wait_until)."""
     wait_until(page, "([s, t]) => (document.querySelector(s)?.innerText ?? '').includes(t)",

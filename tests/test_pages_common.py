@@ -146,7 +146,7 @@ def test_live_job_outlives_its_page_and_refuses_a_second_start():
         while not stop.is_set():
             stop.wait(0.01)
         yield "out", ("stopped", gr.skip())
-    jobs = LiveJobs("a test job")
+    jobs = LiveJobs("a test job", idle="nothing is testing", stopping="stopping the test")
     job = jobs.start(first, body, "`x`", 2)
     with pytest.raises(gr.Error, match="a test job is already running \\(`x`\\)"):
         jobs.start(reloaded, body, "`x`", 2)
@@ -157,9 +157,10 @@ def test_live_job_outlives_its_page_and_refuses_a_second_start():
         seen.append(next(follower))
     assert any(o[0] == "started" for o in seen)
     go.set()
-    assert jobs.stop(reloaded)  # the reloaded page's Stop reaches the job
+    assert jobs.stop_handler(reloaded) == "stopping the test"  # the reloaded page's Stop reaches the job
     assert list(follower)[-1][0] == "stopped"
     assert jobs.running(reloaded) is None and not jobs.stop(reloaded)
+    assert jobs.stop_handler(reloaded) == "nothing is testing"  # Stop with nothing running says so
 
 
 def test_playground_handlers_are_functions_of_the_context(tmp_path):

@@ -4,6 +4,7 @@ new error."""
 from __future__ import annotations
 
 import pytest
+from conftest import close_toasts, wait_for_toast
 
 pytestmark = pytest.mark.browser
 
@@ -13,31 +14,20 @@ BADGES = """(prefix) => [...document.querySelectorAll('.error')]
     .map(e => e.closest('[id]').id)"""
 
 
-def _close_toasts(page):
-    for close in page.locator(".toast-close").all():
-        close.click()
-    page.wait_for_function("() => document.querySelectorAll('.toast-body').length == 0")
-
-
 def _shows(page, selector, text):  # (wait_text fails on the error toast this test expects)
     page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText ?? '').includes(t)",
                            arg=[selector, text])
-
-
-def _toast(page, text):
-    page.wait_for_function("(t) => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
-                           arg=text)
 
 
 def test_a_failed_open_then_a_sweep_leaves_no_error_badge(page, app_url, wait_text, set_input):
     page.goto(app_url)
     page.get_by_role("tab", name="Experiments").click()
     page.locator("#sw-open").click()  # no sweep chosen: refused
-    _toast(page, "choose a sweep to open")
+    wait_for_toast(page, "choose a sweep to open")
     _shows(page, "#sw-status", "not opened")
     badged = page.evaluate(BADGES, "sw-")
     assert set(badged) <= {"sw-status"}, f"Error badges on fields the refusal did not touch: {badged}"
-    _close_toasts(page)
+    close_toasts(page)
     set_input(page, "#sw-name input, #sw-name textarea", "badges")
     page.locator("#sw-preset input").click()
     page.get_by_role("option", name="smoke").click()
@@ -53,11 +43,11 @@ def test_data_tab_status_says_a_source_was_refused_then_clears(page, app_url, wa
     wait_text(page, "#data-status", "phantom:24")
     set_input(page, "#data-source input", "folder:/nowhere-at-all", commit="Enter")
     page.locator("#data-load").click()
-    _toast(page, "nowhere-at-all")
+    wait_for_toast(page, "nowhere-at-all")
     # the status no longer reads as if the refused source were fine
     _shows(page, "#data-status", "not loaded")
     assert "still showing phantom:24" in page.locator("#data-status").inner_text()
-    _close_toasts(page)
+    close_toasts(page)
     set_input(page, "#data-source input", "phantom:9", commit="Enter")
     page.locator("#data-load").click()
     wait_text(page, "#data-status", "phantom:9")

@@ -4,6 +4,7 @@ page mid-way and carry on where you were."""
 from __future__ import annotations
 
 import pytest
+from conftest import close_toasts, wait_for_toast
 
 pytestmark = pytest.mark.browser
 
@@ -47,17 +48,6 @@ def test_train_then_generate_without_touching_the_lora_list(page, app_url, app_w
             "the chosen LoRA after a reload", show="#gen-lora")
 
 
-def _toast(page, text, timeout_s=30):
-    page.wait_for_function("(t) => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
-                           arg=text, timeout=timeout_s * 1000)
-
-
-def _close_toasts(page):
-    for close in page.locator(".toast-close").all():
-        close.click()
-    page.wait_for_function("() => document.querySelectorAll('.toast-body').length == 0")
-
-
 def test_reload_mid_way_and_carry_on(page, app_url, wait_text, wait_js, set_input):
     page.goto(app_url)
     page.get_by_role("tab", name="Data").click()
@@ -89,8 +79,8 @@ def test_reload_mid_way_and_carry_on(page, app_url, wait_text, wait_js, set_inpu
             "the running training shown after the reload", show="#lora-status")
     # a second Start says it is already running (it did nothing visible before)
     page.locator("#lora-start").click()
-    _toast(page, "already running")
-    _close_toasts(page)
+    wait_for_toast(page, "already running")
+    close_toasts(page)
     # Stop reaches the training started before the reload
     page.locator("#lora-stop").click()
     wait_js(page, "() => (document.querySelector('#lora-status')?.innerText ?? '').includes('stopped at step')",

@@ -7,6 +7,7 @@ beyond noise. Guide: the quick start and the glossary are there."""
 from __future__ import annotations
 
 import pytest
+from conftest import close_toasts, wait_for_toast
 
 pytestmark = pytest.mark.browser
 
@@ -75,17 +76,6 @@ def test_finetune_walkthrough_shows_eta_and_an_honest_verdict(page, app_url, wai
     assert "optimistic" in summary
 
 
-def _toast(page, text, timeout_s=30):
-    page.wait_for_function("(t) => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
-                           arg=text, timeout=timeout_s * 1000)
-
-
-def _close_toasts(page):
-    for close in page.locator(".toast-close").all():
-        close.click()
-    page.wait_for_function("() => document.querySelectorAll('.toast-body').length == 0")
-
-
 def test_data_lora_generate_finetune_playground_experiments(page, app_url, app_work_dir, wait_text, wait_js,
                                                             set_input):
     """The whole path (issue 33), each step's visible result asserted: Data → LoRA → Generate (accept) →
@@ -150,8 +140,8 @@ def test_data_lora_generate_finetune_playground_experiments(page, app_url, app_w
     wait_js(page, "() => /preparing|embeddings|epoch/.test(document.querySelector('#ft-status')?.innerText ?? '')",
             "the fine-tuning under way", timeout_s=120, show="#ft-status")
     page.locator("#ft-start").click()
-    _toast(page, "already running")
-    _close_toasts(page)
+    wait_for_toast(page, "already running")
+    close_toasts(page)
     wait_text(page, "#ft-summary", "zero-shot", timeout_s=420)
     summary = page.locator("#ft-summary").inner_text()
     assert "walk-path-ft" in summary and ("beyond noise" in summary or "within noise" in summary
