@@ -199,9 +199,11 @@ PRESETS: dict[str, dict] = {
     # 3 repeats, 8 epochs instead of 20, SYN total 100 instead of 500, 2 cached augmented views per image
     "cpu-small": dict(n_real=[5, 20, 50], repeats=3, epochs=8, total=100, aug_views=2, n_val=30),
     # the from-scratch U-Net on a 2-core CPU: the paper's four arms and SYN only, 3 repeats, SYN total 100,
-    # 200 optimizer steps of 8 pairs at 256² per cell (the sweep prints each cell's minutes)
+    # 400 optimizer steps of 8 pairs at 256² per cell (the sweep prints each cell's minutes). 400, not 200,
+    # chosen on validation (docs/lab/2026-12-07-unet-steps.md): None's best comes by step 50 whatever the
+    # length, SYN's still climbs at 400; 400 keeps a cell near the 10-minute goal on this CPU
     "cpu-unet": dict(segmenter="unet", augmentations=[*PAPER_ARMS, "syn-only"], n_real=[5, 20, 50], repeats=3,
-                     total=100, n_val=30, unet_steps=200, unet_val_every=25),
+                     total=100, n_val=30, unet_steps=400, unet_val_every=25),
     # a smoke test: two cells on tiny data
     "smoke": dict(augmentations=["none", "weak"], n_real=[3], repeats=1, epochs=1, total=6, aug_views=1,
                   n_val=4, test_limit=4, split=(0.5, 0.25, 0.25)),
