@@ -93,4 +93,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipeline.errors import DataError
+    try:
+        raise SystemExit(main())
+    except DataError as e:  # a bad path or count: the message, not a traceback
+        raise SystemExit(f"error: {e}")

@@ -1,9 +1,9 @@
 """The U-Net's validation Dice against its training length, per arm: how many steps should a cell train?
 
-    python scripts/unet_val_curve.py --arm syn --synthetic DIR --steps 400 [--n-real 5] [--seed 0] [--out DIR]
+    python scripts/unet_val_curve.py --arm syn --synthetic DIR [--total 85] --steps 400 [--n-real 5] [--repeat 0] [--out DIR]
 
-Trains one U-Net cell as the sweep does (`pipeline.unet.train_unet`: the hybrid dataset of pipeline/hybrid.py,
-8 pairs a step, Adam 1e-3, Dice + CE) and prints the validation Dice (the val part of the train source's
+Trains one U-Net cell as `sweep --preset cpu-unet` builds it (`SweepConfig.unet_config`, `pipeline.unet.train_unet`)
+with only its length and validation interval changed, and prints the validation Dice (the val part of the train source's
 split, 30 pairs: the part the sweep chooses its checkpoint on) every 50 steps, with the seconds so far. It
 never touches the test part: choosing the steps from it would tune to the test split.
 Arms: none (N_real real pairs), weak (WA), strong (SA), syn (N_real real + N_synthetic synthetic pairs),
@@ -21,17 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
-    from pipeline.unet import UnetConfig, train_unet
+    from pipeline.sweep.config import preset
+    from pipeline.unet import train_unet
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arm", required=True, choices=["none", "weak", "strong", "syn", "syn-only"])
     p.add_argument("--train", default="hc18:../shared/data/hc18", help="the real source (data spec)")
     p.add_argument("--synthetic", default=None, help="a generated dataset folder (syn, syn-only)")
     p.add_argument("--n-real", type=int, default=5)
-    p.add_argument("--n-synthetic", type=int, default=80)
+    p.add_argument("--total", type=int, default=None,
+                   help="real + synthetic pairs of a SYN cell (default: the preset's 100; 85 for an 80-pair folder)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--val-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=0, help="the sweep's repeat (its seed is the preset's + repeat)")
     p.add_argument("--out", default=None, help="the run folder (default: a temporary one)")
     a = p.parse_args(argv)
 
@@ -40,13 +42,12 @@ def main(argv=None) -> int:
         if not a.synthetic:
             p.error(f"--arm {a.arm} needs --synthetic")
         syn = a.synthetic if ":" in a.synthetic else f"folder:{a.synthetic}"
-    cfg = UnetConfig(data=a.train, n_real=0 if a.arm == "syn-only" else a.n_real, synthetic=syn,
-                     n_synthetic=a.n_synthetic if syn else None,
-                     aug=a.arm if a.arm in ("weak", "strong") else "none", steps=a.steps, batch_size=8, lr=1e-3,
-                     val_every=a.val_every, n_val=30, seed=a.seed)
+    # the cell exactly as `sweep --preset cpu-unet` builds it, only its length and validation interval changed
+    sweep = preset("cpu-unet", train=a.train, total=a.total, unet_steps=a.steps, unet_val_every=a.val_every)
+    cfg = sweep.unet_config(0 if a.arm == "syn-only" else a.n_real, a.arm, syn, a.repeat)
     out = a.out or tempfile.mkdtemp(prefix=f"unet-{a.arm}-")
     t0 = time.time()
-    print(f"arm {a.arm}, seed {a.seed}, {a.steps} steps -> {out}")
+    print(f"arm {a.arm}, repeat {a.repeat}, {a.steps} steps -> {out}")
     print(f"{'step':>5} {'val Dice':>9} {'s':>6}")
     for ev in train_unet(cfg, out, resume=False):
         if ev["kind"] == "epoch":
@@ -57,4 +58,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipeline.errors import DataError
+    try:
+        raise SystemExit(main())
+    except DataError as e:  # a bad path or count: the message, not a traceback
+        raise SystemExit(f"error: {e}")
