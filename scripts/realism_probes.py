@@ -93,8 +93,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import DataError
-    try:
-        raise SystemExit(main())
-    except DataError as e:  # a bad path or count: the message, not a traceback
-        raise SystemExit(f"error: {e}")
+    raise SystemExit(main())
