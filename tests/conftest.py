@@ -107,6 +107,33 @@ def set_input(page, selector: str, value, commit: str = "Tab", timeout_s: float 
             pytest.fail(f"{selector}: typed {want!r} but it reads {box.input_value()!r} after {timeout_s:.0f} s")
 
 
+def click_until(page, selector: str, condition_js: str, what: str, timeout_s: float = 180, arg=None,
+                retry_s: float = 20, show: str | None = None) -> None:
+    """Click `selector`, then wait for `condition_js` (see wait_until); click again every `retry_s` seconds
+    until `timeout_s`. Why: a click on a just-opened tab's button can land on the element Gradio 6 replaces a
+    tick later and be lost (CI, 2026-12-07: the Playground's first *Load image* was never answered in 180 s,
+    while a second test that typed first, so after the re-render, loaded at once). Only for idempotent
+    buttons: a retry must do no harm."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
+        page.locator(selector).first.click()
+        wait_s = min(retry_s, max(1.0, deadline - time.monotonic()))
+        try:
+            page.wait_for_function(condition_js, arg=arg, timeout=wait_s * 1000)
+        except PwTimeout:
+            if time.monotonic() >= deadline:
+                wait_until(page, condition_js, f"{what} (after {attempt} clicks on {selector})", 1, arg=arg,
+                           show=show)
+                return
+            continue
+        if attempt > 1:
+            warnings.warn(f"click_until {selector}: answered only after click {attempt}")
+        return
+
+
 @pytest.fixture(name="set_input")
 def _set_input_fixture():
     """set_input(page, selector, value, commit='Tab'): see set_input."""
@@ -184,6 +211,12 @@ def app_url(app_work_dir, tmp_path_factory):
 def wait_text():
     """wait_text(page, selector, text, timeout_s=60): see wait_for_text."""
     return wait_for_text
+
+
+@pytest.fixture(name="click_until")
+def _click_until_fixture():
+    """click_until(page, selector, condition_js, what, timeout_s=180, arg=None, retry_s=20, show=None)."""
+    return click_until
 
 
 @pytest.fixture

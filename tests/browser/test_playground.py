@@ -26,7 +26,14 @@ def _draw_box(page, box, image_wh):
     assert page.locator("#model-box-edit").count() == 0, "a label dialog opened after the box"
 
 
-def test_draw_box_shows_mask(page, app_url):
+def _load(page, click_until, name):
+    """Press *Load image* until the info line names the image. It may also wait behind heavy jobs that earlier
+    browser tests leave stopping (60 s was too short in the full local suite on 2 cores, 2026-12-07)."""
+    click_until(page, "#pg-load", "(n) => (document.querySelector('#pg-info')?.innerText ?? '').includes(n)",
+                f"the Playground's info line naming {name}", timeout_s=180, arg=name, retry_s=30, show="#pg-info")
+
+
+def test_draw_box_shows_mask(page, app_url, click_until):
     from pipeline.data import open_source
     from pipeline.masks import mask_bbox
     sample = open_source("phantom:24")[0]  # the dashboard's default source, first image
@@ -36,10 +43,7 @@ def test_draw_box_shows_mask(page, app_url):
 
     page.goto(app_url)
     page.get_by_role("tab", name="Playground").click()
-    page.locator("#pg-load").click()
-    # loading queues behind the heavy jobs earlier browser tests leave stopping (it timed out at 60 s in the full
-    # local suite on 2 cores, 2026-12-07; it passes alone)
-    page.locator("#pg-info").get_by_text(sample.name).wait_for(timeout=180_000)
+    _load(page, click_until, sample.name)
     page.locator("#pg-ann canvas").wait_for()
     page.wait_for_timeout(500)  # let the canvas lay out the image before measuring it
     _draw_box(page, box, (W, H))
@@ -73,7 +77,7 @@ def test_draw_box_shows_mask(page, app_url):
 
 
 def test_upload_after_a_listed_image_clears_its_numbers_and_every_image_is_listed(page, app_url, tmp_path,
-                                                                                   set_input):
+                                                                                   set_input, click_until):
     """Issue 33: after an upload the Playground kept the listed image's "Dice vs ground truth … reference HC"
     under the new image; the Image list offered only the first 100 images of a source."""
     import cv2
@@ -94,10 +98,7 @@ def test_upload_after_a_listed_image_clears_its_numbers_and_every_image_is_liste
     page.wait_for_function("(n) => document.querySelectorAll('#pg-sample li, [role=listbox] li').length >= n",
                            arg=len(src), timeout=30_000)
     page.keyboard.press("Escape")
-    page.locator("#pg-load").click()
-    # loading queues behind the heavy jobs earlier browser tests leave stopping (it timed out at 60 s in the full
-    # local suite on 2 cores, 2026-12-07; it passes alone)
-    page.locator("#pg-info").get_by_text(sample.name).wait_for(timeout=180_000)
+    _load(page, click_until, sample.name)
     page.locator("#pg-ann canvas").wait_for()
     page.wait_for_timeout(500)  # let the canvas lay out the image before measuring it
     _draw_box(page, box, (W, H))
