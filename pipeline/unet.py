@@ -57,6 +57,9 @@ class UnetConfig:
     split_seed: int = 0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     n_val: int = 40
+    # the share of each batch drawn from the real pairs when synthetic ones are mixed in; None: uniform
+    # over the hybrid dataset, the paper's (5 real of 100 pairs are then ~5 % of the draws)
+    real_share: float | None = None
     kind: str = field(default="unet", init=False)
 
     def as_dict(self) -> dict:
@@ -79,6 +82,8 @@ class UnetConfig:
         if self.size % 16:
             raise DataError(f"U-Net input size must be a multiple of 16 (four poolings), got {self.size}")
         self.n_val = check_int(self.n_val, "n_val", 1, SamFinetuneDefaults.MAX_N_VAL)
+        if self.real_share is not None:
+            self.real_share = check_float(self.real_share, "real_share (share of real pairs per batch)", 0, 1)
         self.lr = check_float(self.lr, "learning rate (lr)", 0, 1, lo_open=True, hi_open=True)
         self.seed = check_seed(self.seed, "seed")
         self.split_seed = check_seed(self.split_seed, "split_seed")
@@ -154,6 +159,20 @@ def _dice_batch(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if s == 0 else 2 * inter / s
 
 
+def draw_batch(origins: list[str], batch_size: int, real_share: float | None, rng) -> np.ndarray:
+    """One batch's pair indices into the hybrid dataset (`origins`: "real" / "synthetic" per pair): uniform over
+    it (the paper's), or with `real_share` that share of the batch (rounded) from the real pairs and the rest
+    from the synthetic ones. A set with only one origin is drawn uniformly either way."""
+    real_at = [k for k, o in enumerate(origins) if o == "real"]
+    syn_at = [k for k, o in enumerate(origins) if o != "real"]
+    if real_share is None or not real_at or not syn_at:
+        return rng.choice(len(origins), size=batch_size, replace=len(origins) < batch_size)
+    n_real = int(round(real_share * batch_size))
+    n_syn = batch_size - n_real
+    return np.concatenate([rng.choice(real_at, size=n_real, replace=len(real_at) < n_real),
+                           rng.choice(syn_at, size=n_syn, replace=len(syn_at) < n_syn)]).astype(int)
+
+
 def train_unet(cfg: UnetConfig, out_dir: str | Path, resume: bool = True, stop=None,
                allowed_roots=None) -> Iterator[dict]:
     """Train the U-Net on the hybrid dataset of `cfg` in `out_dir` (a run folder, pipeline/runs.py)."""
@@ -198,6 +217,7 @@ def train_unet(cfg: UnetConfig, out_dir: str | Path, resume: bool = True, stop=N
         model.train()
         return [_dice_batch(p > 0.5, g) for p, g in zip(prob, vy)]
 
+    origins = [it.origin for it in train]
     step, best, best_at, n_val_done = 0, -1.0, 0, 0
     state = run.resume_state() if resuming else None
     if state is not None:
@@ -223,7 +243,7 @@ def train_unet(cfg: UnetConfig, out_dir: str | Path, resume: bool = True, stop=N
                 break
             # the batch of step k depends on (seed, k) only: a resumed run draws what it would have drawn
             rng = np.random.default_rng([cfg.seed, 7, step])
-            idx = rng.choice(len(train), size=cfg.batch_size, replace=len(train) < cfg.batch_size)
+            idx = draw_batch(origins, cfg.batch_size, cfg.real_share, rng)
             bx, by = [], []
             for j, i in enumerate(idx):
                 if augmentation is None:

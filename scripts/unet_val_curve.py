@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--repeat", type=int, default=0, help="the sweep's repeat (its seed is the preset's + repeat)")
+    p.add_argument("--real-share", type=float, default=None,
+                   help="share of each batch drawn from the real pairs (default: uniform over the hybrid set)")
     p.add_argument("--out", default=None, help="the run folder (default: a temporary one)")
     a = p.parse_args(argv)
 
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
     # the cell exactly as `sweep --preset cpu-unet` builds it, only its length and validation interval changed
     sweep = preset("cpu-unet", train=a.train, total=a.total, unet_steps=a.steps, unet_val_every=a.val_every)
     cfg = sweep.unet_config(0 if a.arm == "syn-only" else a.n_real, a.arm, syn, a.repeat)
+    if a.real_share is not None:
+        cfg.real_share = a.real_share
     out = a.out or tempfile.mkdtemp(prefix=f"unet-{a.arm}-")
     t0 = time.time()
     print(f"arm {a.arm}, repeat {a.repeat}, {a.steps} steps -> {out}")

@@ -142,3 +142,18 @@ def test_verdict_is_the_difference_of_means_against_two_standard_errors():
     assert "SYN only − None" in lines[1] and "no difference" in lines[1]
     one = _summary([("none", 5, 0, "t", 90.0, None), ("syn", 5, 0, "t", 99.0, None)])
     assert verdict(one, "t", 5)["word"] == "too few repeats to tell"
+
+
+def test_real_share_draws_that_share_of_each_batch_from_the_real_pairs():
+    from pipeline.unet import UnetConfig, draw_batch
+    origins = ["real"] * 5 + ["synthetic"] * 95
+    for step in range(20):
+        idx = draw_batch(origins, 8, 0.5, np.random.default_rng([0, 7, step]))
+        assert len(idx) == 8 and sum(origins[i] == "real" for i in idx) == 4, idx
+    # the default is the paper's uniform draw over the hybrid set, the same draw as before real_share existed
+    rng_a, rng_b = np.random.default_rng([0, 7, 3]), np.random.default_rng([0, 7, 3])
+    assert list(draw_batch(origins, 8, None, rng_a)) == list(rng_b.choice(100, size=8, replace=False))
+    # one origin only (None, SYN only): uniform whatever the share
+    assert sorted(set(draw_batch(["real"] * 3, 8, 0.5, np.random.default_rng(0)))) == [0, 1, 2]
+    with pytest.raises(DataError, match="real_share"):
+        UnetConfig(data=TRAIN, real_share=1.5).validate()
