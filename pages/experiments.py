@@ -13,6 +13,7 @@ import gradio as gr
 from pipeline.gpu import gpu_task
 
 from pipeline.eta import eta_text
+from pipeline.results import AUG_ORDER
 
 from .common import HEAVY, StopRegistry, bind_ctx, follow_data_tab, guarded, safe_name
 
@@ -23,9 +24,11 @@ INTRO = """### Experiments — does synthetic data help segmentation when real l
 The paper's Table 1 as a grid of training runs: augmentation **None / WA / SA / SYN** × **N_real** real
 images × repeats, each evaluated on the test source(s). *SYN* trains on N_real real pairs plus
 (total − N_real) synthetic pairs, from a synthetic dataset (Generation tab) or generated first with your
-trimester LoRAs; *SYN only* (not in the paper) trains on `total` synthetic pairs and no real one. The
+trimester LoRAs; *SYN + WA* (not in the paper) is SYN's set with WA's weak augmentation on every pair; *SYN
+only* (not in the paper) trains on `total` synthetic pairs and no real one. The
 segmenter is **SAM** (its decoder fine-tuned, as in the paper) or a **U-Net** trained from random weights,
-which has everything to learn; the table ends with the verdict: SYN − None ± its standard error. `heldout` is the test part of the train source's seeded split: never trained on and never
+which has everything to learn; the table ends with the verdict: SYN − None ± its standard error (and SYN + WA
+− WA). `heldout` is the test part of the train source's seeded split: never trained on and never
 used to choose a checkpoint. A sweep resumes where it stopped; re-opening a finished one does no work.
 Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats, 8 epochs, SYN total 100),
 **cpu-unet** (the U-Net, the four arms and SYN only), **paper** (the full grid, GPU), **smoke** (2 tiny
@@ -247,7 +250,7 @@ def build(ctx) -> None:
             train_loras = gr.Checkbox(False, label="or train the trimester LoRAs here (20 images each, train pool only)",
                                       elem_id="sw-train-loras")
         with gr.Row():
-            augmentations = gr.CheckboxGroup(["none", "weak", "strong", "syn", "syn-only"], value=None,
+            augmentations = gr.CheckboxGroup(AUG_ORDER, value=None,
                                              label="Augmentations (empty: the preset's)", elem_id="sw-augs")
             n_real = gr.Textbox("", label="N_real values (empty: the preset's), e.g. 5,20,50", elem_id="sw-nreal")
             repeats = gr.Textbox("", label="repeats (empty: the preset's)", placeholder="e.g. 3",

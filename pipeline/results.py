@@ -15,11 +15,13 @@ import pandas as pd
 from .config import ASSETS
 
 PAPER_ARMS = ["none", "weak", "strong", "syn"]  # the paper's four arms: a sweep's default
-# syn-only (not in the paper): synthetic pairs only, as many as the SYN arm's total, no real pair; one cell
-# per repeat, recorded with n_real = 0
-AUG_ORDER = PAPER_ARMS + ["syn-only"]
-AUG_LABEL = {"none": "None", "weak": "WA", "strong": "SA", "syn": "SYN", "syn-only": "SYN only"}
-SYN_ARMS = ("syn", "syn-only")  # the arms that train on the synthetic set
+# not in the paper: syn-weak, SYN's hybrid set with WA's weak augmentation on every pair (are the synthetic
+# pairs worth having on top of WA?); syn-only, synthetic pairs only, as many as the SYN arm's total, no real
+# pair, one cell per repeat, recorded with n_real = 0
+AUG_ORDER = PAPER_ARMS + ["syn-weak", "syn-only"]
+AUG_LABEL = {"none": "None", "weak": "WA", "strong": "SA", "syn": "SYN", "syn-weak": "SYN + WA",
+             "syn-only": "SYN only"}
+SYN_ARMS = ("syn", "syn-weak", "syn-only")  # the arms that train on the synthetic set
 RESULT_COLUMNS = ["augmentation", "n_real", "repeat", "test", "n_test", "dice", "dice_std",
                   "hc_abs_error_mm", "run"]
 PAPER_TABLE = ASSETS / "reference" / "paper_table1.csv"
@@ -97,18 +99,19 @@ def verdict(summary: pd.DataFrame, test: str, n_real: int, arm: str = "syn", aga
 
 
 def verdict_lines(summary: pd.DataFrame, test: str) -> list[str]:
-    """One line per N_real where SYN and None both ran (and SYN only against None at each N_real), e.g.
+    """One line per N_real where SYN and None both ran (SYN only against None at each N_real, and SYN + WA
+    against WA: do the synthetic pairs add anything to the weak augmentation?), e.g.
     'N_real 5: SYN − None = +1.20 ± 0.35 Dice points (SE, 3 vs 3 repeats): helps'."""
     s = summary[summary["test"] == test]
     out = []
-    ns = sorted(int(n) for n in s.loc[s["augmentation"] == "none", "n_real"].unique())
-    for arm, arm_n in (("syn", None), ("syn-only", 0)):
+    ns = sorted(int(n) for n in s.loc[s["augmentation"].isin(["none", "weak"]), "n_real"].unique())
+    for arm, against, arm_n in (("syn", "none", None), ("syn-only", "none", 0), ("syn-weak", "weak", None)):
         for n in ns:
-            v = verdict(summary, test, n, arm, "none", arm_n)
+            v = verdict(summary, test, n, arm, against, arm_n)
             if v is None:
                 continue
             se = "SE unknown" if v["se"] is None else f"± {v['se']:.2f} (SE)"
-            out.append(f"N_real {n}: {AUG_LABEL[arm]} − None = {v['diff']:+.2f} {se} Dice points over "
+            out.append(f"N_real {n}: {AUG_LABEL[arm]} − {AUG_LABEL[against]} = {v['diff']:+.2f} {se} Dice points over "
                        f"{v['n'][0]} vs {v['n'][1]} repeats: **{v['word']}**")
     return out
 
@@ -202,7 +205,8 @@ def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparis
     return pd.DataFrame(rows)
 
 
-_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b", "syn-only": "#ffa15a"}
+_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b", "syn-weak": "#19d3f3",
+           "syn-only": "#ffa15a"}
 _PLOTLY_SYMBOLS = ["diamond-open", "square-open", "triangle-up-open", "circle-open"]
 _MPL_MARKERS = ["D", "s", "^", "o"]
 

@@ -48,6 +48,19 @@ def test_syn_only_is_one_cell_per_repeat_after_the_syn_cells():
     assert cfg.n_synthetic("none", 5) is None
 
 
+def test_syn_weak_trains_the_syn_arms_hybrid_set_with_the_weak_augmentation():
+    cfg = preset("cpu-unet", train="phantom:200", synthetic="folder:/nowhere",
+                 augmentations=["none", "weak", "syn", "syn-weak", "syn-only"])
+    mine = [c.augmentation for c in cells(cfg) if c.repeat == 0]
+    assert mine.index("syn") < mine.index("syn-weak") < mine.index("syn-only")
+    syn, syn_wa = (cfg.unet_config(5, a, "folder:/nowhere") for a in ("syn", "syn-weak"))
+    assert (syn.aug, syn_wa.aug) == ("none", "weak")
+    assert syn_wa.synthetic == syn.synthetic and syn_wa.n_synthetic == syn.n_synthetic == cfg.total - 5
+    with pytest.raises(DataError, match="N_real 500 is larger"):
+        preset("cpu-unet", train="phantom:200", synthetic="folder:/nowhere", augmentations=["syn-weak"],
+               n_real=[500]).validate()
+
+
 def test_syn_only_needs_a_synthetic_source_and_a_known_segmenter():
     with pytest.raises(DataError, match="SYN-only arms need"):
         _unet(augmentations=["syn-only"]).validate()
@@ -129,6 +142,7 @@ def test_verdict_is_the_difference_of_means_against_two_standard_errors():
     rows += [("syn", 5, r, "t", d, None) for r, d in enumerate([94.0, 95.0, 96.0])]
     rows += [("syn-only", 0, r, "t", d, None) for r, d in enumerate([90.0, 92.0, 91.5])]
     rows += [("weak", 5, r, "t", d, None) for r, d in enumerate([85.0, 86.0, 84.0])]
+    rows += [("syn-weak", 5, r, "t", d, None) for r, d in enumerate([85.0, 86.0, 87.0])]
     s = _summary(rows)
     v = verdict(s, "t", 5)
     assert v["diff"] == pytest.approx(4.0)
@@ -140,6 +154,8 @@ def test_verdict_is_the_difference_of_means_against_two_standard_errors():
     lines = verdict_lines(s, "t")
     assert lines[0] == "N_real 5: SYN − None = +4.00 ± 0.82 (SE) Dice points over 3 vs 3 repeats: **helps**"
     assert "SYN only − None" in lines[1] and "no difference" in lines[1]
+    # SYN + WA is weighed against WA: do the synthetic pairs add anything to the weak augmentation?
+    assert lines[2] == "N_real 5: SYN + WA − WA = +1.00 ± 0.82 (SE) Dice points over 3 vs 3 repeats: **no difference**"
     one = _summary([("none", 5, 0, "t", 90.0, None), ("syn", 5, 0, "t", 99.0, None)])
     assert verdict(one, "t", 5)["word"] == "too few repeats to tell"
 

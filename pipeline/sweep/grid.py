@@ -26,8 +26,9 @@ def cells(cfg: SweepConfig) -> list[Cell]:
     out = []
     for r in range(cfg.repeats):
         out += [Cell(a, n, r) for a in order for n in sorted(cfg.n_real)]
-        if "syn" in cfg.augmentations:
-            out += [Cell("syn", n, r) for n in sorted(cfg.n_real)]
+        for a in ("syn", "syn-weak"):
+            if a in cfg.augmentations:
+                out += [Cell(a, n, r) for n in sorted(cfg.n_real)]
         if "syn-only" in cfg.augmentations:  # no real pair: one cell per repeat, whatever N_real
             out.append(Cell("syn-only", 0, r))
     return out
