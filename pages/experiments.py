@@ -24,11 +24,11 @@ INTRO = """### Experiments — does synthetic data help segmentation when real l
 The paper's Table 1 as a grid of training runs: augmentation **None / WA / SA / SYN** × **N_real** real
 images × repeats, each evaluated on the test source(s). *SYN* trains on N_real real pairs plus
 (total − N_real) synthetic pairs, from a synthetic dataset (Generation tab) or generated first with your
-trimester LoRAs; *SYN + WA* (not in the paper) is SYN's set with WA's weak augmentation on every pair; *SYN
-only* (not in the paper) trains on `total` synthetic pairs and no real one. The
-segmenter is **SAM** (its decoder fine-tuned, as in the paper) or a **U-Net** trained from random weights,
-which has everything to learn; the table ends with the verdict: SYN − None ± its standard error (and SYN + WA
-− WA). `heldout` is the test part of the train source's seeded split: never trained on and never
+trimester LoRAs. Not in the paper: *SYN + WA* is SYN's set with WA's weak augmentation on every pair; *SYN
+only* trains on `total` synthetic pairs and no real one; *SYN only + WA* is that set with the weak augmentation.
+The segmenter is **SAM** (its decoder fine-tuned, as in the paper) or a **U-Net** trained from random weights,
+which has everything to learn; the table ends with the verdict: SYN − None ± its standard error (SYN only
+against None too, and the + WA arms against WA). `heldout` is the test part of the train source's seeded split: never trained on and never
 used to choose a checkpoint. A sweep resumes where it stopped; re-opening a finished one does no work.
 Presets: **cpu-small** (about an hour on a 2-core CPU: N_real 5/20/50, 3 repeats, 8 epochs, SYN total 100),
 **cpu-unet** (the U-Net, the four arms and SYN only), **paper** (the full grid, GPU), **smoke** (2 tiny

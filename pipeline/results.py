@@ -14,14 +14,8 @@ import pandas as pd
 
 from .config import ASSETS
 
-PAPER_ARMS = ["none", "weak", "strong", "syn"]  # the paper's four arms: a sweep's default
-# not in the paper: syn-weak, SYN's hybrid set with WA's weak augmentation on every pair (are the synthetic
-# pairs worth having on top of WA?); syn-only, synthetic pairs only, as many as the SYN arm's total, no real
-# pair, one cell per repeat, recorded with n_real = 0
-AUG_ORDER = PAPER_ARMS + ["syn-weak", "syn-only"]
-AUG_LABEL = {"none": "None", "weak": "WA", "strong": "SA", "syn": "SYN", "syn-weak": "SYN + WA",
-             "syn-only": "SYN only"}
-SYN_ARMS = ("syn", "syn-weak", "syn-only")  # the arms that train on the synthetic set
+# the arms' table (pipeline/arms.py), re-exported: results.csv's `augmentation` column holds its keys
+from .arms import ARMS, AUG_LABEL, AUG_ORDER, PAPER_ARMS, SYN_ARMS  # noqa: F401
 RESULT_COLUMNS = ["augmentation", "n_real", "repeat", "test", "n_test", "dice", "dice_std",
                   "hc_abs_error_mm", "run"]
 PAPER_TABLE = ASSETS / "reference" / "paper_table1.csv"
@@ -99,13 +93,16 @@ def verdict(summary: pd.DataFrame, test: str, n_real: int, arm: str = "syn", aga
 
 
 def verdict_lines(summary: pd.DataFrame, test: str) -> list[str]:
-    """One line per N_real where SYN and None both ran (SYN only against None at each N_real, and SYN + WA
-    against WA: do the synthetic pairs add anything to the weak augmentation?), e.g.
+    """One line per arm with a comparison (pipeline/arms.py: SYN and SYN only against None, SYN + WA and SYN
+    only + WA against WA) and N_real where both ran (a synthetic-only arm against each N_real), e.g.
     'N_real 5: SYN − None = +1.20 ± 0.35 Dice points (SE, 3 vs 3 repeats): helps'."""
     s = summary[summary["test"] == test]
     out = []
-    ns = sorted(int(n) for n in s.loc[s["augmentation"].isin(["none", "weak"]), "n_real"].unique())
-    for arm, against, arm_n in (("syn", "none", None), ("syn-only", "none", 0), ("syn-weak", "weak", None)):
+    against_arms = {a.against for a in ARMS.values() if a.against}
+    ns = sorted(int(n) for n in s.loc[s["augmentation"].isin(against_arms), "n_real"].unique())
+    # grouped by what they are weighed against: SYN, SYN only (against None), then SYN + WA, SYN only + WA
+    weighed = sorted((k for k, a in ARMS.items() if a.against), key=lambda k: AUG_ORDER.index(ARMS[k].against))
+    for arm, against, arm_n in ((k, ARMS[k].against, None if ARMS[k].real else 0) for k in weighed):
         for n in ns:
             v = verdict(summary, test, n, arm, against, arm_n)
             if v is None:
@@ -205,8 +202,7 @@ def paper_beside(summary: pd.DataFrame, paper: pd.DataFrame, test: str, comparis
     return pd.DataFrame(rows)
 
 
-_COLORS = {"none": "#636efa", "weak": "#00cc96", "strong": "#ab63fa", "syn": "#ef553b", "syn-weak": "#19d3f3",
-           "syn-only": "#ffa15a"}
+_COLORS = {k: a.color for k, a in ARMS.items()}
 _PLOTLY_SYMBOLS = ["diamond-open", "square-open", "triangle-up-open", "circle-open"]
 _MPL_MARKERS = ["D", "s", "^", "o"]
 
@@ -247,11 +243,11 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
-        if a == "syn-only":  # no real pair: one value whatever N_real, drawn as a level across the chart
+        if not ARMS[a].real:  # no real pair: one value whatever N_real, drawn as a level across the chart
             r = d.iloc[0]
             fig.add_hline(y=float(r["dice_mean"]), line=dict(color=_COLORS[a], dash="dash"),
                           annotation_text=f"{AUG_LABEL[a]} (ours, 0 real): {mean_std_text(r)}",
-                          annotation_position="bottom right")
+                          annotation_position="bottom right" if a == "syn-only" else "top left")
             ys += [float(r["dice_mean"])]
             continue
         runs = d["repeats"].astype(int) if "repeats" in d else pd.Series(2, index=d.index)
@@ -326,7 +322,7 @@ def figure3_png(summary: pd.DataFrame, path: str | Path, test: str | None = None
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
             continue
-        if a == "syn-only":
+        if not ARMS[a].real:
             ax.axhline(float(d["dice_mean"].iloc[0]), color=_COLORS[a], ls="--",
                        label=f"{AUG_LABEL[a]} (ours, 0 real)")
             continue

@@ -61,6 +61,22 @@ def test_syn_weak_trains_the_syn_arms_hybrid_set_with_the_weak_augmentation():
                n_real=[500]).validate()
 
 
+def test_syn_only_weak_is_syn_onlys_set_with_the_weak_augmentation_one_cell_per_repeat():
+    cfg = preset("cpu-unet", train="phantom:200", synthetic="folder:/nowhere", n_real=[5, 20],
+                 augmentations=["none", "weak", "syn", "syn-only", "syn-only-weak"])
+    cfg.validate()
+    for r in range(cfg.repeats):
+        mine = [c for c in cells(cfg) if c.repeat == r]
+        assert mine[-2:] == [Cell("syn-only", 0, r), Cell("syn-only-weak", 0, r)]  # whatever N_real, once
+    only, only_wa = (cfg.unet_config(0, a, "folder:/nowhere") for a in ("syn-only", "syn-only-weak"))
+    assert (only.aug, only_wa.aug) == ("none", "weak")
+    assert only_wa.n_real == 0 and only_wa.synthetic == only.synthetic
+    assert only_wa.n_synthetic == only.n_synthetic == cfg.total
+    # a synthetic-only arm never limits N_real: only the hybrid arms keep N_real + synthetic = total
+    preset("cpu-unet", train="phantom:200", synthetic="folder:/nowhere", augmentations=["none", "syn-only-weak"],
+           n_real=[500]).validate()
+
+
 def test_syn_only_needs_a_synthetic_source_and_a_known_segmenter():
     with pytest.raises(DataError, match="SYN-only arms need"):
         _unet(augmentations=["syn-only"]).validate()
@@ -143,6 +159,7 @@ def test_verdict_is_the_difference_of_means_against_two_standard_errors():
     rows += [("syn-only", 0, r, "t", d, None) for r, d in enumerate([90.0, 92.0, 91.5])]
     rows += [("weak", 5, r, "t", d, None) for r, d in enumerate([85.0, 86.0, 84.0])]
     rows += [("syn-weak", 5, r, "t", d, None) for r, d in enumerate([85.0, 86.0, 87.0])]
+    rows += [("syn-only-weak", 0, r, "t", d, None) for r, d in enumerate([80.0, 81.0, 82.0])]
     s = _summary(rows)
     v = verdict(s, "t", 5)
     assert v["diff"] == pytest.approx(4.0)
@@ -156,6 +173,9 @@ def test_verdict_is_the_difference_of_means_against_two_standard_errors():
     assert "SYN only − None" in lines[1] and "no difference" in lines[1]
     # SYN + WA is weighed against WA: do the synthetic pairs add anything to the weak augmentation?
     assert lines[2] == "N_real 5: SYN + WA − WA = +1.00 ± 0.82 (SE) Dice points over 3 vs 3 repeats: **no difference**"
+    # SYN only + WA too: can WA on synthetic pairs alone stand in for WA on the real ones?
+    assert lines[3] == "N_real 5: SYN only + WA − WA = -4.00 ± 0.82 (SE) Dice points over 3 vs 3 repeats: **hurts**"
+    assert len(lines) == 4
     one = _summary([("none", 5, 0, "t", 90.0, None), ("syn", 5, 0, "t", 99.0, None)])
     assert verdict(one, "t", 5)["word"] == "too few repeats to tell"
 

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..arms import ARMS
 from ..config import add_profile_argument, resolve_profile
 from ..data import DataError
 from ..fileio import atomic_write_text
@@ -40,9 +41,8 @@ def add_arguments(p, command: str = "sweep") -> None:
     p.add_argument("--segmenter", choices=("sam", "unet"),
                    help="sam: fine-tune the profile's SAM decoder (default); unet: a MONAI U-Net from random weights")
     p.add_argument("--unet-steps", type=int, help="optimizer steps per U-Net cell (default: the preset's)")
-    p.add_argument("--augmentations", help="comma list of none,weak,strong,syn,syn-weak,syn-only (WA, SA, real + "
-                                           "synthetic, real + synthetic with WA, synthetic only; default: the "
-                                           "preset's)")
+    p.add_argument("--augmentations", help="comma list of " + ", ".join(f"{k} ({a.label})" for k, a in ARMS.items())
+                   + " (default: the preset's)")
     p.add_argument("--n-real", help="comma list of N_real values (real training pairs per cell; default: the preset's)")
     p.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed (default: the preset's)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per cell (default: the preset's)")

@@ -9,13 +9,11 @@ import json
 from ..config import SamFinetuneDefaults
 from ..data import DataError, open_source
 from ..diffusion.lora import LoraTrainConfig
-from ..results import AUG_ORDER, PAPER_ARMS, SYN_ARMS
+from ..arms import ARMS, AUG_ORDER, AUG_TO_FINETUNE, PAPER_ARMS, SYN_ARMS, n_synthetic
 
 _D = SamFinetuneDefaults()
 _L = LoraTrainConfig()  # the SYN arm's LoRAs train with the LoRA config's defaults unless the sweep sets them
 HELDOUT = "heldout"
-AUG_TO_FINETUNE = {"none": "none", "weak": "weak", "strong": "strong", "syn": "none", "syn-weak": "weak",
-                   "syn-only": "none"}
 SEGMENTERS = ("sam", "unet")  # SAM's decoder fine-tuned from the profile's weights; a U-Net from random weights
 
 
@@ -115,7 +113,7 @@ class SweepConfig:
         if self.segmenter not in SEGMENTERS:
             raise DataError(f"segmenter must be one of {', '.join(SEGMENTERS)}, got {self.segmenter!r}")
         if set(self.augmentations) & set(SYN_ARMS):
-            if {"syn", "syn-weak"} & set(self.augmentations) and max(self.n_real) > self.total:
+            if any(ARMS[a].hybrid for a in self.augmentations) and max(self.n_real) > self.total:
                 raise DataError(f"SYN keeps N_real + synthetic = total ({self.total}); N_real "
                                 f"{max(self.n_real)} is larger")
             if not self.synthetic and not self.loras and not self.train_loras:
@@ -158,9 +156,8 @@ class SweepConfig:
             setattr(self, k, check_seed(getattr(self, k), k))
 
     def n_synthetic(self, augmentation: str, n_real: int) -> int | None:
-        """How many synthetic pairs a cell trains on: SYN (and SYN + WA) tops N_real up to `total`, SYN only is
-        `total`."""
-        return {"syn": self.total - n_real, "syn-weak": self.total - n_real, "syn-only": self.total}.get(augmentation)
+        """How many synthetic pairs a cell trains on (pipeline/arms.py): SYN tops N_real up to `total`."""
+        return n_synthetic(augmentation, n_real, self.total)
 
     def unet_config(self, n_real: int, augmentation: str, synthetic: str | None, repeat: int = 0):
         """The U-Net run of one cell (pipeline/unet.py), with the same split, val part and seeds as SAM's."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..results import AUG_ORDER, SYN_ARMS
+from ..arms import ARMS, AUG_ORDER
 from .config import SweepConfig
 
 
@@ -22,13 +22,11 @@ def cells(cfg: SweepConfig) -> list[Cell]:
     """Repeat by repeat, so a partly finished sweep already holds whole repeats of every arm; within a
     repeat the cheap arms (none/WA/SA) first and SYN last, whose synthetic set (or LoRAs) is only needed,
     or made, when its first cell runs."""
-    order = [a for a in AUG_ORDER if a in cfg.augmentations and a not in SYN_ARMS]
+    plain = [a for a in AUG_ORDER if a in cfg.augmentations and not ARMS[a].synthetic]
+    hybrid = [a for a in AUG_ORDER if a in cfg.augmentations and ARMS[a].hybrid]
+    syn_only = [a for a in AUG_ORDER if a in cfg.augmentations and ARMS[a].synthetic and not ARMS[a].real]
     out = []
     for r in range(cfg.repeats):
-        out += [Cell(a, n, r) for a in order for n in sorted(cfg.n_real)]
-        for a in ("syn", "syn-weak"):
-            if a in cfg.augmentations:
-                out += [Cell(a, n, r) for n in sorted(cfg.n_real)]
-        if "syn-only" in cfg.augmentations:  # no real pair: one cell per repeat, whatever N_real
-            out.append(Cell("syn-only", 0, r))
+        out += [Cell(a, n, r) for a in plain + hybrid for n in sorted(cfg.n_real)]
+        out += [Cell(a, 0, r) for a in syn_only]  # no real pair: one cell per repeat, whatever N_real
     return out

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..fileio import atomic_write_json
 from ..locks import FileLock
-from ..results import SYN_ARMS
+from ..arms import SYN_ARMS
 from .config import AUG_TO_FINETUNE, SweepConfig
 from .folder import Sweep
 from .grid import Cell, cells

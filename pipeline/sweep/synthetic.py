@@ -10,6 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..arms import ARMS
 from ..data import DataError, open_source, split_indices, trimester_counts
 from ..fileio import atomic_write_json
 from ..masks import TRIMESTERS
@@ -25,7 +26,7 @@ def synthetic_plan(cfg: SweepConfig, allowed_roots=None) -> dict[str, int]:
     counts = trimester_counts([src.metas[i] for i in pool])
     have = set(cfg.loras or {}) | (set(TRIMESTERS) if cfg.train_loras else set())
     known = {t: counts[t] for t in TRIMESTERS if t in have and counts[t] > 0}
-    need = max(cfg.n_synthetic(a, 0 if a == "syn-only" else min(cfg.n_real)) or 0 for a in cfg.augmentations)
+    need = max(cfg.n_synthetic(a, min(cfg.n_real) if ARMS[a].real else 0) or 0 for a in cfg.augmentations)
     if not known or sum(known.values()) == 0:
         raise DataError("no LoRA for any trimester present in the training pool")
     tot = sum(known.values())
