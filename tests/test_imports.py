@@ -23,7 +23,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "pipeline"
 
 # root modules the sub-packages may import: small leaf utilities and the data layer
-FOUNDATION = {"augment", "config", "data", "errors", "eta", "fileio", "gpu", "hybrid", "locks", "masks", "measure",
+FOUNDATION = {"arms", "augment", "config", "data", "errors", "eta", "fileio", "gpu", "hybrid", "locks", "masks", "measure",
               "metrics", "phantom", "process", "readable", "results", "runs", "unet", "validate"}
 
 
