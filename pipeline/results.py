@@ -239,6 +239,8 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
         return fig
     ys = []  # every plotted value with its bar: the y-axis range is chosen from them
+    # the no-real-pair levels take turns at a corner, so that two close levels' labels do not overlap
+    corners = iter(["bottom right", "top left", "top right", "bottom left"] * 2)
     for a in AUG_ORDER:
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
@@ -247,7 +249,7 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
             r = d.iloc[0]
             fig.add_hline(y=float(r["dice_mean"]), line=dict(color=_COLORS[a], dash="dash"),
                           annotation_text=f"{AUG_LABEL[a]} (ours, 0 real): {mean_std_text(r)}",
-                          annotation_position="bottom right" if a == "syn-only" else "top left")
+                          annotation_position=next(corners))
             ys += [float(r["dice_mean"])]
             continue
         runs = d["repeats"].astype(int) if "repeats" in d else pd.Series(2, index=d.index)
