@@ -6,8 +6,8 @@ Trains one U-Net cell as `sweep --preset cpu-unet` builds it (`SweepConfig.unet_
 with only its length and validation interval changed, and prints the validation Dice (the val part of the train source's
 split, 30 pairs: the part the sweep chooses its checkpoint on) every 50 steps, with the seconds so far. It
 never touches the test part: choosing the steps from it would tune to the test split.
-Arms: none (N_real real pairs), weak (WA), strong (SA), syn (N_real real + N_synthetic synthetic pairs),
-syn-only (N_synthetic synthetic pairs). Recorded: docs/lab/2026-12-07-unet-steps.md.
+Arms: those of the sweep (pipeline/arms.py; an arm with synthetic pairs needs --synthetic). Recorded:
+docs/lab/2026-12-07-unet-steps.md, docs/lab/2026-12-08-unet-longer-and-stricter-qc.md.
 """
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
+    from pipeline.arms import ARMS
     from pipeline.sweep.config import preset
     from pipeline.unet import train_unet
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arm", required=True, choices=["none", "weak", "strong", "syn", "syn-only"])
+    p.add_argument("--arm", required=True, choices=list(ARMS))
     p.add_argument("--train", default="hc18:../shared/data/hc18", help="the real source (data spec)")
-    p.add_argument("--synthetic", default=None, help="a generated dataset folder (syn, syn-only)")
+    p.add_argument("--synthetic", default=None, help="a generated dataset folder (the arms with synthetic pairs)")
     p.add_argument("--n-real", type=int, default=5)
     p.add_argument("--total", type=int, default=None,
                    help="real + synthetic pairs of a SYN cell (default: the preset's 100; 85 for an 80-pair folder)")
@@ -40,13 +41,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     syn = None
-    if a.arm in ("syn", "syn-only"):
+    if ARMS[a.arm].synthetic:
         if not a.synthetic:
             p.error(f"--arm {a.arm} needs --synthetic")
         syn = a.synthetic if ":" in a.synthetic else f"folder:{a.synthetic}"
     # the cell exactly as `sweep --preset cpu-unet` builds it, only its length and validation interval changed
     sweep = preset("cpu-unet", train=a.train, total=a.total, unet_steps=a.steps, unet_val_every=a.val_every)
-    cfg = sweep.unet_config(0 if a.arm == "syn-only" else a.n_real, a.arm, syn, a.repeat)
+    cfg = sweep.unet_config(a.n_real if ARMS[a.arm].real else 0, a.arm, syn, a.repeat)
     if a.real_share is not None:
         cfg.real_share = a.real_share
     out = a.out or tempfile.mkdtemp(prefix=f"unet-{a.arm}-")
