@@ -6,6 +6,7 @@ where `dice` is the mean Dice (%) over the test images of that cell.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def figure3(summary: pd.DataFrame, test: str | None = None, paper: pd.DataFrame 
         return fig
     ys = []  # every plotted value with its bar: the y-axis range is chosen from them
     # the no-real-pair levels take turns at a corner, so that two close levels' labels do not overlap
-    corners = iter(["bottom right", "top left", "top right", "bottom left"] * 2)
+    corners = itertools.cycle(["bottom right", "top left", "top right", "bottom left"])
     for a in AUG_ORDER:
         d = s[s["augmentation"] == a].sort_values("n_real")
         if d.empty:
